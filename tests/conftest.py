@@ -1,0 +1,74 @@
+"""Shared fixtures: a fresh empty database on SQLite and on PostgreSQL for each test.
+
+PostgreSQL is ``CDDF_TEST_POSTGRES_URL`` (default: the local server, database ``test``).
+Where it is unreachable its tests skip with the reason, unless ``CDDF_REQUIRE_POSTGRES=1``
+(set by .ci/run), where they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from urllib.parse import quote
+
+import pytest
+import sqlalchemy as sa
+
+POSTGRES_URL = os.environ.get(
+    "CDDF_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def _postgres_problem() -> str | None:
+    try:
+        engine = sa.create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as connection:
+            connection.execute(sa.text("select 1"))
+        engine.dispose()
+    except Exception as error:  # any failure to connect is a reason to skip
+        return f"PostgreSQL at {POSTGRES_URL} unreachable: {type(error).__name__}: {error}"
+    return None
+
+
+_POSTGRES_PROBLEM: list[str | None] = []
+
+
+def require_postgres() -> None:
+    """Skip (or fail under CDDF_REQUIRE_POSTGRES=1) when the PostgreSQL server is unreachable."""
+    if not _POSTGRES_PROBLEM:
+        _POSTGRES_PROBLEM.append(_postgres_problem())
+    problem = _POSTGRES_PROBLEM[0]
+    if problem is None:
+        return
+    if os.environ.get("CDDF_REQUIRE_POSTGRES") == "1":
+        pytest.fail(problem + " (CDDF_REQUIRE_POSTGRES=1: PostgreSQL tests must run)")
+    pytest.skip(problem)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A URL to an empty, private schema on the PostgreSQL server, dropped afterwards."""
+    require_postgres()
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(POSTGRES_URL)
+    with admin.begin() as connection:
+        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    yield f"{POSTGRES_URL}{separator}options={quote(f'-csearch_path={schema}')}"
+    with admin.begin() as connection:
+        connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'cddf.sqlite'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request) -> str:
+    """Each test that takes this runs twice: on a fresh SQLite file and a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        return request.getfixturevalue("sqlite_url")
+    return request.getfixturevalue("postgres_url")
