@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, inspect
@@ -70,3 +71,37 @@ def needs_migration(engine: Engine) -> bool:
             return True
         current = set(MigrationContext.configure(connection).get_current_heads())
     return current != heads
+
+
+@lru_cache(maxsize=8)
+def _cached_engine(url: str) -> Engine:
+    return make_engine(url)
+
+
+def get_engine(url: str | None = None) -> Engine:
+    """The service's engine (one per URL), its schema ready to use.
+
+    An empty SQLite file is migrated on first use, so the main job needs no extra step; any
+    other database that is behind raises and says to run ``cdd-forecast db upgrade``.
+    """
+    if url is None:
+        from db.settings import get_settings
+
+        url = get_settings().database_url.get_secret_value()
+    engine = _cached_engine(url)
+    if needs_migration(engine):
+        if engine.dialect.name == "sqlite":
+            migrate(engine)
+        else:
+            from db.settings import masked_url
+
+            raise RuntimeError(
+                f"the database {masked_url(url)} is not at the newest schema revision: "
+                "run `cdd-forecast db upgrade` first"
+            )
+    return engine
+
+
+def clear_engine_cache() -> None:
+    """Dispose every cached engine (tests and settings changes)."""
+    _cached_engine.cache_clear()

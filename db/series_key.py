@@ -17,7 +17,9 @@ TIMEFRAMES: dict[str, pd.Timedelta] = {
     "1h": pd.Timedelta(hours=1),
     "minute": pd.Timedelta(minutes=1),
 }
-_KEY = re.compile(r"^(?P<exchange>[A-Za-z][A-Za-z0-9]*)_(?P<pair>[A-Z0-9]{4,20})_(?P<timeframe>[a-z0-9]+)$")
+_KEY = re.compile(
+    r"^(?P<exchange>[A-Za-z][A-Za-z0-9]*)_(?P<pair>[A-Z0-9]{4,20})_(?P<timeframe>[a-z0-9]+)$"
+)
 
 
 @dataclass(frozen=True)

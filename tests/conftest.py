@@ -68,7 +68,21 @@ def sqlite_url(tmp_path) -> str:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request) -> str:
-    """Each test that takes this runs twice: on a fresh SQLite file and a fresh PostgreSQL schema."""
+    """Tests taking this run twice: on a fresh SQLite file and a fresh PostgreSQL schema."""
     if request.param == "sqlite":
         return request.getfixturevalue("sqlite_url")
     return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def service_database(database_url, monkeypatch) -> Iterator[str]:
+    """Point the service's settings (CDDF_DATABASE_URL) at a fresh database of each kind."""
+    from db.engine import clear_engine_cache
+    from db.settings import get_settings
+
+    monkeypatch.setenv("CDDF_DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    clear_engine_cache()
+    yield database_url
+    get_settings.cache_clear()
+    clear_engine_cache()
