@@ -1,0 +1,165 @@
+"""Forecasting tables: ``model_versions``, ``forecast_runs``, ``forecasts``, ``forecast_metrics``.
+
+Every timestamp is UTC (:class:`db.models.UtcDateTime`). A model version keeps its artifact
+(the forecaster's ``to_bytes``) in the database with its sha256, so that workers on different
+machines share models through the database alone. ``forecasts`` repeats its run's ``series`` and
+``as_of`` so that "the newest forecast of each target time of one series" is one index range
+(``ix_forecasts_series_target_time``), which the ``latest_forecasts`` view relies on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from db.base import Base
+from db.models import UtcDateTime
+
+MODEL_KINDS = ("retrain", "finetune")
+RUN_KINDS = ("daily", "backfill")
+METRIC_COLUMNS = (
+    "rmse", "mae", "mape", "smape", "mase", "direction",
+    "coverage_80", "width_80", "coverage_95", "width_95", "naive_rmse", "skill",
+)
+
+
+class ModelVersion(Base):
+    """One trained model of a series: a retrain from scratch or a fine-tune of ``parent_id``.
+
+    ``retrain_id`` is the retrain its lineage started from (itself for a retrain); the
+    ``artifact`` column is deferred, so listing versions does not read the models.
+    """
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        CheckConstraint(f"kind IN {MODEL_KINDS!r}", name="kind"),
+        Index("ix_model_versions_series_train_last", "series", "train_last", "id"),
+        Index("ix_model_versions_flow_run_id", "flow_run_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series: Mapped[str] = mapped_column(ForeignKey("series.key", ondelete="CASCADE"))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    kind: Mapped[str] = mapped_column(String(16))
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="SET NULL")
+    )
+    retrain_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="SET NULL")
+    )
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    train_first: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    train_last: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    n_windows: Mapped[int] = mapped_column(Integer)
+    validation_metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    artifact: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    artifact_sha256: Mapped[str] = mapped_column(String(64))
+    artifact_size: Mapped[int] = mapped_column(Integer)
+    device: Mapped[str] = mapped_column(String(32))
+    train_seconds: Mapped[float] = mapped_column(Double)
+    flow_run_id: Mapped[str | None] = mapped_column(String(36))
+
+
+class ForecastRun(Base):
+    """The forecasts one model version made for a series from the candles up to ``as_of``."""
+
+    __tablename__ = "forecast_runs"
+    __table_args__ = (
+        UniqueConstraint("series", "as_of", "model_version_id"),
+        CheckConstraint(f"kind IN {RUN_KINDS!r}", name="kind"),
+        Index("ix_forecast_runs_model_version_id", "model_version_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series: Mapped[str] = mapped_column(ForeignKey("series.key", ondelete="CASCADE"))
+    as_of: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE")
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    kind: Mapped[str] = mapped_column(String(16))
+    flow_run_id: Mapped[str | None] = mapped_column(String(36))
+
+
+class Forecast(Base):
+    """One forecast of a run: ``horizon`` periods after ``as_of``, beside the naive forecast."""
+
+    __tablename__ = "forecasts"
+    __table_args__ = (
+        Index("ix_forecasts_series_target_time", "series", "target_time", "as_of", "run_id"),
+    )
+
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("forecast_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    horizon: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series: Mapped[str] = mapped_column(String(100))  # the run's, for the index
+    as_of: Mapped[dt.datetime] = mapped_column(UtcDateTime())  # the run's, for the index
+    target_time: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    value: Mapped[float] = mapped_column(Double)
+    lower_80: Mapped[float] = mapped_column(Double)
+    upper_80: Mapped[float] = mapped_column(Double)
+    lower_95: Mapped[float] = mapped_column(Double)
+    upper_95: Mapped[float] = mapped_column(Double)
+    naive: Mapped[float] = mapped_column(Double)
+
+
+class ForecastMetric(Base):
+    """Scores of forecasts against final candles, per horizon (``0``: all horizons pooled).
+
+    A row with ``run_id`` scores one run; a row without scores every scored run of its model
+    version together. Metrics that are undefined (no spread in the naive errors) are NULL.
+    """
+
+    __tablename__ = "forecast_metrics"
+    __table_args__ = (
+        UniqueConstraint("run_id", "horizon"),
+        Index(
+            "uq_forecast_metrics_version_horizon",
+            "model_version_id",
+            "horizon",
+            unique=True,
+            sqlite_where=text("run_id IS NULL"),
+            postgresql_where=text("run_id IS NULL"),
+        ),
+        Index("ix_forecast_metrics_series_version", "series", "model_version_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series: Mapped[str] = mapped_column(ForeignKey("series.key", ondelete="CASCADE"))
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE")
+    )
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("forecast_runs.id", ondelete="CASCADE"))
+    horizon: Mapped[int] = mapped_column(Integer)
+    n: Mapped[int] = mapped_column(Integer)
+    n_runs: Mapped[int] = mapped_column(Integer)
+    first_target: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    last_target: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    rmse: Mapped[float | None] = mapped_column(Double)
+    mae: Mapped[float | None] = mapped_column(Double)
+    mape: Mapped[float | None] = mapped_column(Double)
+    smape: Mapped[float | None] = mapped_column(Double)
+    mase: Mapped[float | None] = mapped_column(Double)
+    direction: Mapped[float | None] = mapped_column(Double)
+    coverage_80: Mapped[float | None] = mapped_column(Double)
+    width_80: Mapped[float | None] = mapped_column(Double)
+    coverage_95: Mapped[float | None] = mapped_column(Double)
+    width_95: Mapped[float | None] = mapped_column(Double)
+    naive_rmse: Mapped[float | None] = mapped_column(Double)
+    skill: Mapped[float | None] = mapped_column(Double)
+    scored_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
