@@ -1,0 +1,23 @@
+"""The errors of the CryptoDataDownload client and parser; each message says what to do."""
+
+from __future__ import annotations
+
+
+class CDDFormatError(ValueError):
+    """The body is not a valid CryptoDataDownload candle file (message: source, line, fix)."""
+
+
+class CDDDownloadError(RuntimeError):
+    """The file could not be fetched; retrying will not help (404, oversize, missing file)."""
+
+
+class CDDNetworkError(CDDDownloadError):
+    """A network failure a later retry may fix: unreachable host, timeout, 429 or 5xx."""
+
+
+class SeriesNotFoundError(CDDDownloadError):
+    """CryptoDataDownload answered 404: it has no file for this series."""
+
+
+class DownloadTooLargeError(CDDDownloadError):
+    """The body is larger than ``http_max_bytes``."""
