@@ -107,9 +107,7 @@ def ensure_roles(
     try:
         with engine.begin() as connection:
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
-            return _ensure(
-                connection, schema, app_role, reader_role, app_password, reader_password
-            )
+            return _ensure(connection, schema, app_role, reader_role, app_password, reader_password)
     except DBAPIError as error:
         raise RolesError(f"creating the roles on {where} failed: {_cause(error)}") from None
 
@@ -126,7 +124,10 @@ def _ensure(
     database = connection.scalar(text("SELECT current_database()"))
     schema = schema or connection.scalar(text("SELECT current_schema()"))
     if schema is None:
-        raise RolesError("the connection has no current schema: pass the schema explicitly")
+        raise RolesError(
+            "the connection's search_path names no existing schema: fix the search_path of "
+            "CDDF_DATABASE_URL or pass the schema (`cdd-forecast db roles --schema ...`)"
+        )
     if admin in (app_role, reader_role):
         raise RolesError(
             f"connected as {admin!r}, one of the roles to manage: connect as an administrator "

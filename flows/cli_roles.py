@@ -13,21 +13,24 @@ from flows.cli_app import db_app
 def roles(
     app_role: Annotated[
         str | None,
-        typer.Option(help="Application role that owns the tables [env CDDF_APP_ROLE; cddf_app]."),
+        typer.Option(
+            help="Application role that owns the tables (default: CDDF_APP_ROLE, cddf_app)."
+        ),
     ] = None,
     reader_role: Annotated[
         str | None,
-        typer.Option(help="Read-only analyst role [env CDDF_READER_ROLE; forecast_reader]."),
+        typer.Option(help="Read-only analyst role (default: CDDF_READER_ROLE, forecast_reader)."),
     ] = None,
     schema: Annotated[
-        str | None, typer.Option(help="Schema of the tables [default: the current schema].")
+        str | None, typer.Option(help="Schema of the tables (default: the current schema).")
     ] = None,
 ) -> None:
     """Create or update the PostgreSQL roles (idempotent); run after `db upgrade`.
 
-    Connects with CDDF_DATABASE_URL, which must be a user with CREATEROLE (e.g. postgres).
-    Passwords come only from the environment (CDDF_APP_PASSWORD, CDDF_READER_PASSWORD), never
-    from the command line; an unset one leaves that role's password unchanged.
+    Connects with CDDF_DATABASE_URL, as a user with CREATEROLE (e.g. postgres).
+
+    Passwords come only from the environment, CDDF_APP_PASSWORD and CDDF_READER_PASSWORD,
+    never from the command line; an unset one leaves that role's password unchanged.
     """
     from db.engine import make_engine
     from db.roles import RolesError, RoleSettings, ensure_roles, role_summary
@@ -53,10 +56,12 @@ def roles(
     typer.echo(f"roles ready on {masked_url(url)}")
     for line in role_summary(report):
         typer.echo(f"  {line}")
-    for role in (report.app_role, report.reader_role):
+    for role, variable in (
+        (report.app_role, "CDDF_APP_PASSWORD"),
+        (report.reader_role, "CDDF_READER_PASSWORD"),
+    ):
         if role in report.created and role not in report.passwords_set:
             typer.echo(
-                f"  note: {role} has no password yet; set CDDF_APP_PASSWORD / "
-                "CDDF_READER_PASSWORD and rerun so it can log in",
+                f"note: {role} has no password yet; set {variable} and rerun so it can log in",
                 err=True,
             )
