@@ -1,0 +1,355 @@
+"""Forecast runs, their forecasts and their scores.
+
+>>> written = write_forecast_run(engine, "Bitstamp_BTCUSD_d", version.id, forecasts)
+>>> written.replaced          # True when this (series, as_of, version) had forecasts before
+False
+>>> for run in unscored_runs(engine, "Bitstamp_BTCUSD_d"):
+...     write_run_metrics(engine, run, score_frame)
+
+A run is written in one transaction: re-running it replaces its forecasts (and drops their
+stale scores), never duplicates them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Engine, delete, func, insert, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from db.forecast_models import (
+    METRIC_COLUMNS,
+    RUN_KINDS,
+    Forecast,
+    ForecastMetric,
+    ForecastRun,
+    ModelVersion,
+)
+from db.models import Candle, Series, UtcDateTime
+
+RunKind = Literal["daily", "backfill"]
+VALUE_COLUMNS = ("value", "lower_80", "upper_80", "lower_95", "upper_95", "naive")
+FORECAST_COLUMNS = ("as_of", "target_time", "horizon", *VALUE_COLUMNS)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    id: int
+    series: str
+    as_of: dt.datetime
+    model_version_id: int
+    created_at: dt.datetime
+    kind: str
+    flow_run_id: str | None
+
+
+@dataclass(frozen=True)
+class WrittenRun:
+    run: RunInfo
+    replaced: bool
+    n_forecasts: int
+
+
+def write_forecast_run(
+    engine: Engine,
+    series: str,
+    model_version_id: int,
+    forecasts: pd.DataFrame,
+    *,
+    kind: RunKind = "daily",
+    flow_run_id: str | None = None,
+) -> WrittenRun:
+    """Store the forecasts of one run, replacing those of the same (series, as_of, version).
+
+    ``forecasts`` has the columns of ``LSTMForecaster.predict`` plus ``naive``, one as_of.
+    """
+    rows, as_of = _forecast_rows(forecasts, series)
+    if kind not in RUN_KINDS:
+        raise ValueError(f"forecast run of {series}: kind must be one of {RUN_KINDS}, got {kind!r}")
+    now = dt.datetime.now(dt.UTC)
+    values = {
+        "series": series,
+        "as_of": as_of,
+        "model_version_id": model_version_id,
+        "created_at": now,
+        "kind": kind,
+        "flow_run_id": flow_run_id,
+    }
+    with Session(engine) as session, session.begin():
+        statement = _upsert(session, ForecastRun, values, ["series", "as_of", "model_version_id"])
+        statement = statement.returning(ForecastRun.id)
+        run_id = session.execute(statement).scalar_one()
+        removed = session.execute(delete(Forecast).where(Forecast.run_id == run_id)).rowcount
+        session.execute(delete(ForecastMetric).where(ForecastMetric.run_id == run_id))
+        session.execute(
+            insert(Forecast),
+            [row | {"run_id": run_id, "series": series, "as_of": as_of} for row in rows],
+        )
+    run = RunInfo(run_id, series, as_of, model_version_id, now, kind, flow_run_id)
+    return WrittenRun(run, replaced=bool(removed), n_forecasts=len(rows))
+
+
+def _upsert(session: Session, table: type, values: dict[str, Any], keys: list[str], **where):
+    """``INSERT … ON CONFLICT (keys) DO UPDATE`` on SQLite or PostgreSQL."""
+    dialect = session.get_bind().dialect.name
+    module = {"postgresql": postgresql, "sqlite": sqlite}.get(dialect)
+    if module is None:
+        raise ValueError(f"unsupported database {dialect!r}: use SQLite or PostgreSQL")
+    statement = module.insert(table).values(values)
+    updates = {name: statement.excluded[name] for name in values if name not in keys}
+    return statement.on_conflict_do_update(index_elements=keys, set_=updates, **where)
+
+
+def _forecast_rows(forecasts: pd.DataFrame, series: str) -> tuple[list[dict], dt.datetime]:
+    where = f"forecasts of {series}"
+    missing = [name for name in FORECAST_COLUMNS if name not in forecasts.columns]
+    if missing:
+        raise ValueError(f"{where}: missing columns {', '.join(missing)}")
+    if forecasts.empty:
+        raise ValueError(f"{where}: no rows to store")
+    as_ofs = pd.DatetimeIndex(forecasts["as_of"]).unique()
+    if len(as_ofs) != 1 or as_ofs.tz is None:
+        raise ValueError(f"{where}: expected one tz-aware as_of per run, got {list(as_ofs)}")
+    horizons = forecasts["horizon"].astype(int)
+    if horizons.duplicated().any() or (horizons < 1).any():
+        raise ValueError(f"{where}: horizons must be distinct and >= 1, got {horizons.tolist()}")
+    values = forecasts.loc[:, list(VALUE_COLUMNS)].to_numpy(dtype=np.float64)
+    if not np.isfinite(values).all():
+        bad = int(np.argmax(~np.isfinite(values).all(axis=1)))
+        raise ValueError(
+            f"{where}: a forecast value is missing or not finite at horizon {horizons.iloc[bad]}"
+        )
+    targets = pd.DatetimeIndex(forecasts["target_time"]).tz_convert("UTC")
+    rows = [
+        {"horizon": int(h), "target_time": t.to_pydatetime()}
+        | dict(zip(VALUE_COLUMNS, map(float, row), strict=True))
+        for h, t, row in zip(horizons, targets, values, strict=True)
+    ]
+    return rows, as_ofs[0].tz_convert("UTC").to_pydatetime()
+
+
+def run_forecasts(engine: Engine, run_ids: Sequence[int]) -> pd.DataFrame:
+    """The forecasts of ``run_ids`` with their run_id and model_version_id, by run and horizon."""
+    query = (
+        select(
+            Forecast.run_id,
+            ForecastRun.model_version_id,
+            Forecast.as_of,
+            Forecast.target_time,
+            Forecast.horizon,
+            *(getattr(Forecast, name) for name in VALUE_COLUMNS),
+        )
+        .join(ForecastRun, ForecastRun.id == Forecast.run_id)
+        .where(Forecast.run_id.in_(list(run_ids)))
+        .order_by(Forecast.run_id, Forecast.horizon)
+    )
+    return _frame(engine, query)
+
+
+def version_scored_forecasts(engine: Engine, model_version_id: int) -> pd.DataFrame:
+    """Every forecast of the version's runs that have been scored."""
+    scored = select(ForecastMetric.run_id).where(
+        ForecastMetric.model_version_id == model_version_id, ForecastMetric.run_id.is_not(None)
+    )
+    query = select(ForecastRun.id).where(ForecastRun.id.in_(scored))
+    with engine.connect() as connection:
+        run_ids = connection.execute(query).scalars().all()
+    return run_forecasts(engine, run_ids)
+
+
+def recent_run_forecasts(
+    engine: Engine,
+    series: str,
+    *,
+    last_runs: int,
+    retrain_id: int | None = None,
+    targets_until: dt.datetime | None = None,
+) -> pd.DataFrame:
+    """The forecasts of the newest ``last_runs`` runs whose targets are all up to a time.
+
+    ``targets_until`` defaults to the series' last final candle, so every target has its
+    actual. With ``retrain_id``, only runs of that lineage (a retrain and every fine-tune
+    descended from it) count.
+    """
+    last_target = (
+        select(func.max(Forecast.target_time))
+        .where(Forecast.run_id == ForecastRun.id)
+        .scalar_subquery()
+    )
+    if isinstance(targets_until, pd.Timestamp):
+        targets_until = targets_until.to_pydatetime()
+    if targets_until is None:
+        targets_until = (
+            select(func.max(Candle.time))
+            .join(Series, Series.id == Candle.series_id)
+            .where(Series.key == series, Candle.is_final)
+            .scalar_subquery()
+        )
+    query = select(ForecastRun.id).where(ForecastRun.series == series, last_target <= targets_until)
+    if retrain_id is not None:
+        lineage = select(ModelVersion.id).where(ModelVersion.retrain_id == retrain_id)
+        query = query.where(ForecastRun.model_version_id.in_(lineage))
+    query = query.order_by(ForecastRun.as_of.desc(), ForecastRun.id.desc()).limit(last_runs)
+    with engine.connect() as connection:
+        run_ids = connection.execute(query).scalars().all()
+    return run_forecasts(engine, run_ids)
+
+
+def unscored_runs(engine: Engine, series: str) -> list[RunInfo]:
+    """Runs of ``series`` not scored yet whose every target time now has a final candle."""
+    query = text(
+        """
+        SELECT r.id, r.series, r.as_of, r.model_version_id, r.created_at, r.kind, r.flow_run_id
+        FROM forecast_runs AS r
+        WHERE r.series = :series
+          AND NOT EXISTS (SELECT 1 FROM forecast_metrics AS m WHERE m.run_id = r.id)
+          AND (SELECT MAX(f.target_time) FROM forecasts AS f WHERE f.run_id = r.id)
+              <= (SELECT MAX(c.time) FROM candles AS c JOIN series AS s ON s.id = c.series_id
+                  WHERE s.key = :series AND c.is_final)
+        ORDER BY r.as_of, r.id
+        """
+    ).columns(as_of=UtcDateTime(), created_at=UtcDateTime())
+    with engine.connect() as connection:
+        rows = connection.execute(query, {"series": series}).all()
+    return [RunInfo(*row) for row in rows]
+
+
+def write_run_metrics(engine: Engine, run: RunInfo, metrics: pd.DataFrame) -> int:
+    """Store the scores of one run (``score_forecasts`` output plus first/last_target)."""
+    rows = _metric_rows(metrics, f"scores of forecast run {run.id} of {run.series}")
+    now = dt.datetime.now(dt.UTC)
+    with Session(engine) as session, session.begin():
+        for row in rows:
+            values = row | {
+                "series": run.series,
+                "model_version_id": run.model_version_id,
+                "run_id": run.id,
+                "n_runs": 1,
+                "scored_at": now,
+            }
+            session.execute(_upsert(session, ForecastMetric, values, ["run_id", "horizon"]))
+    return len(rows)
+
+
+def write_version_metrics(
+    engine: Engine, series: str, model_version_id: int, metrics: pd.DataFrame, *, n_runs: int
+) -> int:
+    """Store the scores of a model version over all its scored runs (replacing older ones)."""
+    rows = _metric_rows(metrics, f"scores of model version {model_version_id} of {series}")
+    now = dt.datetime.now(dt.UTC)
+    with Session(engine) as session, session.begin():
+        for row in rows:
+            values = row | {
+                "series": series,
+                "model_version_id": model_version_id,
+                "run_id": None,
+                "n_runs": n_runs,
+                "scored_at": now,
+            }
+            statement = _upsert(
+                session,
+                ForecastMetric,
+                values,
+                ["model_version_id", "horizon"],
+                index_where=ForecastMetric.run_id.is_(None),
+            )
+            session.execute(statement)
+    return len(rows)
+
+
+def _metric_rows(metrics: pd.DataFrame, where: str) -> list[dict[str, Any]]:
+    needed = ["n", *METRIC_COLUMNS, "first_target", "last_target"]
+    missing = [name for name in needed if name not in metrics.columns]
+    if missing:
+        raise ValueError(f"{where}: missing columns {', '.join(missing)}")
+    rows = []
+    for horizon, record in metrics.iterrows():
+        row: dict[str, Any] = {"horizon": int(horizon), "n": int(record["n"])}
+        for name in METRIC_COLUMNS:
+            value = float(record[name])
+            row[name] = value if math.isfinite(value) else None
+        for name in ("first_target", "last_target"):
+            row[name] = pd.Timestamp(record[name]).tz_convert("UTC").to_pydatetime()
+        rows.append(row)
+    return rows
+
+
+def run_metrics(engine: Engine, run_id: int) -> pd.DataFrame:
+    """The stored scores of one run, indexed by horizon (0: pooled)."""
+    query = select(ForecastMetric).where(ForecastMetric.run_id == run_id)
+    return _metrics_frame(engine, query)
+
+
+def version_metrics(engine: Engine, model_version_id: int) -> pd.DataFrame:
+    """The stored scores of a model version over all its scored runs, indexed by horizon."""
+    query = select(ForecastMetric).where(
+        ForecastMetric.model_version_id == model_version_id, ForecastMetric.run_id.is_(None)
+    )
+    return _metrics_frame(engine, query)
+
+
+def _metrics_frame(engine: Engine, query) -> pd.DataFrame:
+    columns = ["horizon", "n", "n_runs", *METRIC_COLUMNS, "first_target", "last_target"]
+    with Session(engine) as session:
+        records = [
+            {name: getattr(row, name) for name in columns}
+            for row in session.execute(query).scalars()
+        ]
+    frame = pd.DataFrame.from_records(records, columns=columns).set_index("horizon")
+    return frame.sort_index().astype({name: "float64" for name in METRIC_COLUMNS})
+
+
+def runs(engine: Engine, series: str) -> list[RunInfo]:
+    """Every forecast run of ``series``, by as_of."""
+    query = (
+        select(ForecastRun)
+        .where(ForecastRun.series == series)
+        .order_by(ForecastRun.as_of, ForecastRun.id)
+    )
+    with Session(engine) as session:
+        return [
+            RunInfo(
+                r.id, r.series, r.as_of, r.model_version_id, r.created_at, r.kind, r.flow_run_id
+            )
+            for r in session.execute(query).scalars()
+        ]
+
+
+def latest_forecasts(engine: Engine, series: str) -> pd.DataFrame:
+    """The newest forecast of every target time after the series' latest as_of.
+
+    That is the forecast of the latest run, read from the ``latest_forecasts`` view.
+    """
+    query = text(
+        """
+        SELECT lf.series, lf.as_of, lf.target_time, lf.horizon, lf.value,
+               lf.lower_80, lf.upper_80, lf.lower_95, lf.upper_95, lf.naive,
+               lf.model_version_id, lf.run_id
+        FROM latest_forecasts AS lf
+        WHERE lf.series = :series
+          AND lf.target_time > (SELECT MAX(r.as_of) FROM forecast_runs AS r
+                                WHERE r.series = :series)
+        ORDER BY lf.target_time
+        """
+    ).columns(as_of=UtcDateTime(), target_time=UtcDateTime())
+    return _frame(engine, query, {"series": series})
+
+
+def _frame(engine: Engine, query, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    with engine.connect() as connection:
+        result = connection.execute(query, params or {})
+        frame = pd.DataFrame(result.all(), columns=list(result.keys()))
+    for name in ("as_of", "target_time"):
+        if name in frame.columns:
+            frame[name] = pd.to_datetime(frame[name], utc=True)
+    for name in VALUE_COLUMNS:
+        if name in frame.columns:
+            frame[name] = frame[name].astype("float64")
+    return frame

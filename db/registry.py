@@ -1,0 +1,236 @@
+"""The model registry: versions of each series' model, their artifacts in the database.
+
+>>> version = register_version(engine, NewVersion(series="Bitstamp_BTCUSD_d", kind="retrain",
+...     parent_id=None, config=config.to_dict(), train_first=t0, train_last=t1, n_windows=1000,
+...     validation_metrics={}, artifact=model.to_bytes(), device="CPU", train_seconds=42.0))
+>>> latest = latest_version(engine, "Bitstamp_BTCUSD_d")
+>>> blob = load_artifact(engine, latest.id)     # ArtifactChecksumError when it was altered
+
+A version is written in one transaction, after its model was trained: a crash before that
+registers nothing and the previous version keeps serving.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from db.forecast_models import MODEL_KINDS, ModelVersion
+
+ModelKind = Literal["retrain", "finetune"]
+
+
+class ArtifactChecksumError(RuntimeError):
+    """A stored artifact whose bytes no longer match the sha256 recorded with them."""
+
+
+class UnknownModelVersionError(LookupError):
+    """No model version has this id."""
+
+
+@dataclass(frozen=True)
+class NewVersion:
+    """What ``register_version`` stores for a freshly trained model."""
+
+    series: str
+    kind: ModelKind
+    parent_id: int | None
+    config: dict[str, Any]
+    train_first: dt.datetime
+    train_last: dt.datetime
+    n_windows: int
+    validation_metrics: dict[str, Any]
+    artifact: bytes = field(repr=False)
+    device: str
+    train_seconds: float
+    flow_run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """A registered model version, without its artifact (``load_artifact`` reads that)."""
+
+    id: int
+    series: str
+    created_at: dt.datetime
+    kind: ModelKind
+    parent_id: int | None
+    retrain_id: int
+    config: dict[str, Any]
+    train_first: dt.datetime
+    train_last: dt.datetime
+    n_windows: int
+    validation_metrics: dict[str, Any]
+    artifact_sha256: str
+    artifact_size: int
+    device: str
+    train_seconds: float
+    flow_run_id: str | None
+
+
+def sha256(artifact: bytes) -> str:
+    return hashlib.sha256(artifact).hexdigest()
+
+
+def register_version(engine: Engine, version: NewVersion) -> VersionInfo:
+    """Store ``version`` and its artifact in one transaction; returns the registered row.
+
+    A fine-tune belongs to its parent's lineage (``retrain_id``); a retrain starts its own.
+    """
+    _check(version)
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        retrain_id = None
+        if version.kind == "finetune":
+            parent = session.get(ModelVersion, version.parent_id)
+            if parent is None or parent.series != version.series:
+                raise UnknownModelVersionError(
+                    f"model version {version.parent_id} of {version.series} does not exist: "
+                    "a fine-tune needs its parent; retrain instead"
+                )
+            retrain_id = parent.retrain_id or parent.id
+        row = ModelVersion(
+            series=version.series,
+            created_at=dt.datetime.now(dt.UTC),
+            kind=version.kind,
+            parent_id=version.parent_id,
+            retrain_id=retrain_id,
+            config=json_safe(version.config),
+            train_first=version.train_first,
+            train_last=version.train_last,
+            n_windows=version.n_windows,
+            validation_metrics=json_safe(version.validation_metrics),
+            artifact=version.artifact,
+            artifact_sha256=sha256(version.artifact),
+            artifact_size=len(version.artifact),
+            device=version.device,
+            train_seconds=version.train_seconds,
+            flow_run_id=version.flow_run_id,
+        )
+        session.add(row)
+        session.flush()
+        if row.retrain_id is None:
+            row.retrain_id = row.id
+        return _info(row)
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with non-finite floats as None (JSON has no NaN) and tuples as lists."""
+    if isinstance(value, dict):
+        return {str(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _check(version: NewVersion) -> None:
+    where = f"model version of {version.series}"
+    if version.kind not in MODEL_KINDS:
+        raise ValueError(f"{where}: kind must be one of {MODEL_KINDS}, got {version.kind!r}")
+    if version.kind == "finetune" and version.parent_id is None:
+        raise ValueError(f"{where}: a fine-tune needs parent_id, the version it started from")
+    if not isinstance(version.artifact, bytes) or not version.artifact:
+        raise ValueError(f"{where}: the artifact must be non-empty bytes (model.to_bytes())")
+    if version.train_last < version.train_first:
+        raise ValueError(
+            f"{where}: train_last {version.train_last} is before train_first {version.train_first}"
+        )
+
+
+def latest_version(
+    engine: Engine, series: str, *, trained_until: dt.datetime | None = None
+) -> VersionInfo | None:
+    """The version trained on the newest data of ``series`` (ties: the last registered).
+
+    With ``trained_until``, only versions whose training data ends at or before it count —
+    the model a point-in-time run as of that time may use.
+    """
+    query = select(ModelVersion).where(ModelVersion.series == series)
+    if trained_until is not None:
+        query = query.where(ModelVersion.train_last <= trained_until)
+    query = query.order_by(ModelVersion.train_last.desc(), ModelVersion.id.desc()).limit(1)
+    with Session(engine) as session:
+        row = session.execute(query).scalar_one_or_none()
+        return None if row is None else _info(row)
+
+
+def get_version(engine: Engine, version_id: int) -> VersionInfo:
+    """The version with id ``version_id``; UnknownModelVersionError when there is none."""
+    with Session(engine) as session:
+        row = session.get(ModelVersion, version_id)
+        if row is None:
+            raise UnknownModelVersionError(f"model version {version_id} does not exist")
+        return _info(row)
+
+
+def versions(engine: Engine, series: str) -> list[VersionInfo]:
+    """Every version of ``series``, oldest first."""
+    query = select(ModelVersion).where(ModelVersion.series == series).order_by(ModelVersion.id)
+    with Session(engine) as session:
+        return [_info(row) for row in session.execute(query).scalars()]
+
+
+def versions_of_flow_run(engine: Engine, flow_run_id: str) -> list[VersionInfo]:
+    """The versions a Prefect flow run registered (a train deployment's run, for one)."""
+    query = (
+        select(ModelVersion)
+        .where(ModelVersion.flow_run_id == str(flow_run_id))
+        .order_by(ModelVersion.id)
+    )
+    with Session(engine) as session:
+        return [_info(row) for row in session.execute(query).scalars()]
+
+
+def load_artifact(engine: Engine, version_id: int) -> bytes:
+    """The artifact of ``version_id``, checked against its recorded sha256.
+
+    Raises ArtifactChecksumError when the bytes were altered since registration.
+    """
+    query = select(ModelVersion.series, ModelVersion.artifact, ModelVersion.artifact_sha256).where(
+        ModelVersion.id == version_id
+    )
+    with engine.connect() as connection:
+        row = connection.execute(query).one_or_none()
+    if row is None:
+        raise UnknownModelVersionError(f"model version {version_id} does not exist")
+    series, artifact, expected = row
+    artifact = bytes(artifact)
+    actual = sha256(artifact)
+    if actual != expected:
+        raise ArtifactChecksumError(
+            f"model version {version_id} of {series}: the stored artifact is corrupted "
+            f"(sha256 {actual[:12]}… of {len(artifact)} bytes, registered {expected[:12]}…); "
+            f"retrain the series (cdd-forecast's train flow with mode='retrain')"
+        )
+    return artifact
+
+
+def _info(row: ModelVersion) -> VersionInfo:
+    return VersionInfo(
+        id=row.id,
+        series=row.series,
+        created_at=row.created_at,
+        kind=row.kind,  # type: ignore[arg-type]
+        parent_id=row.parent_id,
+        retrain_id=row.retrain_id if row.retrain_id is not None else row.id,
+        config=dict(row.config),
+        train_first=row.train_first,
+        train_last=row.train_last,
+        n_windows=row.n_windows,
+        validation_metrics=dict(row.validation_metrics),
+        artifact_sha256=row.artifact_sha256,
+        artifact_size=row.artifact_size,
+        device=row.device,
+        train_seconds=row.train_seconds,
+        flow_run_id=row.flow_run_id,
+    )

@@ -1,0 +1,121 @@
+"""Score every forecast run of a series whose targets now have final candles.
+
+>>> evaluate_flow("Bitstamp_BTCUSD_d").runs_scored
+7
+
+Each run gets its scores per horizon (0: all pooled) beside the naive forecast's; then each
+model version with newly scored runs is scored again over all its scored runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from db.engine import get_engine
+from db.forecasts import (
+    RunInfo,
+    recent_run_forecasts,
+    run_forecasts,
+    unscored_runs,
+    version_scored_forecasts,
+    write_run_metrics,
+    write_version_metrics,
+)
+from db.series_key import SeriesKey
+from flows.config import DB_RETRY
+from flows.tasks import final_candles
+from forecaster.metrics import score_forecasts
+
+RECENT_RUNS = 14  # the newest scored runs whose pooled skill the outcome reports
+
+
+@dataclass(frozen=True)
+class EvaluateOutcome:
+    series: str
+    runs_scored: int
+    versions_scored: int
+    recent_skill: float | None  # pooled over the newest RECENT_RUNS scoreable runs
+
+
+def scores(forecasts: pd.DataFrame, actuals: pd.Series) -> pd.DataFrame:
+    """``score_forecasts`` plus the first and last target time scored, per horizon."""
+    metrics = score_forecasts(forecasts, actuals)
+    scored = forecasts[forecasts["target_time"].isin(actuals.index)]
+    spans = scored.groupby("horizon")["target_time"].agg(["min", "max"])
+    spans.loc[0] = [scored["target_time"].min(), scored["target_time"].max()]
+    spans.index = spans.index.astype(int)
+    metrics["first_target"] = spans["min"].reindex(metrics.index)
+    metrics["last_target"] = spans["max"].reindex(metrics.index)
+    return metrics[metrics["n"] > 0]
+
+
+@task(cache_policy=NO_CACHE, **DB_RETRY)
+def find_unscored(series: str) -> list[RunInfo]:
+    """The runs not scored yet whose every target has a final candle."""
+    return unscored_runs(get_engine(), series)
+
+
+@task(cache_policy=NO_CACHE, **DB_RETRY)
+def score_runs(runs: list[RunInfo], actuals: pd.Series) -> list[RunInfo]:
+    """Score and store each run; returns the runs that had actuals to score."""
+    engine, logger = get_engine(), get_run_logger()
+    forecasts = run_forecasts(engine, [run.id for run in runs])
+    done = []
+    for run in runs:
+        metrics = scores(forecasts[forecasts["run_id"] == run.id], actuals)
+        if metrics.empty:
+            logger.warning("%s: run %d has no final candle at its targets", run.series, run.id)
+            continue
+        write_run_metrics(engine, run, metrics)
+        done.append(run)
+    return done
+
+
+@task(cache_policy=NO_CACHE, **DB_RETRY)
+def score_version(series: str, model_version_id: int, actuals: pd.Series) -> float | None:
+    """Score a model version over all its scored runs; returns its pooled skill."""
+    engine = get_engine()
+    forecasts = version_scored_forecasts(engine, model_version_id)
+    metrics = scores(forecasts, actuals)
+    n_runs = forecasts["run_id"].nunique()
+    write_version_metrics(engine, series, model_version_id, metrics, n_runs=n_runs)
+    skill = metrics.loc[0, "skill"] if 0 in metrics.index else None
+    return None if skill is None or pd.isna(skill) else float(skill)
+
+
+@task(cache_policy=NO_CACHE, **DB_RETRY)
+def series_recent_skill(series: str, actuals: pd.Series) -> float | None:
+    """The pooled skill of the series' newest scoreable runs, whatever their version."""
+    forecasts = recent_run_forecasts(get_engine(), series, last_runs=RECENT_RUNS)
+    if forecasts.empty:
+        return None
+    skill = score_forecasts(forecasts, actuals).loc[0, "skill"]
+    return None if pd.isna(skill) else float(skill)
+
+
+@flow(name="evaluate", flow_run_name="evaluate {series}")
+def evaluate_flow(series: str) -> EvaluateOutcome:
+    """Score the forecasts of ``series`` that have final candles at all their targets."""
+    logger = get_run_logger()
+    series = SeriesKey.parse(series).key
+    runs = find_unscored(series)
+    actuals = final_candles(series, None)["close"]
+    scored = score_runs(runs, actuals) if runs else []
+    version_ids = sorted({run.model_version_id for run in scored})
+    for version_id in version_ids:
+        skill = score_version(series, version_id, actuals)
+        logger.info("%s: model version %d skill %s", series, version_id, _fmt(skill))
+    recent = series_recent_skill(series, actuals)
+    logger.info(
+        "%s: scored %d runs of %d versions; recent skill %s", series, len(scored),
+        len(version_ids), _fmt(recent),
+    )
+    return EvaluateOutcome(series, len(scored), len(version_ids), recent)
+
+
+def _fmt(skill: float | None) -> str:
+    return "n/a" if skill is None else f"{skill:+.3f}"
