@@ -13,6 +13,7 @@ every problem raises ``CDDFormatError`` naming the source, the 1-based line and 
 
 from __future__ import annotations
 
+import csv
 import io
 import re
 from dataclasses import dataclass
@@ -62,15 +63,18 @@ def parse_cdd(
     false) and which rows lie in the future.
     """
     now = _utc_now(now)
-    body, header_line, header_fields = _split_header(data, source=source)
+    data, start, header_line, header_fields = _split_header(data, source=source)
     columns = map_columns(header_fields, key, source=source, line=header_line)
-    _check_last_line(body, header_line, len(header_fields), source=source)
-    raw = _read_rows(body, columns, header_line, source=source)
+    _check_last_line(data, start, header_line, len(header_fields), source=source)
+    raw = _read_rows(data, start, columns, header_line, source=source)
     lines = header_line + 1 + np.arange(len(raw))
+    blank = raw.isna().all(axis=1).to_numpy()
+    _check_field_counts(
+        data, start, len(header_fields), len(raw) - int(blank.sum()), header_line, source=source
+    )
 
     numeric = [columns.open, columns.high, columns.low, columns.close]
     numeric += [columns.volume_base, columns.volume_quote]
-    blank = raw.isna().all(axis=1).to_numpy()
     if blank.any():
         raw, lines = raw[~blank], lines[~blank]
     if raw.empty:
@@ -143,10 +147,10 @@ def _utc_now(now: pd.Timestamp | None) -> pd.Timestamp:
     return stamp.tz_convert("UTC").as_unit("ns")
 
 
-def _split_header(data: bytes, *, source: str) -> tuple[bytes, int, list[str]]:
-    """The body from the header line on, the header's 1-based line and its fields."""
+def _split_header(data: bytes, *, source: str) -> tuple[bytes, int, int, list[str]]:
+    """``data`` without a BOM, the header's offset, its 1-based line and its fields."""
     data = data.removeprefix(b"\xef\xbb\xbf")
-    if not data.strip():
+    if not data or data.isspace():
         raise CDDFormatError(
             f"{source}: the body is empty; the download was cut short or the file is empty - "
             "download it again"
@@ -166,7 +170,7 @@ def _split_header(data: bytes, *, source: str) -> tuple[bytes, int, list[str]]:
         text = line.decode("utf-8", "replace").strip()
         fields = [field.strip().strip('"') for field in text.split(",")]
         if len(fields) >= 5:  # a banner is one field; a header names time, prices, volumes
-            return data[offset:], number, fields
+            return data, offset, number, fields
         if end < 0:
             break
         offset = end + 1
@@ -177,23 +181,62 @@ def _split_header(data: bytes, *, source: str) -> tuple[bytes, int, list[str]]:
     )
 
 
-def _check_last_line(body: bytes, header_line: int, fields: int, *, source: str) -> None:
+def _check_last_line(
+    data: bytes, start: int, header_line: int, fields: int, *, source: str
+) -> None:
     """A last line with fewer fields than the header means the body was cut short."""
-    stripped = body.rstrip()
-    start = stripped.rfind(b"\n") + 1
-    if start == 0:
+    end = len(data)
+    while end > start and data[end - 1 : end].isspace():
+        end -= 1
+    last = data.rfind(b"\n", start, end) + 1
+    if last <= start:
         return  # only the header; reported as "no candle rows" later
-    found = stripped.count(b",", start) + 1
+    found = data.count(b",", last, end) + 1
     if found < fields:
-        line = header_line + stripped.count(b"\n")
-        text = stripped[start : start + 80].decode("utf-8", "replace")
+        line = header_line + data.count(b"\n", start, last)
+        text = data[last : min(end, last + 80)].decode("utf-8", "replace")
         raise CDDFormatError(
             f"{source} line {line}: the last line has {found} of {fields} fields ({text!r}); "
             "the file is truncated - download it again"
         )
 
 
-def _read_rows(body: bytes, columns: ColumnMap, header_line: int, *, source: str) -> pd.DataFrame:
+def _check_field_counts(
+    data: bytes, start: int, fields: int, rows: int, header_line: int, *, source: str
+) -> None:
+    """Every row has the header's number of fields (a comma count, then a slow search)."""
+    if data.count(b",", start) == (fields - 1) * (rows + 1):
+        return
+    error = _wrong_field_count(data, start, header_line, source=source)
+    if error is not None:
+        raise error
+
+
+def _wrong_field_count(
+    data: bytes, start: int, header_line: int, *, source: str
+) -> CDDFormatError | None:
+    """The first row whose number of fields differs from the header's (slow: csv module)."""
+    rows = csv.reader(io.StringIO(data[start:].decode("utf-8", "replace")))
+    fields = len(next(rows, []))
+    for number, row in enumerate(rows, start=header_line + 1):
+        if row and len(row) != fields:
+            return CDDFormatError(
+                f"{source} line {number}: {len(row)} fields where the header has {fields}; "
+                "fix the row (a number with a thousands separator?) or download the file again"
+            )
+    return None
+
+
+def _stream(data: bytes, start: int) -> io.BytesIO:
+    """``data`` from offset ``start`` on, without copying it."""
+    stream = io.BytesIO(data)
+    stream.seek(start)
+    return stream
+
+
+def _read_rows(
+    data: bytes, start: int, columns: ColumnMap, header_line: int, *, source: str
+) -> pd.DataFrame:
     """The used columns as read; every number column as float64 (empty or NaN -> NaN)."""
     floats = [columns.open, columns.high, columns.low, columns.close]
     floats += [columns.volume_base, columns.volume_quote]
@@ -206,16 +249,18 @@ def _read_rows(body: bytes, columns: ColumnMap, header_line: int, *, source: str
         dtype[columns.symbol] = "category"
     try:
         return pd.read_csv(
-            io.BytesIO(body),
+            _stream(data, start),
             usecols=list(dtype),
             dtype=dtype,
             skip_blank_lines=False,  # type: ignore[arg-type]
+            index_col=False,
             skipinitialspace=True,
             engine="c",
         )
     except (ValueError, pd.errors.ParserError) as error:
         raise _locate_bad_input(
-            body,
+            data,
+            start,
             list(dtype),
             [n for n, t in dtype.items() if t == "float64"],
             header_line,
@@ -225,7 +270,8 @@ def _read_rows(body: bytes, columns: ColumnMap, header_line: int, *, source: str
 
 
 def _locate_bad_input(
-    body: bytes,
+    data: bytes,
+    start: int,
     used: list[str],
     floats: list[str],
     header_line: int,
@@ -234,15 +280,13 @@ def _locate_bad_input(
     error: Exception,
 ) -> CDDFormatError:
     """The slow path after a failed fast read: find the line and cell at fault."""
-    match = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(error))
-    if match is not None:
-        expected, line, saw = match.groups()
-        return CDDFormatError(
-            f"{source} line {header_line + int(line) - 1}: {saw} fields where the header has "
-            f"{expected}; fix the row or download the file again"
-        )
+    wrong_fields = _wrong_field_count(data, start, header_line, source=source)
+    if wrong_fields is not None:
+        return wrong_fields
     try:
-        text = pd.read_csv(io.BytesIO(body), usecols=used, dtype="str", skip_blank_lines=False)
+        text = pd.read_csv(
+            _stream(data, start), usecols=used, dtype="str", skip_blank_lines=False, index_col=False
+        )
     except (ValueError, pd.errors.ParserError):
         return CDDFormatError(f"{source}: not a readable CSV file ({error}); check --source")
     for name in floats:
