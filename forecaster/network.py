@@ -1,0 +1,101 @@
+"""The Keras 3 network: ``ensemble`` independent LSTM stacks side by side in one model.
+
+Input ``(batch, window, feature)``; output ``(batch, ensemble, horizon)``, one forecast per
+member, trained against the same targets (the loss is the mean of the members' MSE, so
+the members learn independently); the forecast is their mean. The LSTM layers keep the
+defaults that let TensorFlow take the cuDNN kernel on a GPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from forecaster.config import ForecasterConfig  # noqa: E402
+
+logger = logging.getLogger("forecaster")
+
+
+def device() -> str:
+    """``"GPU"`` when TensorFlow sees a GPU (training and inference run there), else ``"CPU"``."""
+    return "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+
+
+def build_network(config: ForecasterConfig, n_features: int) -> keras.Model:
+    """A compiled network for ``config``; seed with ``keras.utils.set_random_seed`` first."""
+    compute = "mixed_float16" if config.mixed_precision else "float32"
+    inputs = keras.Input(shape=(config.window, n_features), name="windows")
+    members = []
+    for member in range(config.ensemble):
+        x = inputs
+        for layer in range(config.layers):
+            x = keras.layers.LSTM(
+                config.units,
+                return_sequences=layer < config.layers - 1,
+                dtype=compute,
+                name=f"m{member}_lstm{layer}",
+            )(x)
+            if config.dropout:
+                x = keras.layers.Dropout(config.dropout, name=f"m{member}_dropout{layer}")(x)
+        x = keras.layers.Dense(config.horizon, dtype="float32", name=f"m{member}_out")(x)
+        members.append(keras.layers.Reshape((1, config.horizon), name=f"m{member}_row")(x))
+    outputs = (
+        members[0]
+        if len(members) == 1
+        else keras.layers.Concatenate(axis=1, name="members")(members)
+    )  # (batch, ensemble, horizon)
+    network = keras.Model(inputs, outputs, name="lstm_forecaster")
+    optimizer: keras.optimizers.Optimizer = keras.optimizers.Adam(
+        learning_rate=config.learning_rate, global_clipnorm=config.clipnorm
+    )
+    if config.mixed_precision:
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    network.compile(optimizer=optimizer, loss="mse")
+    return network
+
+
+def member_targets(targets: np.ndarray, ensemble: int) -> np.ndarray:
+    """Targets ``(n, horizon)`` repeated for each member: ``(n, ensemble, horizon)``."""
+    return np.repeat(targets[:, None, :], ensemble, axis=1)
+
+
+def forecast(network: keras.Model, inputs: np.ndarray) -> np.ndarray:
+    """The members' mean forecast ``(n, horizon)`` for inputs ``(n, window, feature)``."""
+    outputs = network(inputs, training=False)  # (n, ensemble, horizon)
+    return np.asarray(keras.ops.convert_to_numpy(outputs), dtype="float64").mean(axis=1)
+
+
+def set_learning_rate(network: keras.Model, learning_rate: float) -> None:
+    """Change the optimizer's learning rate in place (keeps its compiled train step)."""
+    optimizer = network.optimizer
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    inner.learning_rate.assign(learning_rate)
+
+
+class EpochLog(keras.callbacks.Callback):
+    """One compact line per epoch on the ``forecaster`` logger (INFO; silent unless enabled)."""
+
+    def __init__(self, label: str, epochs: int) -> None:
+        super().__init__()
+        self.label, self.epochs = label, epochs
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        logs = logs or {}
+        losses = " ".join(f"{k} {v:.4f}" for k, v in logs.items() if "loss" in k)
+        logger.info(
+            "%s epoch %d/%d %s (%.2fs)",
+            self.label, epoch + 1, self.epochs, losses, time.perf_counter() - self._started,
+        )

@@ -1,0 +1,59 @@
+"""forecaster stays standalone: never prefect, sqlalchemy, db or flows."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import forecaster
+
+FORBIDDEN = ("prefect", "sqlalchemy", "db", "flows", "alembic", "psycopg")
+PACKAGE = Path(forecaster.__file__).parent
+
+
+def _imported(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_no_module_of_the_package_imports_the_service():
+    files = sorted(PACKAGE.rglob("*.py"))
+    assert len(files) >= 10
+    offenders = {str(p.name): sorted(_imported(p) & set(FORBIDDEN)) for p in files}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def _modules_after(code: str) -> list[str]:
+    """The top-level modules loaded by a fresh interpreter after running ``code``."""
+    listing = "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    script = f"import json, sys\n{code}\n{listing}"
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_importing_everything_loads_none_of_the_service():
+    loaded = _modules_after(
+        "import forecaster, forecaster.backtest, forecaster.metrics, forecaster.model\n"
+        "from forecaster import LSTMForecaster"
+    )
+    assert "keras" in loaded
+    assert [m for m in loaded if m in FORBIDDEN] == []
+
+
+def test_config_baselines_and_metrics_load_without_tensorflow():
+    loaded = _modules_after(
+        "from forecaster import ForecasterConfig, NaiveForecaster, ArtifactError\n"
+        "import forecaster.metrics"
+    )
+    assert "forecaster" in loaded
+    assert "tensorflow" not in loaded and "keras" not in loaded
