@@ -1,10 +1,14 @@
-"""Reading docker-compose.yml, .env.example, the Dockerfile and the services' shell commands,
-the way Compose and a shell would, for the deploy tests (no Docker engine needed)."""
+"""Reading docker-compose.yml, .env.example, the Dockerfile, the services' shell commands and
+docs/deploy.md the way Compose, a shell or a reader would, for the deploy tests (no Docker
+engine needed)."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -17,6 +21,8 @@ ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 POSTGRES_INIT = ROOT / "deploy" / "postgres-init"
+DEPLOY_DOC = ROOT / "docs" / "deploy.md"
+VENV_BIN = Path(sys.executable).parent
 
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?message}, ${NAME?message}, $NAME
 _INTERPOLATION = re.compile(
@@ -150,3 +156,45 @@ def dockerfile_stages() -> dict[str, list[str]]:
 def dockerfile_args() -> dict[str, str]:
     """Default values of the ``ARG NAME=value`` lines."""
     return dict(re.findall(r"^ARG\s+(\w+)=(\S+)", DOCKERFILE.read_text(), re.MULTILINE))
+
+
+def doc_blocks(language: str) -> list[str]:
+    """The fenced code blocks of docs/deploy.md in ``language`` (bash, sql, yaml)."""
+    return re.findall(rf"^```{language}\n(.*?)^```", DEPLOY_DOC.read_text(), re.M | re.S)
+
+
+def doc_shell_commands() -> list[list[str]]:
+    """Every simple command of the doc's bash blocks and of its inline `prefect …` and
+    `cdd-forecast …` spans, as words (comments, continuations and ``&&``/``;`` split off)."""
+    text = DEPLOY_DOC.read_text()
+    lines = [
+        line
+        for block in doc_blocks("bash")
+        for line in re.sub(
+            r"(^|\s)#.*$", "", re.sub(r"\\\n\s*", " ", block), flags=re.M
+        ).splitlines()
+    ]
+    lines += re.findall(r"`((?:prefect|cdd-forecast) [^`]+)`", text.replace("\n", " "))
+    commands = []
+    for line in lines:
+        for piece in _SEPARATOR.split(line):
+            try:
+                tokens = shlex.split(piece, comments=True)
+            except ValueError:  # a quote opened in one piece and closed in the next
+                continue
+            if tokens:
+                commands.append(tokens)
+    return commands
+
+
+@cache
+def help_text(path: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
+    """``<path> --help`` run with the project's virtual environment (cached per path)."""
+    executable = VENV_BIN / path[0]
+    return subprocess.run(
+        [str(executable), *path[1:], "--help"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "COLUMNS": "200"},
+    )

@@ -9,9 +9,7 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
-from functools import cache
 from pathlib import Path
 
 import prefect.settings
@@ -33,6 +31,7 @@ from tests.deploy.compose import (
     dockerfile_stages,
     env_file,
     environment,
+    help_text,
     interpolate,
     interpolated_names,
     services,
@@ -40,7 +39,6 @@ from tests.deploy.compose import (
     strings,
 )
 
-VENV_BIN = Path(sys.executable).parent
 PASSWORDS = ("POSTGRES_PASSWORD", "PG_PREFECT_PASSWORD", "PG_APP_PASSWORD", "PG_READER_PASSWORD")
 PROJECT_IMAGE_SERVICES = {"prefect-server", "migrate", "deploy", "worker-cpu", "worker-gpu"}
 # what the postgres image and its init script read; not settings of the project or of Prefect
@@ -126,18 +124,6 @@ def test_services_start_in_order_and_restart():
     assert any(v.startswith("pgdata:") for v in postgres["volumes"])
     assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
     assert set(compose()["volumes"]) >= {"pgdata"}
-
-
-@cache
-def help_text(path: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
-    executable = VENV_BIN / path[0]
-    return subprocess.run(
-        [str(executable), *path[1:], "--help"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env={**os.environ, "COLUMNS": "200"},
-    )
 
 
 def test_every_service_command_is_a_real_command_of_the_project_or_prefect():

@@ -29,6 +29,7 @@ from db.roles import (
     project_relations,
 )
 from tests.conftest import POSTGRES_URL, require_postgres
+from tests.deploy.compose import doc_blocks
 
 pytestmark = pytest.mark.postgres
 
@@ -322,3 +323,13 @@ def test_cli_error_names_the_cause_without_the_password(roles_db):
     assert done.returncode == 1
     assert "run `cdd-forecast db upgrade` first" in done.stderr
     assert url_password not in done.stdout + done.stderr
+
+
+def test_the_analyst_queries_of_docs_deploy_run_as_the_reader(roles_db):
+    roles_db.ensure()
+    _seed(roles_db)
+    statements = [s.strip() for block in doc_blocks("sql") for s in block.split(";") if s.strip()]
+    assert len(statements) >= 2
+    with _reader(roles_db, read_write=False) as reader:
+        for statement in statements:
+            reader.execute(statement).fetchall()

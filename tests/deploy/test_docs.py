@@ -1,0 +1,148 @@
+"""docs/deploy.md is true to the code: its commands exist with the options it uses, and the
+services, deployments, settings, variables and files it names are real."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import prefect.settings
+import yaml
+from prefect.events.schemas.automations import AutomationCore
+
+from db.roles import RoleSettings
+from db.settings import Settings
+from tests.deploy.compose import (
+    DEPLOY_DOC,
+    ENV_EXAMPLE,
+    ROOT,
+    doc_blocks,
+    doc_shell_commands,
+    env_file,
+    help_text,
+    services,
+)
+
+DOC = DEPLOY_DOC.read_text()
+COMPOSE_OPTIONS_WITH_VALUE = {"--profile", "--scale", "-f", "--file", "--env-file", "-p"}
+
+
+def resolve(tokens: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """``prefect --no-prompt deployment run 'x/y' --watch`` → global options, the command path
+    (``prefect deployment run``: groups are followed while their help lists commands) and the
+    options used."""
+    program, rest = tokens[0], tokens[1:]
+    global_options = []
+    while rest and rest[0].startswith("-"):
+        global_options.append(rest.pop(0))
+    path = [program]
+    while rest and re.fullmatch(r"[a-z][a-z-]*", rest[0]):
+        if len(path) > 1 and "Commands" not in help_text(tuple(path)).stdout:
+            break
+        path.append(rest.pop(0))
+    return global_options, path, [w.split("=", 1)[0] for w in rest if w.startswith("--")]
+
+
+def inner_commands() -> tuple[list[list[str]], set[str]]:
+    """The project and Prefect commands the doc runs (also inside `docker compose exec|run` and
+    `docker run`), and the compose services it names."""
+    found, named = [], set()
+    for tokens in doc_shell_commands():
+        while tokens and re.fullmatch(r"[A-Z_]+=\S*", tokens[0]):
+            tokens = tokens[1:]
+        if tokens[:2] == ["docker", "compose"]:
+            words, index = tokens[2:], 0
+            while index < len(words) and words[index].startswith("-"):
+                index += 2 if words[index] in COMPOSE_OPTIONS_WITH_VALUE else 1
+            action, args = words[index], words[index + 1 :]
+            positional = []
+            while args:
+                word = args.pop(0)
+                if word.startswith("-"):
+                    if word in COMPOSE_OPTIONS_WITH_VALUE:
+                        args.pop(0)
+                    continue
+                positional.append(word)
+                if action in {"exec", "run"}:
+                    break
+            named |= set(positional)
+            tokens = args if action in {"exec", "run"} else []
+        elif tokens[:2] == ["docker", "run"]:
+            tokens = tokens[[t.startswith("cdd-forecast:") for t in tokens].index(True) + 1 :]
+        if tokens and tokens[0] in {"prefect", "cdd-forecast"}:
+            found.append(tokens)
+    return found, named
+
+
+def test_the_commands_in_the_doc_exist_with_their_options():
+    commands, _ = inner_commands()
+    assert len(commands) >= 15
+    for tokens in commands:
+        global_options, path, options = resolve(tokens)
+        done = help_text(tuple(path))
+        shown = " ".join(tokens)
+        assert len(path) > 1 and done.returncode == 0, f"{shown}: {done.stderr}"
+        for option in options:
+            assert option in done.stdout, f"{shown}: `{' '.join(path)}` has no {option}"
+        for option in global_options:
+            assert option in help_text((path[0],)).stdout, f"{shown}: no {option}"
+
+
+def test_the_services_the_doc_names_are_the_compose_services():
+    _, named = inner_commands()
+    assert named <= set(services()), (
+        f"not services of docker-compose.yml: {named - set(services())}"
+    )
+    table = set(re.findall(r"^\| `([\w-]+)`", DOC, re.M))
+    assert table == set(services())
+
+
+def _flow_names() -> dict[str, str]:
+    """Deployment → its flow's name, from prefect.yaml and the entrypoints' @flow(name=...)."""
+    names = {}
+    for deployment in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]:
+        path, function = deployment["entrypoint"].split(":")
+        source = (ROOT / path).read_text()
+        match = re.search(rf'@flow\(\s*name="([^"]+)"[^)]*\)\s*def {function}\(', source)
+        assert match, f"{path}: no @flow(name=...) on {function}"
+        names[deployment["name"]] = match[1]
+    return names
+
+
+def test_the_deployments_the_doc_names_exist():
+    real = {f"{flow}/{deployment}" for deployment, flow in _flow_names().items()}
+    mentioned = set(re.findall(r"(?:[`']|=)([a-z]+/[a-z]+)(?=[`'\s])", DOC))
+    assert mentioned and mentioned <= real, f"unknown deployments: {mentioned - real}"
+    assert {"daily/daily", "backfill/backfill", "train/train"} <= mentioned
+
+
+def test_the_settings_variables_and_files_the_doc_names_are_real():
+    cddf = set(re.findall(r"\b(CDDF_[A-Z_]+)\b", DOC))
+    fields = set(Settings.model_fields) | set(RoleSettings.model_fields)
+    assert {name for name in cddf if name.removeprefix("CDDF_").lower() not in fields} == set()
+    unknown_prefect = {
+        name
+        for name in re.findall(r"\b(PREFECT_[A-Z_]+)\b", DOC)
+        if not hasattr(prefect.settings, name)
+    }
+    assert unknown_prefect == set()
+    compose_variables = set(
+        re.findall(r"\b((?:PG|UI|POSTGRES)_[A-Z_]+|FORECAST_SERIES|TRAIN_DEPLOYMENT)\b", DOC)
+    )
+    assert compose_variables <= set(env_file(ENV_EXAMPLE)), compose_variables - set(
+        env_file(ENV_EXAMPLE)
+    )
+    files = set(re.findall(r"`((?:[\w.-]+/)+[\w.-]+\.(?:py|yml|yaml|sh|md))`", DOC))
+    files |= {"Dockerfile", "docker-compose.yml", ".env.example", "prefect.yaml"} & set(
+        re.findall(r"`([\w.-]+)`", DOC)
+    )
+    missing = {name for name in files if not (ROOT / name).exists()}
+    assert files and not missing, f"the doc names missing files: {missing}"
+
+
+def test_the_doc_automation_is_valid_for_prefect():
+    (block,) = doc_blocks("yaml")
+    data = yaml.safe_load(block.replace("<the id of ops-alerts>", str(uuid.uuid4())))
+    automation = AutomationCore.model_validate(data)
+    assert automation.trigger.expect == {"prefect.flow-run.Failed", "prefect.flow-run.Crashed"}
+    assert automation.actions[0].type == "send-notification"
