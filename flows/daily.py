@@ -174,7 +174,7 @@ def summary_markdown(outcomes: list[SeriesOutcome]) -> str:
         status = "ok" if o.failed_step is None else f"**failed at {o.failed_step}**"
         ingested = "" if o.ingest is None else str(o.ingest.inserted + o.ingest.updated)
         model = "" if o.trained is None else (
-            f"{o.trained.version.id} ({o.trained.version.kind}; {o.trained.action})"
+            f"{o.trained.version.id} ({'kept' if o.trained.action == 'keep' else o.trained.action})"
         )
         as_of = "" if o.forecast is None else f"{pd.Timestamp(o.forecast.as_of):%Y-%m-%d %H:%M}"
         skill = o.evaluate.recent_skill if o.evaluate else None
