@@ -1,0 +1,162 @@
+"""The PostgreSQL side of db.candles, built on binary COPY in both directions.
+
+An upsert holds a transaction-scoped advisory lock on its series, so two ingests of one series
+run one after the other. Under that lock it reads the stored candles of the frame's time range
+(as aggregated binary records, see db.pg_binary), compares them in numpy, then writes only what
+differs: new candles by binary COPY straight into ``candles``, changed ones by COPY into a
+temporary table and one ``INSERT ... ON CONFLICT DO UPDATE``. An unchanged re-ingest therefore
+writes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+import numpy as np
+import pandas as pd
+from psycopg import sql
+from sqlalchemy import Connection, text
+from sqlalchemy.orm import Session
+
+from db.candles import (
+    FLOAT_COLUMNS,
+    VALUE_COLUMNS,
+    UpsertCounts,
+    find_changes,
+    frame_from_columns,
+    series_id,
+    unix_micros,
+)
+from db.pg_binary import aggregate_columns, decode_columns, encode_rows
+from db.series_key import SeriesKey
+
+STAGE = "cddf_candles_stage"
+WINDOW_PERIODS = 1_000_000  # candles read per query: at most 57 MB
+CANDLE_FIELDS = {
+    "time": "timestamptz",
+    **dict.fromkeys(FLOAT_COLUMNS, "float8"),
+    "is_final": "bool",
+}
+ROW_FIELDS = {
+    "series_id": "int4",
+    **CANDLE_FIELDS,
+    "first_seen_at": "timestamptz",
+    "updated_at": "timestamptz",
+}
+
+_CREATE_STAGE = f"""
+CREATE TEMPORARY TABLE {STAGE} (
+    time timestamptz NOT NULL,
+    {", ".join(f"{name} double precision NOT NULL" for name in FLOAT_COLUMNS)},
+    is_final boolean NOT NULL
+) ON COMMIT DROP
+"""
+
+_UPDATE_FROM_STAGE = f"""
+INSERT INTO candles AS c (series_id, time, {", ".join(VALUE_COLUMNS)}, first_seen_at, updated_at)
+SELECT :series_id, s.time, {", ".join(f"s.{name}" for name in VALUE_COLUMNS)}, :now, :now
+FROM {STAGE} AS s
+ON CONFLICT (series_id, time) DO UPDATE
+SET {", ".join(f"{name} = excluded.{name}" for name in VALUE_COLUMNS)},
+    updated_at = excluded.updated_at
+"""
+
+
+def series_lock_id(key: SeriesKey) -> int:
+    """A stable signed 64-bit advisory lock id for the candles of ``key``."""
+    digest = hashlib.blake2b(f"cdd-forecast candles {key.key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def upsert_postgresql(
+    session: Session, key: SeriesKey, frame: pd.DataFrame, now: dt.datetime
+) -> UpsertCounts:
+    """Upsert a checked candles frame (see db.candles.upsert_candles)."""
+    session.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": series_lock_id(key)})
+    sid = series_id(session, key)
+    if frame.empty:
+        return UpsertCounts(0, 0, 0)
+    micros = unix_micros(frame.index)
+    driver = session.connection().connection.driver_connection
+    stored = read_candles(driver, sid, key.period, frame.index[0], frame.index[-1])
+    new, changed = find_changes(frame, stored.pop("time"), stored)
+    del stored
+    with driver.cursor() as cursor:
+        if new.any():
+            stamp = np.full(int(new.sum()), int(pd.Timestamp(now).as_unit("us").value))
+            columns = _columns(frame, micros, new)
+            columns |= {"series_id": np.full(len(stamp), sid, dtype=np.int32)}
+            columns |= {"first_seen_at": stamp, "updated_at": stamp}
+            _copy_in(cursor, "candles", ROW_FIELDS, columns)
+        if changed.any():
+            session.execute(text(_CREATE_STAGE))
+            _copy_in(cursor, STAGE, CANDLE_FIELDS, _columns(frame, micros, changed))
+            session.execute(text(_UPDATE_FROM_STAGE), {"series_id": sid, "now": now})
+            session.execute(text(f"DROP TABLE {STAGE}"))
+    inserted, updated = int(new.sum()), int(changed.sum())
+    return UpsertCounts(inserted, updated, len(frame) - inserted - updated)
+
+
+def load_postgresql(
+    connection: Connection,
+    sid: int,
+    period: pd.Timedelta,
+    until: pd.Timestamp | None,
+    final_only: bool,
+) -> pd.DataFrame:
+    """The candles of series ``sid`` (one every ``period``) up to ``until`` as a frame."""
+    driver = connection.connection.driver_connection
+    with driver.cursor() as cursor:
+        cursor.execute("SELECT min(time), max(time) FROM candles WHERE series_id = %s", (sid,))
+        first, last = cursor.fetchone()
+    if first is None:
+        return frame_from_columns(np.array([], dtype=np.int64), dict.fromkeys(VALUE_COLUMNS, []))
+    last = pd.Timestamp(last) if until is None else min(until, pd.Timestamp(last))
+    columns = read_candles(driver, sid, period, pd.Timestamp(first), last, final_only)
+    return frame_from_columns(columns.pop("time"), columns)
+
+
+def read_candles(
+    driver,
+    sid: int,
+    period: pd.Timedelta,
+    first: pd.Timestamp,
+    last: pd.Timestamp,
+    final_only: bool = False,
+) -> dict[str, np.ndarray]:
+    """The columns of the candles of series ``sid`` from ``first`` to ``last``, in any order.
+
+    One query per window of WINDOW_PERIODS candles keeps each aggregated value small.
+    """
+    query = (
+        f"SELECT {aggregate_columns(CANDLE_FIELDS)} FROM candles "
+        "WHERE series_id = %s AND time >= %s AND time < %s AND time <= %s"
+        + (" AND is_final" if final_only else "")
+    )
+    parts = []
+    start, window = first, period * WINDOW_PERIODS
+    with driver.cursor() as cursor:
+        while start <= last:
+            bounds = (start.to_pydatetime(), (start + window).to_pydatetime(), last.to_pydatetime())
+            cursor.execute(query, (sid, *bounds), binary=True)
+            parts.append(decode_columns(cursor.fetchone(), CANDLE_FIELDS))
+            start += window
+    if not parts:
+        return decode_columns([None] * len(CANDLE_FIELDS), CANDLE_FIELDS)
+    return {name: np.concatenate([part[name] for part in parts]) for name in CANDLE_FIELDS}
+
+
+def _columns(frame: pd.DataFrame, micros: np.ndarray, rows: np.ndarray) -> dict[str, np.ndarray]:
+    columns = {name: frame[name].to_numpy()[rows] for name in VALUE_COLUMNS}
+    return columns | {"time": micros[rows]}
+
+
+def _copy_in(cursor, table: str, fields: dict[str, str], columns: dict[str, np.ndarray]) -> None:
+    statement = sql.SQL("COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)").format(
+        table=sql.Identifier(table),
+        columns=sql.SQL(", ").join(sql.Identifier(name) for name in fields),
+    )
+    with cursor.copy(statement) as copy:
+        for chunk in encode_rows(fields, columns):
+            copy.write(chunk)

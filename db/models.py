@@ -1,0 +1,116 @@
+"""Tables of ingestion: ``series``, ``candles`` and ``ingest_runs``.
+
+Every timestamp is UTC. Columns use :class:`UtcDateTime`, a ``DateTime(timezone=True)`` that
+refuses naive datetimes and always reads back tz-aware UTC values, also on SQLite (which stores
+no offset).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Double,
+    Index,
+    Integer,
+    String,
+    Text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from db.base import Base
+
+RUN_STATUSES = ("running", "success", "not_modified", "failed")
+
+
+class UtcDateTime(TypeDecorator[dt.datetime]):
+    """``DateTime(timezone=True)`` that stores UTC and returns tz-aware UTC datetimes.
+
+    >>> UtcDateTime().process_bind_param(dt.datetime(2024, 1, 1), None)
+    Traceback (most recent call last):
+    ValueError: naive datetime 2024-01-01 00:00:00: pass a tz-aware (UTC) datetime
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect | None):
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value}: pass a tz-aware (UTC) datetime")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Dialect | None):
+        if value is None:
+            return None
+        if value.tzinfo is None:  # SQLite keeps no offset; every stored value is UTC
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+class Series(Base):
+    """A CryptoDataDownload series, keyed by its file stem (``Bitstamp_BTCUSD_d``)."""
+
+    __tablename__ = "series"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(100), unique=True)
+    exchange: Mapped[str] = mapped_column(String(50))
+    pair: Mapped[str] = mapped_column(String(20))
+    timeframe: Mapped[str] = mapped_column(String(10))
+
+
+class Candle(Base):
+    """One OHLCV candle; ``time`` is its open time, ``is_final`` false while its period is open.
+
+    ``series_id`` is ``series.id`` but deliberately not a foreign key: PostgreSQL checks a
+    foreign key with one trigger call per inserted row, which tripled the time of a bulk COPY
+    (bench/ingest.py). db.candles.upsert_candles, the only writer, creates the series row
+    first, and series rows are never deleted.
+    """
+
+    __tablename__ = "candles"
+
+    series_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    time: Mapped[dt.datetime] = mapped_column(UtcDateTime(), primary_key=True)
+    open: Mapped[float] = mapped_column(Double)
+    high: Mapped[float] = mapped_column(Double)
+    low: Mapped[float] = mapped_column(Double)
+    close: Mapped[float] = mapped_column(Double)
+    volume_base: Mapped[float] = mapped_column(Double)
+    volume_quote: Mapped[float] = mapped_column(Double)
+    is_final: Mapped[bool] = mapped_column(Boolean)
+    first_seen_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+
+
+class IngestRun(Base):
+    """One attempt to download and store a series; failures keep their error here."""
+
+    __tablename__ = "ingest_runs"
+    __table_args__ = (
+        CheckConstraint(f"status IN {RUN_STATUSES!r}", name="status"),
+        Index("ix_ingest_runs_series_started_at", "series", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # the key as requested, not a foreign key: a run for a key unknown to CDD is still recorded
+    series: Mapped[str] = mapped_column(String(100))
+    source_url: Mapped[str] = mapped_column(Text)
+    started_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
+    status: Mapped[str] = mapped_column(String(16))
+    rows_read: Mapped[int | None] = mapped_column(Integer)
+    inserted: Mapped[int | None] = mapped_column(Integer)
+    updated: Mapped[int | None] = mapped_column(Integer)
+    unchanged: Mapped[int | None] = mapped_column(Integer)
+    etag: Mapped[str | None] = mapped_column(Text)
+    last_modified: Mapped[str | None] = mapped_column(Text)
+    content_hash: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
