@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from flows import cli_db, cli_ingest, cli_pipeline, cli_roles  # noqa: F401  (register their commands)
-from flows import cli_ops  # noqa: F401  (backfill, serve)
+from flows import cli_db, cli_ingest, cli_ops, cli_pipeline, cli_roles  # noqa: F401  (register their commands)
 from flows.cli_app import app
 
 __all__ = ["app"]
