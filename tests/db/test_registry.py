@@ -1,0 +1,124 @@
+"""The model registry: one-transaction registration, latest / point-in-time lookup, checksums."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from db.candles import upsert_candles
+from db.engine import make_engine, migrate
+from db.forecast_models import ModelVersion
+from db.registry import (
+    ArtifactChecksumError,
+    NewVersion,
+    UnknownModelVersionError,
+    get_version,
+    latest_version,
+    load_artifact,
+    register_version,
+    sha256,
+    versions,
+)
+from db.series_key import SeriesKey
+from tests.flows.cdd_files import make_candles
+
+SERIES = "Bitstamp_BTCUSD_d"
+
+
+@pytest.fixture
+def engine(database_url):
+    engine = make_engine(database_url)
+    migrate(engine)
+    with Session(engine) as session, session.begin():  # creates the series row
+        upsert_candles(session, SeriesKey.parse(SERIES), make_candles(SeriesKey.parse(SERIES), 5))
+    yield engine
+    engine.dispose()
+
+
+def day(n: int) -> dt.datetime:
+    return dt.datetime(2020, 1, 1, tzinfo=dt.UTC) + dt.timedelta(days=n)
+
+
+def new(kind="retrain", parent_id=None, last=10, artifact=b"model bytes", series=SERIES):
+    return NewVersion(
+        series=series,
+        kind=kind,
+        parent_id=parent_id,
+        config={"window": 7, "horizon": 3},
+        train_first=day(0),
+        train_last=day(last),
+        n_windows=42,
+        validation_metrics={"rmse": 1.5, "skill": float("nan")},
+        artifact=artifact,
+        device="CPU",
+        train_seconds=2.5,
+        flow_run_id="1b9d6bcd-bbfd-4b2d-9b5d-ab8dfbbd4bed",
+    )
+
+
+def count(engine) -> int:
+    with Session(engine) as session:
+        return session.execute(select(func.count()).select_from(ModelVersion)).scalar_one()
+
+
+def test_register_stores_every_field_and_the_artifact(engine):
+    registered = register_version(engine, new())
+    assert registered.retrain_id == registered.id and registered.parent_id is None
+    stored = get_version(engine, registered.id)
+    assert stored == registered
+    assert stored.train_last == day(10) and stored.train_first.tzinfo is not None
+    assert stored.validation_metrics == {"rmse": 1.5, "skill": None}  # JSON has no NaN
+    assert stored.artifact_sha256 == sha256(b"model bytes") and stored.artifact_size == 11
+    assert stored.flow_run_id == "1b9d6bcd-bbfd-4b2d-9b5d-ab8dfbbd4bed"
+    assert load_artifact(engine, registered.id) == b"model bytes"
+
+
+def test_a_fine_tune_joins_its_parents_lineage(engine):
+    root = register_version(engine, new())
+    child = register_version(engine, new("finetune", parent_id=root.id, last=11))
+    grandchild = register_version(engine, new("finetune", parent_id=child.id, last=12))
+    assert (child.parent_id, child.retrain_id) == (root.id, root.id)
+    assert (grandchild.parent_id, grandchild.retrain_id) == (child.id, root.id)
+    assert [v.id for v in versions(engine, SERIES)] == [root.id, child.id, grandchild.id]
+
+
+def test_latest_is_by_training_data_and_point_in_time(engine):
+    recent = register_version(engine, new(last=30))
+    older = register_version(engine, new(last=10))  # registered later, trained on older data
+    assert latest_version(engine, SERIES).id == recent.id
+    assert latest_version(engine, SERIES, trained_until=day(20)).id == older.id
+    assert latest_version(engine, SERIES, trained_until=day(5)) is None
+    assert latest_version(engine, "Bitstamp_ETHUSD_d") is None
+
+
+def test_a_failed_registration_stores_nothing(engine):
+    with pytest.raises(UnknownModelVersionError, match="does not exist"):
+        register_version(engine, new("finetune", parent_id=999))
+    with pytest.raises(IntegrityError):  # the series was never ingested
+        register_version(engine, new(series="Bitstamp_ETHUSD_d"))
+    with pytest.raises(ValueError, match="a fine-tune needs parent_id"):
+        register_version(engine, new("finetune"))
+    with pytest.raises(ValueError, match="non-empty bytes"):
+        register_version(engine, new(artifact=b""))
+    assert count(engine) == 0
+
+
+def test_a_corrupted_artifact_is_a_clear_error(engine):
+    registered = register_version(engine, new(artifact=b"the original model"))
+    with Session(engine) as session, session.begin():
+        session.execute(
+            update(ModelVersion)
+            .where(ModelVersion.id == registered.id)
+            .values(artifact=b"the 0riginal model")
+        )
+    with pytest.raises(ArtifactChecksumError) as caught:
+        load_artifact(engine, registered.id)
+    message = str(caught.value)
+    assert f"model version {registered.id} of {SERIES}" in message
+    assert "corrupted" in message and "retrain" in message
+    with pytest.raises(UnknownModelVersionError):
+        load_artifact(engine, registered.id + 1)

@@ -1,0 +1,52 @@
+"""Shared pieces of the train / forecast / evaluate / daily tests: a tiny model, a service
+database holding synthetic daily candles, and a way to add candles later.
+
+Import the ``service`` fixture into a test module to use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pandas as pd
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from db.candles import upsert_candles
+from db.engine import get_engine, make_engine, migrate
+from db.series_key import SeriesKey
+from db.settings import get_settings
+from tests.flows.cdd_files import make_candles
+
+SERIES = "Bitstamp_BTCUSD_d"
+KEY = SeriesKey.parse(SERIES)
+HORIZON = 3
+TINY = (
+    '{"units": 8, "max_epochs": 3, "patience": 1, "window": 7, "horizon": 3, '
+    '"batch_size": 32, "finetune_windows": 16}'
+)
+N_CANDLES = 100
+ALL_CANDLES = make_candles(KEY, N_CANDLES + 40, start="2020-01-01")
+
+
+def candles_until(n: int) -> pd.DataFrame:
+    """The first ``n`` synthetic candles (the same random walk in every test)."""
+    return ALL_CANDLES.iloc[:n]
+
+
+def store(engine: Engine, candles: pd.DataFrame) -> None:
+    with Session(engine) as session, session.begin():
+        upsert_candles(session, KEY, candles)
+
+
+@pytest.fixture
+def service(service_database, monkeypatch, prefect_harness) -> Iterator[Engine]:
+    """A fresh migrated service database (SQLite, PostgreSQL) with 100 daily candles."""
+    monkeypatch.setenv("CDDF_FORECASTER", TINY)
+    fresh = make_engine(get_settings().database_url.get_secret_value())
+    migrate(fresh)
+    fresh.dispose()
+    engine = get_engine()
+    store(engine, candles_until(N_CANDLES))
+    yield engine
