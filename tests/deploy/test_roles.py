@@ -216,6 +216,44 @@ def test_application_role_owns_every_table_and_can_write(roles_db):
         assert app.execute("SELECT count(*) FROM series").fetchone() == (1,)
 
 
+def test_application_role_runs_the_candle_ingestion(roles_db):
+    """What a worker does as cddf_app: COPY candles in (twice: the second through a temporary
+    table) and read them back."""
+    import pandas as pd
+    from sqlalchemy.orm import Session
+
+    from db.candles import load_candles, upsert_candles
+    from db.series_key import SeriesKey
+
+    roles_db.ensure()
+    time = pd.date_range("2024-01-01", periods=5, freq="D", tz="UTC", name="time")
+    candles = pd.DataFrame(
+        {
+            "open": 1.0,
+            "high": 2.0,
+            "low": 0.5,
+            "close": [1.0, 1.1, 1.2, 1.3, 1.4],
+            "volume_base": 10.0,
+            "volume_quote": 11.0,
+            "is_final": True,
+        },
+        index=time,
+    )
+    key = SeriesKey.parse("Bitstamp_BTCUSD_d")
+    engine = make_engine(roles_db.url_as(roles_db.app_role, roles_db.app_password))
+    try:
+        with Session(engine) as session, session.begin():
+            upsert_candles(session, key, candles)
+        changed = candles.assign(close=candles["close"] + 1)
+        with Session(engine) as session, session.begin():
+            counts = upsert_candles(session, key, changed)
+        stored = load_candles(engine, key.key)
+    finally:
+        engine.dispose()
+    assert counts.updated == 5
+    assert stored["close"].tolist() == changed["close"].tolist()
+
+
 def test_rerun_is_idempotent_and_takes_back_extra_privileges(roles_db):
     first = roles_db.ensure()
     assert set(first.created) == {roles_db.app_role, roles_db.reader_role}
