@@ -218,6 +218,7 @@ def ingest_flow(series: list[str] | None = None, source: str | None = None) -> l
     """
     logger = get_run_logger()
     keys = plan_series(series, source)
+    get_engine()  # migrate an empty SQLite file once, before the tasks run in parallel
     futures = [(key, ingest_series_task.submit(key, source)) for key in keys]
     results: list[IngestResult] = []
     for key, future in futures:

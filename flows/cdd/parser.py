@@ -120,7 +120,8 @@ def parse_cdd(
 
     steps = np.diff(times) // period
     is_final = times + period <= now.value
-    index = pd.DatetimeIndex(pd.to_datetime(times, unit="ns", utc=True), name="time")
+    # microseconds, as db.candles.load_candles returns them (CDD times are whole seconds)
+    index = pd.DatetimeIndex(pd.to_datetime(times, unit="ns", utc=True), name="time").as_unit("us")
     candles = pd.DataFrame(
         {name: values[:, i] for i, name in enumerate(CANDLE_COLUMNS)}, index=index
     )

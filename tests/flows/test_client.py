@@ -1,0 +1,180 @@
+"""The CDD client against a real HTTP server on 127.0.0.1 (pytest-httpserver)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+from db.series_key import SeriesKey
+from db.settings import Settings
+from flows.cdd.client import download, names_one_file, resolve_source
+from flows.cdd.errors import (
+    CDDDownloadError,
+    CDDNetworkError,
+    DownloadTooLargeError,
+    SeriesNotFoundError,
+)
+from tests.flows.cdd_files import make_candles, make_cdd_csv
+
+KEY = SeriesKey.parse("Bitstamp_BTCUSD_d")
+PATH = "/cdd/Bitstamp_BTCUSD_d.csv"
+BODY = make_cdd_csv(KEY, make_candles(KEY, 20))
+
+
+@pytest.fixture
+def settings(httpserver: HTTPServer) -> Settings:
+    return Settings(
+        cdd_base_url=httpserver.url_for("/cdd/"),
+        http_connect_timeout=2,
+        http_read_timeout=2,
+        http_retries=2,
+        http_max_bytes=len(BODY) + 100,
+    )
+
+
+def test_downloads_with_validators_and_user_agent(httpserver: HTTPServer, settings) -> None:
+    httpserver.expect_request(PATH, method="GET").respond_with_data(
+        BODY, headers={"ETag": '"v1"', "Last-Modified": "Wed, 24 Sep 2025 00:05:00 GMT"}
+    )
+    fetched = download(httpserver.url_for(PATH), settings=settings)
+    assert fetched.body == BODY and not fetched.not_modified
+    assert (fetched.etag, fetched.last_modified) == ('"v1"', "Wed, 24 Sep 2025 00:05:00 GMT")
+    assert fetched.content_hash is not None and len(fetched.content_hash) == 64
+    request = httpserver.log[0][0]
+    assert request.headers["User-Agent"].startswith("cdd-forecast/")
+    assert "If-None-Match" not in request.headers
+
+
+def test_conditional_get_answered_304(httpserver: HTTPServer, settings) -> None:
+    httpserver.expect_request(
+        PATH,
+        headers={"If-None-Match": '"v1"', "If-Modified-Since": "Wed, 24 Sep 2025 00:05:00 GMT"},
+    ).respond_with_data(b"", status=304)
+    fetched = download(
+        httpserver.url_for(PATH),
+        etag='"v1"',
+        last_modified="Wed, 24 Sep 2025 00:05:00 GMT",
+        settings=settings,
+    )
+    assert fetched.not_modified and fetched.body is None and fetched.content_hash is None
+
+
+@pytest.mark.parametrize("status", [500, 503, 429])
+def test_retries_a_failing_server_until_it_answers(
+    httpserver: HTTPServer, settings, status: int
+) -> None:
+    httpserver.expect_oneshot_request(PATH).respond_with_data(b"busy", status=status)
+    httpserver.expect_request(PATH).respond_with_data(BODY)
+    assert download(httpserver.url_for(PATH), settings=settings).body == BODY
+    assert [response.status_code for _, response in httpserver.log] == [status, 200]
+
+
+def test_gives_up_after_the_retries(httpserver: HTTPServer, settings) -> None:
+    settings = settings.model_copy(update={"http_retries": 1})
+    httpserver.expect_request(PATH).respond_with_data(b"down", status=502)
+    with pytest.raises(CDDNetworkError, match=r"HTTP 502 .* after 1 retries; .*try again later"):
+        download(httpserver.url_for(PATH), settings=settings)
+    assert len(httpserver.log) == 2
+
+
+def test_client_errors_are_not_retried(httpserver: HTTPServer, settings) -> None:
+    httpserver.expect_request(PATH).respond_with_data(b"no", status=403)
+    with pytest.raises(CDDDownloadError, match="HTTP 403") as raised:
+        download(httpserver.url_for(PATH), settings=settings)
+    assert not isinstance(raised.value, CDDNetworkError)
+    assert len(httpserver.log) == 1
+
+
+def test_404_says_the_series_is_unknown(httpserver: HTTPServer, settings) -> None:
+    httpserver.expect_request("/cdd/Bitstamp_BTCXYZ_d.csv").respond_with_data(b"", status=404)
+    with pytest.raises(SeriesNotFoundError, match="'Bitstamp_BTCXYZ_d' is unknown to Crypto"):
+        download(httpserver.url_for("/cdd/Bitstamp_BTCXYZ_d.csv"), settings=settings)
+    assert len(httpserver.log) == 1
+
+
+@pytest.fixture
+def released() -> Iterator[threading.Event]:
+    event = threading.Event()
+    yield event
+    event.set()
+
+
+def test_slow_server_times_out(httpserver: HTTPServer, settings, released) -> None:
+    def stall(request: Request) -> Response:
+        released.wait(timeout=10)
+        return Response(BODY)
+
+    httpserver.expect_request(PATH).respond_with_handler(stall)
+    settings = settings.model_copy(update={"http_read_timeout": 0.3})
+    with pytest.raises(
+        CDDNetworkError, match=r"no answer within the timeouts .*read 0.3 s.*--source"
+    ):
+        download(httpserver.url_for(PATH), settings=settings)
+    released.set()
+
+
+def test_body_over_the_limit_is_refused(httpserver: HTTPServer, settings) -> None:
+    httpserver.expect_request(PATH).respond_with_data(BODY + b"x" * 200)
+    with pytest.raises(DownloadTooLargeError, match="larger than the limit"):
+        download(httpserver.url_for(PATH), settings=settings)
+
+
+def test_streamed_body_over_the_limit_is_refused(httpserver: HTTPServer, settings) -> None:
+    def chunks(request: Request) -> Response:  # no Content-Length: chunked transfer
+        return Response(iter([BODY, b"x" * 200]))
+
+    httpserver.expect_request(PATH).respond_with_handler(chunks)
+    settings = settings.model_copy(update={"http_max_bytes": len(BODY) + 100})
+    with pytest.raises(DownloadTooLargeError, match="CDDF_HTTP_MAX_BYTES"):
+        download(httpserver.url_for(PATH), settings=settings)
+
+
+def test_unreachable_host_says_how_to_pass_source(settings, unused_port: int) -> None:
+    settings = settings.model_copy(update={"http_retries": 0})
+    url = f"http://127.0.0.1:{unused_port}/cdd/Bitstamp_BTCUSD_d.csv"
+    with pytest.raises(CDDNetworkError) as raised:
+        download(url, settings=settings)
+    message = str(raised.value)
+    assert "cannot reach 127.0.0.1" in message and "Connection refused" in message
+    assert "--source /path/to/Bitstamp_BTCUSD_d.csv" in message
+
+
+@pytest.fixture
+def unused_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_local_path_and_file_url(tmp_path: Path, settings) -> None:
+    path = tmp_path / "Bitstamp_BTCUSD_d.csv"
+    path.write_bytes(BODY)
+    assert download(str(path), settings=settings).body == BODY
+    assert download(path.as_uri(), settings=settings).body == BODY
+    with pytest.raises(CDDDownloadError, match="cannot read the file .*--source"):
+        download(str(tmp_path / "missing.csv"), settings=settings)
+    with pytest.raises(DownloadTooLargeError):
+        download(str(path), settings=settings.model_copy(update={"http_max_bytes": 10}))
+
+
+def test_resolve_source(tmp_path: Path) -> None:
+    base = "https://www.cryptodatadownload.com/cdd/"
+    assert resolve_source(KEY, None, base_url=base) == base + "Bitstamp_BTCUSD_d.csv"
+    assert resolve_source(KEY, None, base_url=base.rstrip("/")) == base + "Bitstamp_BTCUSD_d.csv"
+    assert resolve_source(KEY, "http://mirror/x/", base_url=base) == (
+        "http://mirror/x/Bitstamp_BTCUSD_d.csv"
+    )
+    assert resolve_source(KEY, "http://mirror/a.csv", base_url=base) == "http://mirror/a.csv"
+    assert resolve_source(KEY, str(tmp_path), base_url=base) == str(tmp_path / KEY.file_name)
+    assert resolve_source(KEY, tmp_path.as_uri(), base_url=base) == str(tmp_path / KEY.file_name)
+    assert resolve_source(KEY, str(tmp_path / "a.csv"), base_url=base) == str(tmp_path / "a.csv")
+    assert names_one_file("http://mirror/a.csv") and names_one_file(str(tmp_path / "a.csv"))
+    assert not names_one_file(None) and not names_one_file(str(tmp_path))
+    assert not names_one_file("http://mirror/x/")
