@@ -84,7 +84,7 @@ def upsert_postgresql(
     del stored
     with driver.cursor() as cursor:
         if new.any():
-            stamp = np.full(int(new.sum()), int(pd.Timestamp(now).as_unit("us").value))
+            stamp = np.full(int(new.sum()), pd.Timestamp(now).value // 1000)  # ns -> us
             columns = _columns(frame, micros, new)
             columns |= {"series_id": np.full(len(stamp), sid, dtype=np.int32)}
             columns |= {"first_seen_at": stamp, "updated_at": stamp}

@@ -1,0 +1,91 @@
+"""Two ingests of one series at the same time: serialised, never mixed, never a raw error."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import pandas as pd
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
+
+from db.candles import UpsertCounts, load_candles, upsert_candles
+from db.candles_postgresql import series_lock_id
+from db.series_key import SeriesKey
+from tests.db.factory import make_candles, table_rows
+
+KEY = SeriesKey.parse("Bitstamp_BTCUSD_1h")
+
+
+def _upsert_together(engine: Engine, frames: list[pd.DataFrame]) -> list[UpsertCounts]:
+    """Upsert each frame in its own thread and transaction, all starting at once."""
+    start = threading.Barrier(len(frames))
+    results: list[UpsertCounts | BaseException | None] = [None] * len(frames)
+
+    def ingest(slot: int) -> None:
+        try:
+            start.wait()
+            with Session(engine) as session, session.begin():
+                results[slot] = upsert_candles(session, KEY, frames[slot])
+        except BaseException as error:  # reported by the assertion below
+            results[slot] = error
+
+    threads = [threading.Thread(target=ingest, args=(slot,)) for slot in range(len(frames))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert all(isinstance(result, UpsertCounts) for result in results), results
+    return results
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_concurrent_upserts_of_one_series_run_one_after_the_other(engine, round_):
+    # the series exists already (so its row cannot serialise them); both downloads cover the
+    # same 1,500 hours with different values, and each has hours of its own
+    with Session(engine) as session, session.begin():
+        older = make_candles("2023-12-30", periods=24, timeframe="1h", seed=98)
+        upsert_candles(session, KEY, older)
+    a = make_candles("2024-01-01", periods=1600, timeframe="1h", seed=round_)
+    b = make_candles("2024-01-01", periods=1500, timeframe="1h", seed=round_ + 10)
+    b = pd.concat([make_candles("2023-12-31", periods=24, timeframe="1h", seed=99), b])
+
+    counts = _upsert_together(engine, [a, b])
+
+    overlap = a.index.intersection(b.index)
+    assert len(overlap) == 1500
+    a_first = [UpsertCounts(1600, 0, 0), UpsertCounts(24, 1500, 0)]
+    b_first = [UpsertCounts(100, 1500, 0), UpsertCounts(1524, 0, 0)]
+    assert counts in (a_first, b_first)
+    winner = b if counts == a_first else a  # the later transaction's values stand, all of them
+    stored = load_candles(engine, KEY.key)
+    assert stored.index.is_unique and len(stored) == 24 + 1624
+    pd.testing.assert_frame_equal(stored.loc[overlap], winner.loc[overlap], check_freq=False)
+    assert len(table_rows(engine, "series")) == 1
+
+
+def test_an_upsert_holds_its_series_lock_until_commit(engine):
+    with Session(engine) as session:
+        with session.begin():
+            upsert_candles(session, KEY, make_candles(periods=3, timeframe="1h"))
+            assert not _can_write_now(engine)
+        assert _can_write_now(engine)
+
+
+def _can_write_now(engine: Engine) -> bool:
+    """Whether another connection could start writing KEY's candles without waiting."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            try_lock = text("SELECT pg_try_advisory_xact_lock(:lock)")
+            return connection.execute(try_lock, {"lock": series_lock_id(KEY)}).scalar()
+    other = sqlite3.connect(engine.url.database, timeout=0, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError as error:
+        assert "locked" in str(error)
+        return False
+    finally:
+        other.close()
