@@ -71,7 +71,7 @@ def plan_series(series: list[str] | None, source: str | None) -> list[str]:
     else the configured ``CDDF_SERIES``. Several series need a directory or base URL source.
     """
     keys = list(series or [])
-    if not keys and names_one_file(source):
+    if not keys and source is not None and names_one_file(source):
         path = urlsplit(source).path if is_http(source) else str(local_path(source))
         stem = PurePosixPath(path.replace("\\", "/")).name.removesuffix(".csv")
         try:
@@ -126,8 +126,7 @@ def ingest_series(
             return IngestResult(
                 series.key, url, "not_modified", run_id, seconds=time.perf_counter() - started
             )
-        shown = url if is_http(url) else str(local_path(url))
-        parsed = parse_cdd(fetched.body, source=shown, key=series, now=now)
+        parsed = parse_cdd(fetched.body, source=url, key=series, now=now)
         with Session(engine) as session, session.begin():
             counts = upsert_candles(session, series, parsed.candles)
     except Exception as error:

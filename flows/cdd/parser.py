@@ -85,36 +85,15 @@ def parse_cdd(
     values = np.column_stack([_finite(raw, name, lines, source=source) for name in numeric])
     if columns.symbol is not None:
         _check_symbol(raw[columns.symbol], lines, key, source=source)
-    if columns.unix is not None:
-        times = unix_to_ns(
-            _finite(raw, columns.unix, lines, source=source),
-            lines,
-            source=source,
-            column=columns.unix,
-        )
-    else:
-        dates = raw[columns.time]
-        missing = dates.isna().to_numpy()
-        if missing.any():
-            line = lines[int(np.argmax(missing))]
-            raise CDDFormatError(
-                f"{source} line {line}: no value in column {columns.time!r}; fix the row or "
-                "download the file again"
-            )
-        times = dates_to_ns(dates, lines, source=source, column=columns.time)
+    times = _candle_times(raw, columns, lines, source=source)
     rows_read = len(times)
 
     check_prices(values, lines, source=source)
     period = int(key.period.value)
     check_times(times, lines, period, now, timeframe=key.timeframe, source=source)
 
-    diffs = np.diff(times)
-    newest_first = bool(len(times) > 1 and (diffs <= 0).all() and (diffs < 0).any())
-    if newest_first:
-        times, values, lines = times[::-1], values[::-1], lines[::-1]
-    elif not (diffs >= 0).all():
-        order = np.argsort(times, kind="stable")
-        times, values, lines = times[order], values[order], lines[order]
+    newest_first, order = _oldest_first(times)
+    times, values, lines = times[order], values[order], lines[order]
     times, values, lines, collapsed = collapse_duplicates(times, values, lines, source=source)
     values, swapped = fix_swapped_volumes(values)
 
@@ -139,6 +118,34 @@ def parse_cdd(
         newest_first=newest_first,
     )
     return ParsedCandles(candles=candles, report=report)
+
+
+def _candle_times(
+    raw: pd.DataFrame, columns: ColumnMap, lines: np.ndarray, *, source: str
+) -> np.ndarray:
+    """Each row's open time (int64 UTC ns) from the unix column, else the date column."""
+    if columns.unix is not None:
+        unix = _finite(raw, columns.unix, lines, source=source)
+        return unix_to_ns(unix, lines, source=source, column=columns.unix)
+    dates = raw[columns.time]
+    missing = dates.isna().to_numpy()
+    if missing.any():
+        line = lines[int(np.argmax(missing))]
+        raise CDDFormatError(
+            f"{source} line {line}: no value in column {columns.time!r}; fix the row or "
+            "download the file again"
+        )
+    return dates_to_ns(dates, lines, source=source, column=columns.time)
+
+
+def _oldest_first(times: np.ndarray) -> tuple[bool, slice | np.ndarray]:
+    """Whether the file is newest-first, and the row order that makes it oldest-first."""
+    diffs = np.diff(times)
+    if len(times) > 1 and (diffs <= 0).all() and (diffs < 0).any():
+        return True, slice(None, None, -1)
+    if (diffs >= 0).all():
+        return False, slice(None)
+    return False, np.argsort(times, kind="stable")
 
 
 def _utc_now(now: pd.Timestamp | None) -> pd.Timestamp:
