@@ -92,9 +92,7 @@ def served_deployments() -> list[RunnerDeployment]:
     from flows.train import train_flow
 
     return [
-        daily_flow.to_deployment(
-            name="daily", schedule=Cron(DAILY_CRON, timezone=DAILY_TIMEZONE)
-        ),
+        daily_flow.to_deployment(name="daily", schedule=Cron(DAILY_CRON, timezone=DAILY_TIMEZONE)),
         train_flow.to_deployment(name="train"),
         backfill_flow.to_deployment(name="backfill", parameters=dict(BACKFILL_DEFAULTS)),
     ]

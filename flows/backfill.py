@@ -1,0 +1,305 @@
+"""Backfill: point-in-time forecasts for every as_of from ``start`` to ``end``, then scores.
+
+>>> backfill_flow("Bitstamp_BTCUSD_d", date(2025, 6, 1), date(2025, 8, 31), retrain_every=7)
+
+The as_of times are the series' final candles whose UTC date lies in [start, end] (a day per
+step for a daily series, an hour for an hourly one). The model of each as_of sees the final
+candles up to it and nothing later: it is retrained at the first as_of of every block of
+``retrain_every`` steps and fine-tuned on each step in between (forecaster.backtest's walk
+forward). Every model is registered and every forecast stored as a ``backfill`` run.
+
+Resumable and idempotent: an as_of that already has a forecast run is skipped unless
+``force``; a resumed block fine-tunes the newest version trained up to the as_of before it.
+One backfill of a series runs at a time (a Prefect global concurrency limit per series, so
+the second of two overlapping backfills finds the shared dates done); within a run, at most
+``parallel`` blocks train at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any
+
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture, as_completed
+from prefect.runtime import flow_run
+
+from db.candles import UnknownSeriesError, load_candles
+from db.engine import get_engine
+from db.forecasts import runs
+from db.registry import NewVersion, VersionInfo, latest_version
+from flows.backfill_plan import (
+    BackfillError,
+    BackfillPlan,
+    Segment,
+    check_parameters,
+    minimum_history,
+    plan_backfill,
+)
+from flows.config import DB_RETRY, forecaster_config
+from flows.evaluate import evaluate_flow
+from flows.forecast import store_forecasts
+from flows.tasks import load_model
+from flows.train import register
+from forecaster import ForecasterConfig
+from forecaster.backtest import BacktestPolicy, walk_forward_steps
+
+FINETUNE_EPOCHS = 5  # as the daily flow's fine-tune (LSTMForecaster.update's default)
+LOCK_LEASE_SECONDS = 600
+__all__ = ["BackfillError", "BackfillPlan", "BackfillSummary", "backfill_flow", "minimum_history"]
+
+
+@dataclass
+class StepRecord:
+    as_of: pd.Timestamp
+    action: str  # retrain | finetune | none
+    model_version_id: int
+    run_id: int
+    seconds: float
+
+
+@dataclass
+class BackfillSummary:
+    """What a backfill did; ``lines()`` renders it for the CLI."""
+
+    series: str
+    start: dt.date
+    end: dt.date
+    as_ofs: int
+    skipped: int
+    steps: list[StepRecord]
+    scored_runs: int
+    seconds: float
+
+    @property
+    def retrained(self) -> int:
+        return sum(step.action == "retrain" for step in self.steps)
+
+    @property
+    def finetuned(self) -> int:
+        return sum(step.action == "finetune" for step in self.steps)
+
+    def lines(self) -> list[str]:
+        per_step = (
+            f", {sum(s.seconds for s in self.steps) / len(self.steps):.2f}s per as_of"
+            if self.steps
+            else ""
+        )
+        return [
+            f"backfill {self.series} {self.start}..{self.end}: {self.as_ofs} as_of times, "
+            f"{len(self.steps)} forecast, {self.skipped} already done (skipped)",
+            f"models: {self.retrained} retrained, {self.finetuned} fine-tuned{per_step}",
+            f"scored runs: {self.scored_runs}; {self.seconds:.1f}s in all",
+        ]
+
+
+@task(cache_policy=NO_CACHE, **DB_RETRY)
+def stored_candles(series: str) -> pd.DataFrame:
+    """Every final candle of ``series``; BackfillError for a series never ingested."""
+    try:
+        return load_candles(get_engine(), series)
+    except UnknownSeriesError as error:
+        raise BackfillError(f"unknown series {series}: {error}") from None
+
+
+@task(cache_policy=NO_CACHE, **DB_RETRY)
+def done_as_ofs(series: str) -> set[pd.Timestamp]:
+    """The as_of times of ``series`` that already have a forecast run (of any kind)."""
+    return {pd.Timestamp(run.as_of).tz_convert("UTC") for run in runs(get_engine(), series)}
+
+
+@task(cache_policy=NO_CACHE, **DB_RETRY)
+def version_before(series: str, as_of: pd.Timestamp) -> VersionInfo | None:
+    """The newest version trained on data up to ``as_of`` (a resumed block's parent)."""
+    return latest_version(get_engine(), series, trained_until=as_of.to_pydatetime())
+
+
+@task(cache_policy=NO_CACHE, task_run_name="backfill {plan.series} {segment}")
+def backfill_segment(
+    plan: BackfillPlan,
+    segment: Segment,
+    config: ForecasterConfig,
+    progress: Callable[[StepRecord], None],
+) -> list[StepRecord]:
+    """Walk forward over one segment: train or fine-tune, register, forecast, store."""
+    series, first = plan.series, segment.as_ofs[0]
+    parent: VersionInfo | None = None
+    if not segment.block_start:
+        parent = version_before(series, plan.previous(first))
+        if parent is not None and parent.config != config.to_dict():
+            parent = None  # trained with another forecaster config: start afresh
+    model = load_model(parent) if parent is not None else None
+    policy = BacktestPolicy(retrain_every=plan.retrain_every, finetune_epochs=FINETUNE_EPOCHS)
+    candles = plan.candles.loc[: segment.as_ofs[-1]]  # nothing after the segment's last as_of
+    trained = model.train_seconds_ if model is not None else 0.0
+    records = []
+    for step in walk_forward_steps(candles, config, first, segment.as_ofs[-1], policy, model=model):
+        if step.action == "none" and parent is not None:
+            version = parent
+        else:
+            seconds = step.model.train_seconds_ - (trained if step.action == "finetune" else 0)
+            version = register(_new_version(series, step, parent, candles, seconds))
+        trained = step.model.train_seconds_
+        written = store_forecasts(series, version, step.forecast, "backfill")
+        record = StepRecord(step.as_of, step.action, version.id, written.run.id, step.seconds)
+        progress(record)
+        records.append(record)
+        parent = version
+    return records
+
+
+def _new_version(
+    series: str, step: Any, parent: VersionInfo | None, candles: pd.DataFrame, seconds: float
+) -> NewVersion:
+    model, cfg = step.model, step.model.config
+    visible = candles.loc[: step.as_of]
+    if step.action == "retrain":
+        n_windows, metrics = model.n_windows_, model.validation_metrics_
+    else:
+        n_windows = min(cfg.finetune_windows, len(visible) - cfg.window - cfg.horizon + 1)
+        losses = model.history_.get("finetune_loss", [])
+        metrics = {
+            **model.validation_metrics_,
+            "validated_version": parent.retrain_id if parent else None,
+            "finetune_loss": losses[-1] if losses else None,
+        }
+    return NewVersion(
+        series=series,
+        kind=step.action,
+        parent_id=parent.id if step.action == "finetune" and parent is not None else None,
+        config=cfg.to_dict(),
+        train_first=pd.Timestamp(model.training_range_[0]).to_pydatetime(),
+        train_last=step.as_of.to_pydatetime(),
+        n_windows=int(n_windows),
+        validation_metrics=metrics,
+        artifact=model.to_bytes(),
+        device=model.device_,
+        train_seconds=float(seconds),
+        flow_run_id=str(flow_run.id) if flow_run.id else None,
+    )
+
+
+class _Progress:
+    """Counts finished steps across the concurrent segments and logs one line per as_of."""
+
+    def __init__(self, series: str, total: int, logger: Any) -> None:
+        self.series, self.total, self.logger = series, total, logger
+        self.done = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, record: StepRecord) -> None:
+        with self._lock:
+            self.done += 1
+            done = self.done
+        self.logger.info(
+            "%s as of %s: %s -> model version %d, forecast run %d in %.1fs [%d/%d]",
+            self.series,
+            f"{record.as_of:%Y-%m-%d %H:%M}",
+            record.action,
+            record.model_version_id,
+            record.run_id,
+            record.seconds,
+            done,
+            self.total,
+        )
+
+
+@contextmanager
+def one_backfill_per_series(series: str) -> Iterator[None]:
+    """Hold the series' backfill slot (a Prefect global concurrency limit of 1)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.concurrency.sync import concurrency
+    from prefect.exceptions import ObjectAlreadyExists
+
+    name = f"backfill-{series}"
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+        except ObjectAlreadyExists:
+            pass
+    with concurrency(name, occupy=1, strict=True, lease_duration=LOCK_LEASE_SECONDS):
+        yield
+
+
+def run_bounded(
+    submit: Callable[[Segment], PrefectFuture], segments: list[Segment], limit: int
+) -> list[StepRecord]:
+    """Submit the segments keeping at most ``limit`` in flight; the first failure raises."""
+    queue = iter(segments)
+    in_flight = {submit(segment) for segment in islice(queue, limit)}
+    records: list[StepRecord] = []
+    while in_flight:
+        finished = next(as_completed(in_flight))
+        in_flight.remove(finished)
+        records += finished.result()
+        in_flight |= {submit(segment) for segment in islice(queue, 1)}
+    return sorted(records, key=lambda record: record.as_of)
+
+
+@flow(name="backfill", flow_run_name="backfill {series} {start}..{end}")
+def backfill_flow(
+    series: str,
+    start: dt.date,
+    end: dt.date,
+    retrain_every: int = 7,
+    force: bool = False,
+    parallel: int = 1,
+) -> BackfillSummary:
+    """Point-in-time forecasts for every as_of from ``start`` to ``end``, then their scores.
+
+    ``parallel``: retrain blocks trained at once (>1 pays off on many cores or a GPU; the
+    models then depend on thread timing, as TensorFlow's seed is process-wide).
+    """
+    started = time.perf_counter()
+    logger = get_run_logger()
+    key = check_parameters(series, start, end, retrain_every, parallel)
+    config = forecaster_config()
+    plan = plan_backfill(stored_candles(key), key, start, end, retrain_every, config)
+    logger.info(
+        "%s: %d as_of times %s .. %s, retrain every %d, force=%s",
+        key,
+        len(plan.as_ofs),
+        plan.as_ofs[0],
+        plan.as_ofs[-1],
+        retrain_every,
+        force,
+    )
+    with one_backfill_per_series(key):
+        done = set() if force else done_as_ofs(key) & set(plan.as_ofs)
+        pending = [as_of for as_of in plan.as_ofs if as_of not in done]
+        segments = plan.segments(pending)
+        logger.info(
+            "%s: %d as_of times already done (skipped), %d to do in %d segments",
+            key,
+            len(done),
+            len(pending),
+            len(segments),
+        )
+        progress = _Progress(key, len(pending), logger)
+        records = run_bounded(
+            lambda segment: backfill_segment.submit(plan, segment, config, progress),
+            segments,
+            parallel,
+        )
+    scored = evaluate_flow(key).runs_scored  # also what an interrupted run left unscored
+    summary = BackfillSummary(
+        key, start, end, len(plan.as_ofs), len(done), records, scored, time.perf_counter() - started
+    )
+    create_markdown_artifact(
+        key=f"backfill-{key.lower().replace('_', '-')}",
+        markdown="\n\n".join(["# Backfill", *summary.lines()]),
+        description=f"Backfill of {key} from {start} to {end}",
+    )
+    for line in summary.lines():
+        logger.info(line)
+    return summary

@@ -1,0 +1,292 @@
+"""The backfill flow: point in time, resumable, idempotent, one at a time per series."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from typer.testing import CliRunner
+
+from db.candles import upsert_candles
+from db.engine import get_engine
+from db.forecast_models import ForecastRun, ModelVersion
+from db.forecasts import run_forecasts, runs
+from db.registry import versions
+from db.series_key import SeriesKey
+from flows.backfill import backfill_flow
+from flows.backfill_plan import BackfillError, BackfillPlan, Segment, minimum_history
+from flows.cli import app
+from forecaster import ForecasterConfig
+from tests.flows.cdd_files import make_candles
+
+SERIES = "Bitstamp_BTCUSD_d"
+KEY = SeriesKey.parse(SERIES)
+TINY = '{"units": 4, "max_epochs": 2, "patience": 1, "window": 5, "horizon": 3, "batch_size": 32}'
+FIRST_DAY = dt.date(2020, 1, 1)
+N_CANDLES = 60  # 2020-01-01 .. 2020-02-29
+
+
+def day(n: int) -> dt.date:
+    """The date of candle ``n`` (0 = the first)."""
+    return FIRST_DAY + dt.timedelta(days=n)
+
+
+def at(n: int) -> pd.Timestamp:
+    return pd.Timestamp(day(n), tz="UTC")
+
+
+@pytest.fixture
+def service(service_database, monkeypatch, prefect_harness):
+    """A fresh service database (SQLite and PostgreSQL) holding 60 daily candles."""
+    monkeypatch.setenv("CDDF_FORECASTER", TINY)
+    engine = get_engine_migrated()
+    store(engine, make_candles(KEY, N_CANDLES, start=str(FIRST_DAY)))
+    return engine
+
+
+@pytest.fixture
+def sqlite_service(sqlite_url, monkeypatch, prefect_harness):
+    """As ``service``, on SQLite only (for the tests that do not depend on the database)."""
+    from db.engine import clear_engine_cache
+    from db.settings import get_settings
+
+    monkeypatch.setenv("CDDF_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("CDDF_FORECASTER", TINY)
+    get_settings.cache_clear()
+    clear_engine_cache()
+    engine = get_engine_migrated()
+    store(engine, make_candles(KEY, N_CANDLES, start=str(FIRST_DAY)))
+    yield engine
+    get_settings.cache_clear()
+    clear_engine_cache()
+
+
+def get_engine_migrated():
+    from db.engine import make_engine, migrate
+    from db.settings import get_settings
+
+    migrate(make_engine(get_settings().database_url.get_secret_value()))
+    return get_engine()
+
+
+def store(engine, candles: pd.DataFrame) -> None:
+    with Session(engine) as session, session.begin():
+        upsert_candles(session, KEY, candles)
+
+
+def runs_by_as_of(engine) -> dict[pd.Timestamp, list[int]]:
+    found: dict[pd.Timestamp, list[int]] = {}
+    for run in runs(engine, SERIES):
+        found.setdefault(pd.Timestamp(run.as_of), []).append(run.id)
+    return found
+
+
+def forecasts_of(engine, as_of: pd.Timestamp) -> pd.DataFrame:
+    """The values of the newest run as of ``as_of``."""
+    newest = max(run.id for run in runs(engine, SERIES) if pd.Timestamp(run.as_of) == as_of)
+    return run_forecasts(engine, [newest]).set_index("horizon")
+
+
+def count(engine, table) -> int:
+    with Session(engine) as session:
+        return session.execute(select(func.count()).select_from(table)).scalar_one()
+
+
+# point in time -------------------------------------------------------------------------
+
+
+def test_changing_candles_after_as_of_leaves_its_forecast_unchanged(sqlite_service):
+    engine = sqlite_service
+    first = backfill_flow(SERIES, day(40), day(42), retrain_every=7)
+    assert [s.action for s in first.steps] == ["retrain", "finetune", "finetune"]
+    before = {n: forecasts_of(engine, at(n)) for n in (40, 41, 42)}
+
+    # every candle after day 41 changes: prices x1.5
+    candles = make_candles(KEY, N_CANDLES, start=str(FIRST_DAY))
+    later = candles.index > at(41)
+    for column in ("open", "high", "low", "close"):
+        candles.loc[later, column] = candles.loc[later, column] * 1.5
+    store(engine, candles)
+
+    again = backfill_flow(SERIES, day(40), day(42), retrain_every=7, force=True)
+    assert [s.action for s in again.steps] == ["retrain", "finetune", "finetune"]
+    for n in (40, 41):  # as of day 40 and 41 nothing they may see has changed
+        after = forecasts_of(engine, at(n))
+        assert after["model_version_id"].iloc[0] != before[n]["model_version_id"].iloc[0]
+        for column in ("value", "lower_80", "upper_95", "naive"):
+            np.testing.assert_allclose(after[column], before[n][column], rtol=1e-6)
+    # the control: as of day 42 the changed candle is visible, and the forecast moves with it
+    assert forecasts_of(engine, at(42))["naive"].iloc[0] == pytest.approx(
+        before[42]["naive"].iloc[0] * 1.5
+    )
+    for version in versions(engine, SERIES):  # no model saw a candle after its as_of
+        assert version.train_last <= at(42)
+    with Session(engine) as session:
+        pairs = session.execute(
+            select(ForecastRun.as_of, ModelVersion.train_last).join(
+                ModelVersion, ModelVersion.id == ForecastRun.model_version_id
+            )
+        ).all()
+    assert pairs and all(train_last <= as_of for as_of, train_last in pairs)
+
+
+# resume, force, idempotence -------------------------------------------------------------
+
+
+def test_resume_skips_done_dates_and_fine_tunes_from_the_last_one(sqlite_service):
+    engine = sqlite_service
+    backfill_flow(SERIES, day(40), day(41), retrain_every=4)
+    done = runs_by_as_of(engine)
+
+    resumed = backfill_flow(SERIES, day(40), day(43), retrain_every=4)
+    assert resumed.skipped == 2
+    assert [(s.as_of, s.action) for s in resumed.steps] == [
+        (at(42), "finetune"),
+        (at(43), "finetune"),
+    ]
+    by_id = {v.id: v for v in versions(engine, SERIES)}
+    assert by_id[resumed.steps[0].model_version_id].parent_id == done[at(41)][0] and by_id[
+        done[at(41)][0]
+    ].train_last == at(41)
+    now = runs_by_as_of(engine)
+    assert {k: v for k, v in now.items() if k in done} == done  # untouched
+    assert all(len(ids) == 1 for ids in now.values())
+
+    n_versions, n_runs = count(engine, ModelVersion), count(engine, ForecastRun)
+    repeat = backfill_flow(SERIES, day(40), day(43), retrain_every=4)
+    assert repeat.steps == [] and repeat.skipped == 4
+    assert (count(engine, ModelVersion), count(engine, ForecastRun)) == (n_versions, n_runs)
+
+
+def test_force_redoes_done_dates(sqlite_service):
+    engine = sqlite_service
+    backfill_flow(SERIES, day(40), day(41), retrain_every=7)
+    old = runs_by_as_of(engine)
+    forced = backfill_flow(SERIES, day(40), day(41), retrain_every=7, force=True)
+    assert forced.skipped == 0 and [s.action for s in forced.steps] == ["retrain", "finetune"]
+    new = runs_by_as_of(engine)
+    for as_of in (at(40), at(41)):
+        assert len(new[as_of]) == 2 and new[as_of][0] == old[as_of][0]
+    assert {s.model_version_id for s in forced.steps}.isdisjoint(
+        {
+            run.model_version_id
+            for run in runs(engine, SERIES)
+            if run.id in (old[at(40)][0], old[at(41)][0])
+        }
+    )
+
+
+def test_two_overlapping_backfills_at_once_write_each_date_once(service):
+    engine = service
+    results: dict[str, object] = {}
+
+    def backfill(name: str, first: int, last: int, retrain_every: int, parallel: int) -> None:
+        try:
+            results[name] = backfill_flow(
+                SERIES, day(first), day(last), retrain_every=retrain_every, parallel=parallel
+            )
+        except BaseException as error:  # surfaced by the assertion below
+            results[name] = error
+
+    threads = [
+        threading.Thread(target=backfill, args=("a", 40, 42, 2, 2)),  # two blocks at once
+        threading.Thread(target=backfill, args=("b", 41, 43, 3, 1)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert all(not isinstance(r, BaseException) for r in results.values()), results
+    a, b = results["a"], results["b"]
+    assert len(a.steps) + len(b.steps) == 4  # the shared dates were done once
+    assert a.skipped + b.skipped == 2
+    by_as_of = runs_by_as_of(engine)
+    assert sorted(by_as_of) == [at(40), at(41), at(42), at(43)]
+    assert all(len(ids) == 1 for ids in by_as_of.values()), by_as_of
+    assert count(engine, ModelVersion) == 4
+
+
+# bad parameters ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("series", "start", "end", "retrain_every", "message"),
+    [
+        (SERIES, day(45), day(44), 7, "end 2020-02-14 is before start 2020-02-15"),
+        ("Bitstamp_ETHUSD_d", day(40), day(41), 7, "unknown series Bitstamp_ETHUSD_d"),
+        ("bitstamp-btc", day(40), day(41), 7, "invalid series key 'bitstamp-btc'"),
+        (SERIES, day(58), day(60), 7, "end 2020-03-01 is after the last final candle"),
+        (SERIES, day(-30), day(41), 7, "start 2019-12-02 leaves too little history"),
+        (SERIES, day(2), day(41), 7, "the first possible as_of is"),
+        (SERIES, day(40), day(41), 0, "retrain_every must be an integer >= 1"),
+    ],
+)
+def test_bad_parameters_fail_before_any_work(
+    sqlite_service, series, start, end, retrain_every, message
+):
+    with pytest.raises(BackfillError, match=message):
+        backfill_flow(series, start, end, retrain_every=retrain_every)
+    assert count(sqlite_service, ModelVersion) == 0
+    assert count(sqlite_service, ForecastRun) == 0
+
+
+def test_cli_backfill_reports_and_fails_clearly(sqlite_service):
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["backfill", "--series", SERIES, "--start", "2020-02-10", "--end", "2020-02-09"]
+    )
+    assert result.exit_code == 1
+    assert "end 2020-02-09 is before start 2020-02-10" in result.output
+
+    result = runner.invoke(
+        app,
+        [
+            "backfill",
+            "--series",
+            SERIES,
+            "--start",
+            str(day(45)),
+            "--end",
+            str(day(46)),
+            "--retrain-every",
+            "7",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "2 as_of times, 2 forecast, 0 already done" in result.output
+    assert "1 retrained, 1 fine-tuned" in result.output
+    result = runner.invoke(
+        app, ["backfill", "--series", SERIES, "--start", str(day(45)), "--end", str(day(46))]
+    )
+    assert result.exit_code == 0, result.output
+    assert "2 as_of times, 0 forecast, 2 already done (skipped)" in result.output
+
+
+# the plan -------------------------------------------------------------------------------
+
+
+def test_segments_cut_at_block_starts_and_done_dates():
+    as_ofs = pd.date_range("2024-01-01", periods=8, freq="D", tz="UTC")
+    plan = BackfillPlan(SERIES, as_ofs, 3, pd.DataFrame())
+    done = {as_ofs[1], as_ofs[6]}
+    segments = plan.segments([t for t in as_ofs if t not in done])
+    assert [(len(s.as_ofs), s.block_start) for s in segments] == [
+        (1, True),
+        (1, False),
+        (3, True),
+        (1, False),
+    ]
+    assert segments[0] == Segment((as_ofs[0],), True)
+    assert segments[2].as_ofs == tuple(as_ofs[3:6]) and segments[3].as_ofs == (as_ofs[7],)
+
+
+def test_minimum_history_is_the_shortest_fittable_series():
+    config = ForecasterConfig(window=5, horizon=3)
+    n = minimum_history(config)
+    windows = n - 5 - 3 + 1
+    assert windows - max(1, round(windows * config.validation_fraction)) - 2 == 1
