@@ -126,6 +126,7 @@ def test_services_start_in_order_and_restart():
     assert set(compose()["volumes"]) >= {"pgdata"}
 
 
+@pytest.mark.slow  # one `--help` subprocess per command path
 def test_every_service_command_is_a_real_command_of_the_project_or_prefect():
     runs: list[tuple[str, list[str], list[str], list[str]]] = []
     for name, service in services().items():

@@ -7,6 +7,7 @@ import re
 import uuid
 
 import prefect.settings
+import pytest
 import yaml
 from prefect.events.schemas.automations import AutomationCore
 
@@ -74,6 +75,7 @@ def inner_commands() -> tuple[list[list[str]], set[str]]:
     return found, named
 
 
+@pytest.mark.slow  # one `--help` subprocess per command path
 def test_the_commands_in_the_doc_exist_with_their_options():
     commands, _ = inner_commands()
     assert len(commands) >= 15
