@@ -156,8 +156,6 @@ def train_flow(
     """Retrain or fine-tune ``series``'s model on its final candles up to ``as_of``."""
     logger = get_run_logger()
     series = SeriesKey.parse(series).key
-    if mode not in ("auto", "retrain", "finetune"):
-        raise ValueError(f"mode must be auto, retrain or finetune, got {mode!r}")
     config = forecaster_config()
     candles = final_candles(series, as_of)
     plan, parent, model = _plan(series, mode, candles, config)

@@ -1,12 +1,7 @@
 """Shared pieces of the train / forecast / evaluate / daily tests: a tiny model, a service
-database holding synthetic daily candles, and a way to add candles later.
-
-Import the ``service`` fixture into a test module to use it.
-"""
+database holding synthetic daily candles, and a way to add candles later."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import pandas as pd
 import pytest
@@ -40,13 +35,16 @@ def store(engine: Engine, candles: pd.DataFrame) -> None:
         upsert_candles(session, KEY, candles)
 
 
-@pytest.fixture
-def service(service_database, monkeypatch, prefect_harness) -> Iterator[Engine]:
-    """A fresh migrated service database (SQLite, PostgreSQL) with 100 daily candles."""
+def start_service(monkeypatch: pytest.MonkeyPatch) -> Engine:
+    """Migrate the service database of ``service_database`` and store 100 daily candles.
+
+    The test modules wrap it in their ``service`` fixture, with ``service_database`` (SQLite
+    and PostgreSQL) and ``prefect_harness``.
+    """
     monkeypatch.setenv("CDDF_FORECASTER", TINY)
     fresh = make_engine(get_settings().database_url.get_secret_value())
     migrate(fresh)
     fresh.dispose()
     engine = get_engine()
     store(engine, candles_until(N_CANDLES))
-    yield engine
+    return engine

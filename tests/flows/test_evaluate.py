@@ -1,0 +1,73 @@
+"""The evaluate flow: scores once final candles exist at every target, once per run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from db.forecasts import run_forecasts, run_metrics, version_metrics
+from flows.evaluate import evaluate_flow
+from flows.forecast import forecast_flow
+from flows.train import train_flow
+from tests.flows.forecast_service import (
+    HORIZON,
+    N_CANDLES,
+    SERIES,
+    candles_until,
+    start_service,
+    store,
+)
+
+
+@pytest.fixture
+def service(service_database, monkeypatch, prefect_harness):
+    return start_service(monkeypatch)
+
+
+def test_a_run_is_scored_once_its_targets_have_final_candles(service):
+    version = train_flow(SERIES).version
+    run = forecast_flow(SERIES)
+    assert evaluate_flow(SERIES).runs_scored == 0  # no target has a candle yet
+
+    later = candles_until(N_CANDLES + HORIZON)
+    partial = later.copy()
+    partial.loc[partial.index[-1], "is_final"] = False  # the last target's day is still open
+    store(service, partial)
+    assert evaluate_flow(SERIES).runs_scored == 0
+
+    store(service, later)
+    outcome = evaluate_flow(SERIES)
+    assert (outcome.runs_scored, outcome.versions_scored) == (1, 1)
+    assert outcome.recent_skill is not None
+
+    forecasts = run_forecasts(service, [run.run_id])
+    actual = later["close"].loc[forecasts["target_time"]].to_numpy()
+    error = forecasts["value"].to_numpy() - actual
+    naive_error = forecasts["naive"].to_numpy() - actual
+    rmse, naive_rmse = np.sqrt(np.mean(error**2)), np.sqrt(np.mean(naive_error**2))
+    inside_80 = (forecasts["lower_80"] <= actual) & (actual <= forecasts["upper_80"])
+    scores = run_metrics(service, run.run_id)
+    assert scores.index.tolist() == [0, *range(1, HORIZON + 1)]
+    pooled = scores.loc[0]
+    assert pooled["n"] == HORIZON and pooled["n_runs"] == 1
+    assert pooled["rmse"] == pytest.approx(rmse)
+    assert pooled["mae"] == pytest.approx(np.mean(np.abs(error)))
+    assert pooled["naive_rmse"] == pytest.approx(naive_rmse)
+    assert pooled["skill"] == pytest.approx(1 - rmse / naive_rmse)
+    assert pooled["coverage_80"] == pytest.approx(inside_80.mean())
+    assert scores.loc[1, "rmse"] == pytest.approx(abs(error[0]))
+    assert version_metrics(service, version.id).loc[0, "rmse"] == pytest.approx(rmse)
+
+    with service.connect() as connection:
+        vs_actual = connection.execute(sa.text(
+            "SELECT horizon, error FROM forecast_vs_actual ORDER BY horizon"
+        )).all()
+        board = connection.execute(sa.text(
+            "SELECT model_version_id, skill_rank, skill FROM model_leaderboard"
+        )).all()
+    np.testing.assert_allclose([e for _, e in vs_actual], -error)
+    assert [(v, rank) for v, rank, _ in board] == [(version.id, 1)]
+    assert board[0][2] == pytest.approx(1 - rmse / naive_rmse)
+
+    assert evaluate_flow(SERIES).runs_scored == 0  # scored once

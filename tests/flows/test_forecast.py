@@ -1,0 +1,55 @@
+"""The forecast flow: H forecasts with intervals beside the naive one; a re-run replaces."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from db.forecast_models import Forecast, ForecastRun
+from db.forecasts import run_forecasts, runs
+from flows.forecast import forecast_flow
+from flows.train import train_flow
+from tests.flows.forecast_service import HORIZON, N_CANDLES, SERIES, candles_until, start_service
+
+
+@pytest.fixture
+def service(service_database, monkeypatch, prefect_harness):
+    return start_service(monkeypatch)
+
+
+def count(engine, table) -> int:
+    with Session(engine) as session:
+        return session.execute(select(func.count()).select_from(table)).scalar_one()
+
+
+def test_forecasts_with_intervals_beside_the_naive_and_a_rerun_replaces(service):
+    version = train_flow(SERIES).version
+    first = forecast_flow(SERIES)
+    last = candles_until(N_CANDLES).iloc[-1]
+    assert first.model_version_id == version.id and first.as_of == last.name
+    stored = run_forecasts(service, [first.run_id])
+    assert stored["horizon"].tolist() == list(range(1, HORIZON + 1))
+    assert stored["target_time"].tolist() == [
+        last.name + pd.Timedelta(days=h) for h in range(1, HORIZON + 1)
+    ]
+    assert (stored["naive"] == last["close"]).all()
+    bands = stored[["lower_95", "lower_80", "value", "upper_80", "upper_95"]].to_numpy()
+    assert (np.diff(bands, axis=1) >= 0).all()
+    np.testing.assert_allclose(stored["value"], first.forecasts["value"])
+    run = runs(service, SERIES)[0]
+    assert run.kind == "daily" and run.flow_run_id
+
+    again = forecast_flow(SERIES, kind="backfill")
+    assert again.replaced and again.run_id == first.run_id
+    assert count(service, ForecastRun) == 1 and count(service, Forecast) == HORIZON
+    assert runs(service, SERIES)[0].kind == "backfill"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_forecasting_without_a_model_says_to_train_first(service):
+    with pytest.raises(LookupError, match=f"run train_flow\\('{SERIES}'\\) first"):
+        forecast_flow(SERIES)
+    assert runs(service, SERIES) == []
