@@ -11,6 +11,7 @@ Times are stored the way SQLAlchemy's SQLite ``DateTime`` stores them,
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -30,12 +31,13 @@ from db.series_key import SeriesKey
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 _SELECT = f"SELECT time, {', '.join(VALUE_COLUMNS)} FROM candles WHERE series_id = ?"
-_UPSERT = f"""
+_INSERT = f"""
 INSERT INTO candles (series_id, time, {", ".join(VALUE_COLUMNS)}, first_seen_at, updated_at)
 VALUES (?, ?, {", ".join("?" for _ in VALUE_COLUMNS)}, ?, ?)
-ON CONFLICT (series_id, time) DO UPDATE
-SET {", ".join(f"{name} = excluded.{name}" for name in VALUE_COLUMNS)},
-    updated_at = excluded.updated_at
+"""
+_UPDATE = f"""
+UPDATE candles SET {", ".join(f"{name} = ?" for name in VALUE_COLUMNS)}, updated_at = ?
+WHERE series_id = ? AND time = ?
 """
 
 
@@ -43,7 +45,7 @@ def sqlite_times(index: pd.DatetimeIndex) -> np.ndarray:
     """``YYYY-MM-DD HH:MM:SS.ffffff`` strings of a tz-aware index (vectorised)."""
     iso = np.datetime_as_string(unix_micros(index).astype("datetime64[us]"), unit="us")
     # (rows, 26) UCS-4 code points: swap the ISO "T" separator for the space SQLAlchemy writes
-    iso.view(np.uint32).reshape(len(iso), -1)[:, 10] = ord(" ")
+    iso.view(np.uint32).reshape(len(iso), iso.dtype.itemsize // 4)[:, 10] = ord(" ")
     return iso
 
 
@@ -54,25 +56,30 @@ def upsert_sqlite(
     sid = series_id(session, key)  # an INSERT: takes the write lock before anything is read
     if frame.empty:
         return UpsertCounts(0, 0, 0)
-    times = sqlite_times(frame.index)
+    first, last = sqlite_times(frame.index[[0, -1]])
+    stamp = now.astimezone(dt.UTC).strftime(TIME_FORMAT)
     cursor = session.connection().connection.driver_connection.cursor()
     try:
-        first, last = str(times[0]), str(times[-1])
-        cursor.execute(_SELECT + " AND time >= ? AND time <= ?", (sid, first, last))
+        cursor.execute(_SELECT + " AND time >= ? AND time <= ?", (sid, str(first), str(last)))
         stored_micros, stored = _columns(cursor.fetchall())
         new, changed = find_changes(frame, stored_micros, stored)
         del stored
-        rows = np.flatnonzero(new | changed)
-        stamp = now.astimezone(dt.UTC).strftime(TIME_FORMAT)
-        columns = [times[rows].tolist()]
-        columns += [frame[name].to_numpy()[rows].tolist() for name in VALUE_COLUMNS]
-        cursor.executemany(
-            _UPSERT, ((sid, *row, stamp, stamp) for row in zip(*columns, strict=True))
-        )
+        # under the write lock new rows cannot conflict and changed rows cannot vanish
+        cursor.executemany(_INSERT, ((sid, *row, stamp, stamp) for row in _rows(frame, new)))
+        updates = ((*values, stamp, sid, time) for time, *values in _rows(frame, changed))
+        cursor.executemany(_UPDATE, updates)
     finally:
         cursor.close()
     inserted, updated = int(new.sum()), int(changed.sum())
     return UpsertCounts(inserted, updated, len(frame) - inserted - updated)
+
+
+def _rows(frame: pd.DataFrame, mask: np.ndarray) -> Iterator[tuple]:
+    """``(time, *VALUE_COLUMNS)`` parameter tuples of the rows of ``frame`` where ``mask``."""
+    rows = np.flatnonzero(mask)
+    columns = [sqlite_times(frame.index[rows]).tolist()]
+    columns += [frame[name].to_numpy()[rows].tolist() for name in VALUE_COLUMNS]
+    return zip(*columns, strict=True)
 
 
 def load_sqlite(
@@ -96,13 +103,8 @@ def load_sqlite(
 
 def _columns(rows: list[tuple]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Unix microseconds and value columns of ``SELECT time, <VALUE_COLUMNS>`` rows."""
-    if not rows:
-        return np.array([], dtype=np.int64), {name: np.array([]) for name in VALUE_COLUMNS}
-    times, *values = zip(*rows, strict=True)
-    micros = np.array(times, dtype="datetime64[us]").astype(np.int64)
-    columns = {
-        name: np.array(column, dtype=np.float64)
-        for name, column in zip(FLOAT_COLUMNS, values[:-1], strict=True)
-    }
-    columns["is_final"] = np.array(values[-1], dtype=bool)
-    return micros, columns
+    table = pd.DataFrame.from_records(rows, columns=["time", *VALUE_COLUMNS], nrows=len(rows))
+    micros = np.asarray(table["time"].to_numpy(dtype=object), dtype="datetime64[us]")
+    columns = {name: table[name].to_numpy(dtype=np.float64) for name in FLOAT_COLUMNS}
+    columns["is_final"] = table["is_final"].to_numpy(dtype=bool)
+    return micros.astype(np.int64), columns

@@ -72,10 +72,13 @@ class Candle(Base):
     ``series_id`` is ``series.id`` but deliberately not a foreign key: PostgreSQL checks a
     foreign key with one trigger call per inserted row, which tripled the time of a bulk COPY
     (bench/ingest.py). db.candles.upsert_candles, the only writer, creates the series row
-    first, and series rows are never deleted.
+    first, and series rows are never deleted. On SQLite the table is ``WITHOUT ROWID``: one
+    B-tree clustered by (series_id, time) instead of a table plus a primary-key index, which
+    halves the work of range reads and bulk inserts.
     """
 
     __tablename__ = "candles"
+    __table_args__ = {"sqlite_with_rowid": False}
 
     series_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     time: Mapped[dt.datetime] = mapped_column(UtcDateTime(), primary_key=True)

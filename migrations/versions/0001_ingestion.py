@@ -45,6 +45,7 @@ def upgrade() -> None:
         sa.Column("first_seen_at", _utc(), nullable=False),
         sa.Column("updated_at", _utc(), nullable=False),
         sa.PrimaryKeyConstraint("series_id", "time", name=op.f("pk_candles")),
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "ingest_runs",

@@ -1,0 +1,209 @@
+"""Ingest benchmark: parse a 1,000,000-row minute CDD file, store it twice in each database.
+
+    nice .venv/bin/python bench/ingest.py [--rows 1000000] [--repeat 3] [--skip-sqlite]
+
+Prints parse rows/s, first-ingest and unchanged re-ingest rows/s into PostgreSQL and SQLite, a
+plain binary COPY of the same rows into a fresh keyed table (the limit) in the same run, and
+the peak memory of the process. Each figure is the best of ``--repeat`` runs (each on a fresh
+schema / file): on a shared machine other processes only ever add time; every run is shown.
+PostgreSQL is ``CDDF_TEST_POSTGRES_URL`` (default: the local server, database ``test``); the
+benchmark works in a schema of its own and drops it.
+
+Targets (issue 2): first ingest into PostgreSQL >= 45 % of the COPY rows/s; unchanged
+re-ingest >= 2x faster than the first ingest; peak memory < 2 GiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from db.candles import UpsertCounts, load_candles, unix_micros, upsert_candles
+from db.candles_postgresql import ROW_FIELDS
+from db.engine import make_engine, migrate
+from db.pg_binary import encode_rows
+from db.series_key import SeriesKey
+from flows.cdd.parser import parse_cdd
+
+KEY = SeriesKey.parse("Bitstamp_BTCUSD_minute")
+POSTGRES_URL = os.environ.get(
+    "CDDF_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+BANNER = "https://www.CryptoDataDownload.com"
+HEADER = "unix,date,symbol,open,high,low,close,Volume BTC,Volume USD"
+
+
+def cdd_file(rows: int, now: pd.Timestamp, seed: int = 0) -> bytes:
+    """A current-format CDD minute file of ``rows`` candles ending at ``now``, newest first."""
+    rng = np.random.default_rng(seed)
+    end = now.floor("min")
+    times = pd.date_range(end=end, periods=rows, freq="min", tz="UTC")
+    close = np.round(30_000 * np.exp(np.cumsum(rng.normal(0, 5e-4, rows))), 2)
+    open_ = np.round(np.r_[close[0], close[:-1]], 2)
+    high = np.round(np.maximum(open_, close) + rng.random(rows) * 20, 2)
+    low = np.round(np.minimum(open_, close) - rng.random(rows) * 20, 2)
+    volume = np.round(rng.gamma(2.0, 0.5, rows), 8)
+    table = pd.DataFrame(
+        {
+            "unix": times.as_unit("s").asi8,
+            "date": times.strftime("%Y-%m-%d %H:%M:%S"),
+            "symbol": "BTC/USD",
+            "open": open_,
+            "high": high,
+            "low": low,
+            "close": close,
+            "Volume BTC": volume,
+            "Volume USD": np.round(volume * close, 8),
+        }
+    ).iloc[::-1]
+    body = table.to_csv(index=False, header=False, lineterminator="\n")
+    return f"{BANNER}\n{HEADER}\n{body}".encode()
+
+
+def timed(action: Callable[[], object]) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = action()
+    return time.perf_counter() - start, result
+
+
+def upsert(engine: sa.Engine, candles: pd.DataFrame) -> UpsertCounts:
+    with Session(engine) as session, session.begin():
+        return upsert_candles(session, KEY, candles)
+
+
+def ingest_twice(engine: sa.Engine, candles: pd.DataFrame) -> dict[str, float]:
+    """Seconds of the first ingest, the unchanged re-ingest and a load, checking the counts."""
+    n = len(candles)
+    first, counts = timed(lambda: upsert(engine, candles))
+    assert counts == UpsertCounts(n, 0, 0), counts
+    again, counts = timed(lambda: upsert(engine, candles))
+    assert counts == UpsertCounts(0, 0, n), counts
+    load, loaded = timed(lambda: load_candles(engine, KEY.key, final_only=False))
+    assert len(loaded) == n
+    return {"first": first, "again": again, "load": load}
+
+
+def postgres_copy(engine: sa.Engine, candles: pd.DataFrame) -> float:
+    """Seconds of one binary COPY of the candles rows into a fresh table keyed like candles."""
+    stamp = pd.Timestamp.now(tz="UTC").value // 1000
+    columns = {name: candles[name].to_numpy() for name in candles.columns}
+    columns |= {
+        "time": unix_micros(candles.index),
+        "series_id": np.full(len(candles), 1, dtype=np.int32),
+        "first_seen_at": np.full(len(candles), stamp),
+        "updated_at": np.full(len(candles), stamp),
+    }
+    data = b"".join(encode_rows(ROW_FIELDS, columns))  # encoded before the clock starts
+    del columns
+    with engine.begin() as connection:
+        connection.execute(sa.text("CREATE TABLE copy_limit (LIKE candles INCLUDING ALL)"))
+    statement = f"COPY copy_limit ({', '.join(ROW_FIELDS)}) FROM STDIN (FORMAT BINARY)"
+    start = time.perf_counter()
+    with engine.begin() as connection:
+        with connection.connection.driver_connection.cursor() as cursor:
+            with cursor.copy(statement) as copy:
+                copy.write(data)
+    return time.perf_counter() - start
+
+
+def run_postgres(candles: pd.DataFrame) -> dict[str, float]:
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(POSTGRES_URL)
+    with admin.begin() as connection:
+        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    engine = make_engine(f"{POSTGRES_URL}{separator}options={quote(f'-csearch_path={schema}')}")
+    try:
+        migrate(engine)
+        seconds = {"copy": postgres_copy(engine, candles)}
+        return seconds | ingest_twice(engine, candles)
+    finally:
+        engine.dispose()
+        with admin.begin() as connection:
+            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def run_sqlite(candles: pd.DataFrame) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as folder:
+        engine = make_engine(f"sqlite:///{Path(folder) / 'bench.sqlite'}")
+        try:
+            migrate(engine)
+            return ingest_twice(engine, candles)
+        finally:
+            engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3, help="runs; the best is the figure")
+    parser.add_argument("--skip-sqlite", action="store_true")
+    args = parser.parse_args()
+
+    now = pd.Timestamp("2026-01-01 00:00:30", tz="UTC")  # the newest candle is still open
+    data = cdd_file(args.rows, now)
+    print(f"CDD file: {args.rows:,} minute rows, {len(data) / 2**20:.0f} MiB, current format")
+    print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    runs: dict[str, list[dict[str, float]]] = {"parse": [], "postgresql": [], "sqlite": []}
+    for _ in range(args.repeat):
+        start = time.perf_counter()
+        candles = parse_cdd(data, source="bench", key=KEY, now=now).candles
+        runs["parse"].append({"parse": time.perf_counter() - start})
+        assert len(candles) == args.rows and not candles["is_final"].iloc[-1]
+        runs["postgresql"].append(run_postgres(candles))
+        if not args.skip_sqlite:
+            runs["sqlite"].append(run_sqlite(candles))
+    print(f"load average after:  {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+
+    n = args.rows
+    labels = {
+        "parse": "parse",
+        "copy": "plain COPY (limit)",
+        "first": "first ingest",
+        "again": "unchanged re-ingest",
+        "load": "load_candles",
+    }
+    print(f"\n{'':<30} {'best rows/s':>12} {'seconds':>8}   every run, rows/s")
+    best: dict[str, dict[str, float]] = {}
+    for database, results in runs.items():
+        if not results:
+            continue
+        best[database] = {name: min(r[name] for r in results) for name in results[0]}
+        for name, seconds in best[database].items():
+            every = ", ".join(f"{n / r[name]:,.0f}" for r in results)
+            label = labels[name] if database == "parse" else f"{database} {labels[name]}"
+            print(f"{label:<30} {n / seconds:>12,.0f} {seconds:>8.2f}   {every}")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+    print(f"peak memory (max RSS) {peak:.2f} GiB\n")
+
+    pg = best["postgresql"]
+    checks = [
+        ("PostgreSQL first ingest >= 45 % of COPY", pg["copy"] / pg["first"], 0.45, "{:.0%}"),
+        ("PostgreSQL re-ingest >= 2x first", pg["first"] / pg["again"], 2.0, "{:.2f}x"),
+    ]
+    if "sqlite" in best:
+        lite = best["sqlite"]
+        checks.append(
+            ("SQLite re-ingest >= 2x first", lite["first"] / lite["again"], 2.0, "{:.2f}x")
+        )
+    checks.append(("peak memory < 2 GiB", peak, 2.0, "{:.2f} GiB"))
+    for label, value, target, shown in checks:
+        met = value < target if "memory" in label else value >= target
+        print(f"target {label:<42} {shown.format(value):>10}  {'met' if met else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()
