@@ -1,0 +1,282 @@
+"""The daily flow end to end, its isolation of failing series, the CLI, database outages."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from prefect import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+from typer.testing import CliRunner
+
+import flows.train as train_module
+from db.engine import clear_engine_cache, make_engine
+from db.forecast_models import ForecastMetric, ForecastRun, ModelVersion
+from db.forecasts import latest_forecasts
+from db.registry import versions
+from db.settings import get_settings
+from flows.cli import app
+from flows.daily import DailyRunFailed, daily_flow
+from flows.train import train_flow
+from tests.flows.cdd_files import make_cdd_csv
+from tests.flows.forecast_service import (
+    ALL_CANDLES,
+    HORIZON,
+    KEY,
+    N_CANDLES,
+    SERIES,
+    candles_until,
+    start_service,
+)
+
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+POSTGRES_ONLY = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+
+
+@pytest.fixture
+def service(service_database, monkeypatch, prefect_harness, tmp_path):
+    monkeypatch.setenv("CDDF_CHART_DIR", str(tmp_path / "charts"))
+    return start_service(monkeypatch)
+
+
+@pytest.fixture
+def cdd(httpserver, monkeypatch):
+    """A CryptoDataDownload stand-in: ``cdd(n)`` serves the first n candles of the series."""
+    monkeypatch.setenv("CDDF_CDD_BASE_URL", httpserver.url_for("/cdd/"))
+    get_settings.cache_clear()
+
+    def serve(n: int) -> None:
+        httpserver.clear()
+        body = make_cdd_csv(KEY, ALL_CANDLES.iloc[:n])
+        httpserver.expect_request(f"/cdd/{SERIES}.csv").respond_with_data(body)
+        httpserver.expect_request("/cdd/Bitstamp_ETHUSD_d.csv").respond_with_data(
+            "Not Found", status=404
+        )
+
+    return serve
+
+
+def count(engine, table) -> int:
+    with Session(engine) as session:
+        return session.execute(select(func.count()).select_from(table)).scalar_one()
+
+
+def artifacts_of(flow_run_id) -> dict[str, object]:
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return {artifact.key: artifact.data for artifact in found}
+
+
+@SQLITE_ONLY
+def test_daily_ingests_trains_forecasts_scores_and_reports(service, cdd, tmp_path):
+    cdd(N_CANDLES + 5)
+    state = daily_flow(return_state=True)  # the configured series: CDDF_SERIES' default
+    assert state.is_completed()
+    [outcome] = state.result()
+    assert outcome.ingest.inserted == 5 and outcome.trained.action == "retrain"
+    assert outcome.forecast.as_of == candles_until(N_CANDLES + 5).index[-1]
+    assert outcome.chart.parent == tmp_path / "charts"
+    assert outcome.chart.read_bytes().startswith(b"\x89PNG")
+    artifacts = artifacts_of(state.state_details.flow_run_id)
+    summary = artifacts["daily-summary"]
+    assert f"| {SERIES} | ok | 5 | {outcome.trained.version.id} (retrain)" in summary
+    assert outcome.chart.as_uri() in summary
+    assert "daily-forecasts" in artifacts and SERIES in artifacts["daily-forecasts"]
+
+    cdd(N_CANDLES + 5 + HORIZON)  # the next days: the first run's targets are final
+    [second] = daily_flow()
+    assert second.trained.action == "finetune" and second.ingest.inserted == HORIZON
+    assert second.evaluate.runs_scored == 1 and second.evaluate.recent_skill is not None
+    assert count(service, ForecastRun) == 2 and count(service, ModelVersion) == 2
+    assert count(service, ForecastMetric) == 2 * (HORIZON + 1)  # run and version rows
+    shown = latest_forecasts(service, SERIES)
+    assert shown["run_id"].unique().tolist() == [second.forecast.run_id]
+
+
+@SQLITE_ONLY
+def test_a_failing_series_does_not_stop_the_others(service, cdd):
+    cdd(N_CANDLES)  # ETH answers 404
+    state = daily_flow(["Bitstamp_ETHUSD_d", SERIES], return_state=True)
+    assert state.is_failed()
+    failure = state.result(raise_on_failure=False)
+    assert isinstance(failure, DailyRunFailed)
+    assert "1 of 2 series failed: Bitstamp_ETHUSD_d at ingest" in str(failure)
+    eth, btc = failure.outcomes
+    assert eth.failed_step == "ingest" and eth.trained is None
+    assert btc.failed_step is None and btc.forecast is not None
+    assert not latest_forecasts(service, SERIES).empty
+    summary = artifacts_of(state.state_details.flow_run_id)["daily-summary"]
+    assert "| Bitstamp_ETHUSD_d | **failed at ingest** |" in summary
+
+
+@SQLITE_ONLY
+def test_cli_run_on_a_downloaded_file_then_forecasts(service, tmp_path, monkeypatch):
+    monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    path = tmp_path / f"{SERIES}.csv"
+    path.write_bytes(make_cdd_csv(KEY, candles_until(N_CANDLES + 1)))
+    runner = CliRunner()
+    ran = runner.invoke(app, ["run", "--source", str(path)])
+    assert ran.exit_code == 0, ran.output
+    assert "daily run" in ran.output and f"{SERIES} forecast as of" in ran.output
+    shown = runner.invoke(app, ["forecasts", "--series", SERIES])
+    assert shown.exit_code == 0, shown.output
+    as_of = candles_until(N_CANDLES + 1).index[-1]
+    assert f"{SERIES} forecast as of {as_of:%Y-%m-%d %H:%M} UTC" in shown.output
+    assert shown.output.count("–") == 2 * HORIZON  # an 80 and a 95 % interval per horizon
+    none = runner.invoke(app, ["forecasts", "--series", "Bitstamp_ETHUSD_d"])
+    assert none.exit_code == 1 and "no forecasts of Bitstamp_ETHUSD_d yet" in none.output
+
+
+@SQLITE_ONLY
+def test_cli_run_names_an_unreachable_host_and_shows_source(service, monkeypatch):
+    with socket.socket() as unused:  # a port that nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    monkeypatch.setenv("CDDF_CDD_BASE_URL", f"http://127.0.0.1:{port}/cdd/")
+    get_settings.cache_clear()
+    ran = CliRunner().invoke(app, ["run"])
+    assert ran.exit_code == 1
+    assert "cannot reach 127.0.0.1" in ran.output
+    assert f"cdd-forecast run --series {SERIES} --source ./{SERIES}.csv" in ran.output
+    assert count(service, ModelVersion) == 0
+
+
+# database outages -------------------------------------------------------------------------
+
+
+def no_retry_wait(monkeypatch, *names: str) -> None:
+    """The train flow's database tasks retry at once (the retries are kept, not the wait)."""
+    for name in names:
+        task = getattr(train_module, name)
+        monkeypatch.setattr(train_module, name, task.with_options(retry_delay_seconds=0))
+
+
+def attempts(flow_run_id, task_prefix: str) -> list[int]:
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    return [run.run_count for run in task_runs if run.name.startswith(task_prefix)]
+
+
+def use_database(monkeypatch, url: str) -> None:
+    monkeypatch.setenv("CDDF_DATABASE_URL", url)
+    get_settings.cache_clear()
+    clear_engine_cache()
+
+
+@POSTGRES_ONLY
+def test_database_unreachable_at_start_retries_fails_cleanly_then_next_run_completes(
+    service, service_database, monkeypatch
+):
+    no_retry_wait(monkeypatch, "final_candles")
+    parts = urlsplit(service_database)
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    use_database(monkeypatch, urlunsplit(parts._replace(netloc=f"postgres@127.0.0.1:{port}")))
+    state = train_flow(SERIES, return_state=True)
+    assert state.is_failed()
+    assert isinstance(state.result(raise_on_failure=False), OperationalError)
+    assert attempts(state.state_details.flow_run_id, "final_candles") == [4]  # 1 + 3 retries
+
+    use_database(monkeypatch, service_database)
+    assert versions(service, SERIES) == []
+    assert train_flow(SERIES).action == "retrain"
+    assert len(versions(service, SERIES)) == 1
+
+
+@POSTGRES_ONLY
+def test_database_lost_mid_run_registers_nothing_then_next_run_completes(
+    service, service_database, monkeypatch
+):
+    parts = urlsplit(service_database)
+    proxy = TcpProxy(parts.hostname, parts.port or 5432)
+    original = train_module.retrain
+    try:
+        use_database(monkeypatch, urlunsplit(parts._replace(
+            netloc=f"{parts.username}@127.0.0.1:{proxy.port}"
+        )))
+        no_retry_wait(monkeypatch, "register")
+        cut = original.with_options(on_completion=[lambda *_: proxy.close()])
+        monkeypatch.setattr(train_module, "retrain", cut)  # the database goes once trained
+        state = train_flow(SERIES, return_state=True)
+    finally:
+        proxy.close()
+    assert state.is_failed()
+    assert isinstance(state.result(raise_on_failure=False), OperationalError)
+    assert attempts(state.state_details.flow_run_id, "register") == [4]
+
+    use_database(monkeypatch, service_database)
+    direct = make_engine(service_database)
+    assert count(direct, ModelVersion) == 0  # nothing half-written
+    monkeypatch.setattr(train_module, "retrain", original)
+    assert train_flow(SERIES).action == "retrain"
+    assert count(direct, ModelVersion) == 1
+    direct.dispose()
+
+
+class TcpProxy:
+    """Forwards a local port to the database; ``close`` cuts every connection for good."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.closed:
+                client.close()
+                return
+            upstream = socket.create_connection(self.target)
+            self.sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.closed = True
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
+        except OSError:
+            pass
+        self.listener.close()
+        for end in self.sockets:
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            end.close()
