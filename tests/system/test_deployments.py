@@ -1,0 +1,82 @@
+"""prefect.yaml and `cdd-forecast serve` declare the same deployments, pools and schedule."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.cli_ops import BACKFILL_DEFAULTS, DAILY_CRON, DAILY_TIMEZONE, served_deployments
+
+REPO = Path(__file__).resolve().parents[2]
+EXPECTED = {  # deployment: (entrypoint, pool, schedules)
+    "daily": ("flows/daily.py:daily_flow", "cpu", [{"cron": "15 0 * * *", "timezone": "UTC"}]),
+    "train": ("flows/train.py:train_flow", "gpu", []),
+    "backfill": ("flows/backfill.py:backfill_flow", "cpu", []),
+}
+
+
+@pytest.fixture(scope="module")
+def prefect_yaml() -> dict:
+    return yaml.safe_load((REPO / "prefect.yaml").read_text())
+
+
+def test_prefect_yaml_declares_the_three_deployments(prefect_yaml):
+    found = {
+        d["name"]: (d["entrypoint"], d["work_pool"]["name"], d["schedules"])
+        for d in prefect_yaml["deployments"]
+    }
+    assert found == EXPECTED
+    pools = prefect_yaml["definitions"]["work_pools"]
+    assert {name: pool["name"] for name, pool in pools.items()} == {"cpu": "cpu", "gpu": "gpu"}
+    backfill = next(d for d in prefect_yaml["deployments"] if d["name"] == "backfill")
+    assert backfill["parameters"] == BACKFILL_DEFAULTS
+
+
+def test_flow_names_match_the_deployment_names(prefect_yaml):
+    """So that `prefect deployment run 'backfill/backfill'` and CDDF_TRAIN_DEPLOYMENT work."""
+    from prefect.flows import load_flow_from_entrypoint
+
+    for deployment in prefect_yaml["deployments"]:
+        flow = load_flow_from_entrypoint(str(REPO / deployment["entrypoint"]))
+        assert flow.name == deployment["name"]
+        signature = inspect.signature(flow.fn)
+        for name, value in (deployment.get("parameters") or {}).items():
+            assert signature.parameters[name].default == value
+
+
+def test_workers_run_the_code_of_the_directory_deployed_from(prefect_yaml):
+    (build,) = prefect_yaml["build"]
+    (pull,) = prefect_yaml["pull"]
+    shell = build["prefect.deployments.steps.run_shell_script"]
+    assert shell["script"] == "pwd"
+    directory = pull["prefect.deployments.steps.set_working_directory"]["directory"]
+    assert directory == "{{ " + shell["id"] + ".stdout }}"
+
+
+def test_serve_offers_the_deployments_of_prefect_yaml(prefect_yaml):
+    served = {deployment.name: deployment for deployment in served_deployments()}
+    assert set(served) == set(EXPECTED)
+    for name, deployment in served.items():
+        assert deployment.flow_name == name
+        schedules = [
+            {"cron": s.schedule.cron, "timezone": s.schedule.timezone}
+            for s in deployment.schedules or []
+        ]
+        assert schedules == EXPECTED[name][2]
+    assert (DAILY_CRON, DAILY_TIMEZONE) == ("15 0 * * *", "UTC")
+    assert served["backfill"].parameters == BACKFILL_DEFAULTS
+
+
+def test_serve_without_a_prefect_server_says_how_to_start_one():
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        result = CliRunner().invoke(app, ["serve"])
+    assert result.exit_code == 1
+    assert "PREFECT_API_URL is not set" in result.output
+    assert "prefect server start" in result.output
