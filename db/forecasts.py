@@ -323,9 +323,9 @@ def runs(engine: Engine, series: str) -> list[RunInfo]:
 
 
 def latest_forecasts(engine: Engine, series: str) -> pd.DataFrame:
-    """The newest forecast of every target time after the series' latest as_of.
+    """The forecasts of the series' newest run, read from the ``latest_forecasts`` view.
 
-    That is the forecast of the latest run, read from the ``latest_forecasts`` view.
+    Index lookups only (see docs/sql.md); empty when the series has no forecast yet.
     """
     query = text(
         """
@@ -334,8 +334,8 @@ def latest_forecasts(engine: Engine, series: str) -> pd.DataFrame:
                lf.model_version_id, lf.run_id
         FROM latest_forecasts AS lf
         WHERE lf.series = :series
-          AND lf.target_time > (SELECT MAX(r.as_of) FROM forecast_runs AS r
-                                WHERE r.series = :series)
+          AND lf.run_id = (SELECT r.id FROM forecast_runs AS r WHERE r.series = :series
+                           ORDER BY r.as_of DESC, r.id DESC LIMIT 1)
         ORDER BY lf.target_time
         """
     ).columns(as_of=UtcDateTime(), target_time=UtcDateTime())
