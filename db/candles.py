@@ -49,14 +49,20 @@ class UnknownSeriesError(LookupError):
     """The series has never been ingested into this database."""
 
 
-def upsert_candles(session: Session, key: SeriesKey, candles: pd.DataFrame) -> UpsertCounts:
+class SeriesBusyError(RuntimeError):
+    """Another writer held the database longer than the busy timeout (SQLite only)."""
+
+
+def upsert_candles(session: Session, key: SeriesKey | str, candles: pd.DataFrame) -> UpsertCounts:
     """Insert new candles and update changed ones of ``key`` inside the session's transaction.
 
     Creates the ``series`` row when missing. Rows whose values are identical are not written
     (``updated_at`` stays); a final candle is never replaced by a partial one. Concurrent
     upserts of one series are serialised (an advisory lock on PostgreSQL, the write lock on
-    SQLite), so they neither fail nor interleave.
+    SQLite), so they neither fail nor interleave; on SQLite a wait longer than the busy timeout
+    raises SeriesBusyError.
     """
+    key = key if isinstance(key, SeriesKey) else SeriesKey.parse(key)
     frame = checked_frame(candles, key)
     now = dt.datetime.now(dt.UTC)
     dialect = session.get_bind().dialect.name

@@ -16,11 +16,13 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 from sqlalchemy import Connection
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from db.candles import (
     FLOAT_COLUMNS,
     VALUE_COLUMNS,
+    SeriesBusyError,
     UpsertCounts,
     find_changes,
     frame_from_columns,
@@ -53,7 +55,16 @@ def upsert_sqlite(
     session: Session, key: SeriesKey, frame: pd.DataFrame, now: dt.datetime
 ) -> UpsertCounts:
     """Upsert a checked candles frame (see db.candles.upsert_candles)."""
-    sid = series_id(session, key)  # an INSERT: takes the write lock before anything is read
+    try:
+        sid = series_id(session, key)  # an INSERT: takes the write lock before anything is read
+    except OperationalError as error:
+        if "locked" not in str(error.orig):
+            raise
+        raise SeriesBusyError(
+            f"candles of {key}: another writer kept the SQLite database "
+            f"{session.get_bind().url.database} locked past the busy timeout; "
+            "run the ingest again when it has finished"
+        ) from error
     if frame.empty:
         return UpsertCounts(0, 0, 0)
     first, last = sqlite_times(frame.index[[0, -1]])

@@ -7,11 +7,12 @@ import threading
 
 import pandas as pd
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
 
-from db.candles import UpsertCounts, load_candles, upsert_candles
+from db.candles import SeriesBusyError, UpsertCounts, load_candles, upsert_candles
 from db.candles_postgresql import series_lock_id
+from db.engine import make_engine, migrate
 from db.series_key import SeriesKey
 from tests.db.factory import make_candles, table_rows
 
@@ -89,3 +90,20 @@ def _can_write_now(engine: Engine) -> bool:
         return False
     finally:
         other.close()
+
+
+def test_a_sqlite_writer_that_outlasts_the_busy_timeout_is_a_clear_error(sqlite_url):
+    migrated = make_engine(sqlite_url)
+    migrate(migrated)
+    migrated.dispose()
+    impatient = create_engine(sqlite_url, connect_args={"timeout": 0.05})
+    other = sqlite3.connect(impatient.url.database, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another ingest in the middle of its transaction
+    try:
+        with pytest.raises(SeriesBusyError, match="candles of Bitstamp_BTCUSD_1h: another writer"):
+            with Session(impatient) as session, session.begin():
+                upsert_candles(session, KEY, make_candles(periods=3, timeframe="1h"))
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+        impatient.dispose()

@@ -176,3 +176,11 @@ def test_bad_frames_are_rejected_naming_the_series_and_nothing_is_written(engine
         upsert(engine, candles)
 
     assert table_rows(engine, "series") == [] and table_rows(engine, "candles") == []
+
+
+def test_the_series_may_be_given_by_its_key(engine):
+    with Session(engine) as session, session.begin():
+        assert upsert_candles(session, "Bitstamp_BTCUSD_d", make_candles(periods=4)).inserted == 4
+    with pytest.raises(ValueError, match="invalid series key 'BTCUSD'"):
+        with Session(engine) as session, session.begin():
+            upsert_candles(session, "BTCUSD", make_candles(periods=4))
