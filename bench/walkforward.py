@@ -97,7 +97,7 @@ def report(name: str, metrics: pd.DataFrame) -> None:
           f" coverage 80% {pooled['coverage_80']:.3f} (target 0.77-0.83),"
           f" 95% {pooled['coverage_95']:.3f}")
     for horizon, row in metrics.drop(index=0).iterrows():
-        print(f"  h={horizon}: n {row['n']:4d}  ratio {row['rmse'] / row['naive_rmse']:.4f}"
+        print(f"  h={horizon}: n {int(row['n']):4d}  ratio {row['rmse'] / row['naive_rmse']:.4f}"
               f"  MAPE {row['mape']:.2f}%  cov80 {row['coverage_80']:.3f}"
               f"  cov95 {row['coverage_95']:.3f}  width80 ${row['width_80']:,.0f}")
 

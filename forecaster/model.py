@@ -24,6 +24,7 @@ from forecaster.network import (
     EpochLog,
     build_network,
     device,
+    fine_tune,
     forecast,
     member_targets,
     set_learning_rate,
@@ -138,15 +139,10 @@ class LSTMForecaster:
         x = self.transform_.inputs(blocks[:, : cfg.window])
         y = member_targets(self.transform_.targets(blocks, cfg.window), cfg.ensemble)
         set_learning_rate(self.network_, learning_rate or cfg.finetune_learning_rate)
+        losses = self.history_.setdefault("finetune_loss", [])
         started = time.perf_counter()
-        history = self.network_.fit(
-            x, y, epochs=epochs, batch_size=cfg.batch_size, shuffle=True, verbose=0,
-            callbacks=[EpochLog("update", epochs)],
-        )
+        losses += fine_tune(self.network_, x, y, epochs, cfg.batch_size, cfg.seed + len(losses))
         self.train_seconds_ += time.perf_counter() - started
-        self.history_.setdefault("finetune_loss", []).extend(
-            float(v) for v in history.history["loss"]
-        )
         first, last = self.training_range_
         self.training_range_ = (first, max(last, frame.index[-1]))
         return self
