@@ -10,7 +10,8 @@ markdown summary, a table of the new forecasts and a chart per series (PNG, in
 ``CDDF_CHART_DIR``, linked from the summary).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: a served deployment may pickle the flow
+# function, and its parameters' annotations must travel as objects, not as names.
 
 from dataclasses import dataclass, field
 from pathlib import Path

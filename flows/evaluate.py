@@ -7,7 +7,8 @@ Each run gets its scores per horizon (0: all pooled) beside the naive forecast's
 model version with newly scored runs is scored again over all its scored runs.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: a served deployment may pickle the flow
+# function, and its parameters' annotations must travel as objects, not as names.
 
 from dataclasses import dataclass
 

@@ -7,7 +7,8 @@ Point in time: only candles up to ``as_of`` and a version trained on data up to 
 Re-running for the same (series, as_of, version) replaces the run's forecasts.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: a served deployment may pickle the flow
+# function, and its parameters' annotations must travel as objects, not as names.
 
 from dataclasses import dataclass, field
 from datetime import datetime

@@ -12,7 +12,8 @@ it fine-tunes the latest version on the newest windows. A version is registered 
 successful fit, in one transaction: a crash or kill registers nothing.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: a served deployment may pickle the flow
+# function, and its parameters' annotations must travel as objects, not as names.
 
 import time
 from dataclasses import dataclass

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -151,6 +155,48 @@ def test_cli_run_names_an_unreachable_host_and_shows_source(service, monkeypatch
     assert "cannot reach 127.0.0.1" in ran.output
     assert f"cdd-forecast run --series {SERIES} --source ./{SERIES}.csv" in ran.output
     assert count(service, ModelVersion) == 0
+
+
+@SQLITE_ONLY
+def test_training_runs_in_the_train_deployment_when_one_is_configured(service, cdd, monkeypatch):
+    """A served ``train`` deployment (as a gpu worker would run it) trains; daily waits."""
+    from prefect.settings import PREFECT_API_URL
+
+    environment = os.environ | {
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()), "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-c", "from flows.train import train_flow; train_flow.serve('train')"],
+        cwd=Path(__file__).parents[2], env=environment, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )
+    watchdog = threading.Timer(300, worker.kill)  # a hung worker fails the test
+    watchdog.start()
+    try:
+        seen = []
+        for line in worker.stdout:  # the deployment exists once this is printed
+            seen.append(line)
+            if "is being served" in line:
+                break
+        else:
+            pytest.fail("the train deployment was not served:\n" + "".join(seen[-30:]))
+        threading.Thread(target=worker.stdout.read, daemon=True).start()  # keep the pipe flowing
+        monkeypatch.setenv("CDDF_TRAIN_DEPLOYMENT", "train/train")
+        get_settings.cache_clear()
+        cdd(N_CANDLES)
+        [outcome] = daily_flow()
+    finally:
+        watchdog.cancel()
+        worker.terminate()
+        worker.wait(timeout=60)
+    version = outcome.trained.version
+    assert outcome.trained.action == "retrain"
+    assert outcome.trained.where == f"train/train run {version.flow_run_id}"
+    with get_client(sync_client=True) as client:
+        child = client.read_flow_run(version.flow_run_id)
+    assert child.deployment_id is not None and child.state.is_completed()
+    assert outcome.forecast.model_version_id == version.id
 
 
 # database outages -------------------------------------------------------------------------
