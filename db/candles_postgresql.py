@@ -15,6 +15,7 @@ import hashlib
 
 import numpy as np
 import pandas as pd
+import psycopg
 from psycopg import sql
 from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
@@ -53,7 +54,7 @@ CREATE TEMPORARY TABLE {STAGE} (
 ) ON COMMIT DROP
 """
 
-_UPDATE_FROM_STAGE = f"""
+_UPSERT_FROM_STAGE = f"""
 INSERT INTO candles AS c (series_id, time, {", ".join(VALUE_COLUMNS)}, first_seen_at, updated_at)
 SELECT :series_id, s.time, {", ".join(f"s.{name}" for name in VALUE_COLUMNS)}, :now, :now
 FROM {STAGE} AS s
@@ -92,7 +93,7 @@ def upsert_postgresql(
         if changed.any():
             session.execute(text(_CREATE_STAGE))
             _copy_in(cursor, STAGE, CANDLE_FIELDS, _columns(frame, micros, changed))
-            session.execute(text(_UPDATE_FROM_STAGE), {"series_id": sid, "now": now})
+            session.execute(text(_UPSERT_FROM_STAGE), {"series_id": sid, "now": now})
             session.execute(text(f"DROP TABLE {STAGE}"))
     inserted, updated = int(new.sum()), int(changed.sum())
     return UpsertCounts(inserted, updated, len(frame) - inserted - updated)
@@ -118,7 +119,7 @@ def load_postgresql(
 
 
 def read_candles(
-    driver,
+    driver: psycopg.Connection,
     sid: int,
     period: pd.Timedelta,
     first: pd.Timestamp,
@@ -152,7 +153,9 @@ def _columns(frame: pd.DataFrame, micros: np.ndarray, rows: np.ndarray) -> dict[
     return columns | {"time": micros[rows]}
 
 
-def _copy_in(cursor, table: str, fields: dict[str, str], columns: dict[str, np.ndarray]) -> None:
+def _copy_in(
+    cursor: psycopg.Cursor, table: str, fields: dict[str, str], columns: dict[str, np.ndarray]
+) -> None:
     statement = sql.SQL("COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)").format(
         table=sql.Identifier(table),
         columns=sql.SQL(", ").join(sql.Identifier(name) for name in fields),
