@@ -22,6 +22,8 @@ from forecaster import ForecasterConfig
 
 # the forecasts table has columns for these interval levels
 REQUIRED_LEVELS = (0.8, 0.95)
+# "recent skill" pools the newest scored runs, this many
+RECENT_RUNS = 14
 
 
 class _ForecasterOverrides(BaseSettings):

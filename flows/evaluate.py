@@ -27,11 +27,9 @@ from db.forecasts import (
     write_version_metrics,
 )
 from db.series_key import SeriesKey
-from flows.config import DB_RETRY
+from flows.config import DB_RETRY, RECENT_RUNS
 from flows.tasks import final_candles
 from forecaster.metrics import score_forecasts
-
-RECENT_RUNS = 14  # the newest scored runs whose pooled skill the outcome reports
 
 
 @dataclass(frozen=True)

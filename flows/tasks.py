@@ -15,10 +15,19 @@ from flows.config import DB_RETRY
 from forecaster import LSTMForecaster
 
 
+def as_utc(as_of: datetime | None) -> datetime | None:
+    """``as_of`` as a tz-aware UTC datetime; a naive one (``--param as_of=2024-06-30``) is UTC."""
+    if as_of is None:
+        return None
+    stamp = pd.Timestamp(as_of)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.to_pydatetime()
+
+
 @task(cache_policy=NO_CACHE, **DB_RETRY)
 def final_candles(series: str, as_of: datetime | None) -> pd.DataFrame:
     """The final candles of ``series`` up to ``as_of`` (all when None)."""
-    candles = load_candles(get_engine(), series, until=as_of)
+    candles = load_candles(get_engine(), series, until=as_utc(as_of))
     if candles.empty:
         until = "" if as_of is None else f" up to {as_of:%Y-%m-%d %H:%M}"
         raise ValueError(f"{series} has no final candle{until}: ingest the series first")

@@ -37,13 +37,12 @@ from db.registry import (
 )
 from db.series_key import SeriesKey
 from db.settings import get_settings
-from flows.config import DB_RETRY, forecaster_config
+from flows.config import DB_RETRY, RECENT_RUNS, forecaster_config
 from flows.tasks import final_candles, load_model
 from forecaster import ArtifactError, ForecasterConfig, LSTMForecaster
 from forecaster.metrics import score_forecasts
 
 TrainMode = Literal["auto", "retrain", "finetune"]
-RECENT_RUNS = 14  # the scored runs whose pooled skill is "recent skill"
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +21,7 @@ from db.forecast_models import ModelVersion
 from db.registry import ArtifactChecksumError, latest_version, load_artifact, versions
 from flows.evaluate import evaluate_flow
 from flows.forecast import forecast_flow
+from flows.tasks import as_utc
 from flows.train import train_flow
 from forecaster import ArtifactError, LSTMForecaster
 from tests.flows.forecast_service import (
@@ -137,6 +139,15 @@ def test_point_in_time_training_and_forecasts_see_only_candles_up_to_as_of(servi
     assert outcome.forecasts["target_time"].min() == as_of + pd.Timedelta(days=1)
 
 
+def test_a_naive_as_of_is_read_as_utc():
+    naive = datetime(2024, 6, 30)
+    assert as_utc(naive) == datetime(2024, 6, 30, tzinfo=UTC)
+    assert as_utc(datetime(2024, 6, 30, 2, tzinfo=timezone(timedelta(hours=2)))) == datetime(
+        2024, 6, 30, tzinfo=UTC
+    )
+    assert as_utc(None) is None
+
+
 @SQLITE_ONLY
 def test_bad_parameters_fail_before_any_work(service):
     with pytest.raises(ValueError, match="invalid series key"):
@@ -188,6 +199,7 @@ import logging, sys
 handler = logging.StreamHandler(sys.stdout)
 logging.getLogger("forecaster").addHandler(handler)
 logging.getLogger("forecaster").setLevel(logging.INFO)
+from flows.tasks import as_utc
 from flows.train import train_flow
 train_flow("Bitstamp_BTCUSD_d", mode="retrain")
 """
