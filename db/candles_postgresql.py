@@ -39,6 +39,8 @@ CANDLE_FIELDS = {
     **dict.fromkeys(FLOAT_COLUMNS, "float8"),
     "is_final": "bool",
 }
+READ_FIELDS = {name: kind for name, kind in CANDLE_FIELDS.items() if name != "is_final"}
+PARTIAL_FIELDS = {"time": "timestamptz"}
 ROW_FIELDS = {
     "series_id": "int4",
     **CANDLE_FIELDS,
@@ -128,10 +130,12 @@ def read_candles(
 ) -> dict[str, np.ndarray]:
     """The columns of the candles of series ``sid`` from ``first`` to ``last``, in any order.
 
+    ``is_final`` travels as the (few) times of partial candles rather than a value per row.
     One query per window of WINDOW_PERIODS candles keeps each aggregated value small.
     """
     query = (
-        f"SELECT {aggregate_columns(CANDLE_FIELDS)} FROM candles "
+        f"SELECT {aggregate_columns(READ_FIELDS)}, "
+        f"{aggregate_columns(PARTIAL_FIELDS)} FILTER (WHERE NOT is_final) FROM candles "
         "WHERE series_id = %s AND time >= %s AND time < %s AND time <= %s"
         + (" AND is_final" if final_only else "")
     )
@@ -141,7 +145,11 @@ def read_candles(
         while start <= last:
             bounds = (start.to_pydatetime(), (start + window).to_pydatetime(), last.to_pydatetime())
             cursor.execute(query, (sid, *bounds), binary=True)
-            parts.append(decode_columns(cursor.fetchone(), CANDLE_FIELDS))
+            row = cursor.fetchone()
+            part = decode_columns(row[:-1], READ_FIELDS)
+            partial = decode_columns(row[-1:], PARTIAL_FIELDS)["time"]
+            part["is_final"] = ~np.isin(part["time"], partial)
+            parts.append(part)
             start += window
     if not parts:
         return decode_columns([None] * len(CANDLE_FIELDS), CANDLE_FIELDS)
