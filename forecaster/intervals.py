@@ -1,8 +1,9 @@
-"""Split-conformal prediction intervals, per horizon, from validation residuals.
+"""Validation-calibrated forecasts: shrinkage toward naive and split-conformal intervals.
 
-The residuals are taken in the network's scaled target space; the interval
-``output ± q`` is mapped back to prices through the transform, so for ``logreturn``
-targets the price bounds are multiplicative (asymmetric in dollars).
+Both are fitted per horizon on the validation windows, in the network's scaled target
+space. The residuals are divided by each window's relative volatility (`spread`), so an
+interval ``output ± q * spread`` widens when the recent candles are turbulent; it is
+mapped back to prices through the transform (multiplicative for ``logreturn``).
 
 >>> import numpy as np
 >>> q = conformal_quantiles(np.arange(1.0, 11.0)[:, None], 0.8)
@@ -36,3 +37,19 @@ def residual_quantiles(
 ) -> dict[float, np.ndarray]:
     """``{level: quantile per horizon}`` for every interval level."""
     return {level: conformal_quantiles(residuals, level) for level in levels}
+
+
+def shrinkage(predicted: np.ndarray, targets: np.ndarray, anchor: np.ndarray) -> np.ndarray:
+    """Per-horizon factor in [0, 1] on the forecast's move away from naive (``anchor``).
+
+    The least-squares factor of ``targets - anchor`` on ``predicted - anchor``, clipped:
+    0 falls back to the naive forecast where validation finds no signal.
+
+    >>> shrinkage(np.array([[1.0], [2.0]]), np.array([[0.5], [1.0]]), np.zeros((2, 1)))
+    array([0.5])
+    """
+    move, actual = predicted - anchor, targets - anchor  # (n, horizon)
+    power = (move**2).sum(axis=0)
+    factor = np.divide((move * actual).sum(axis=0), power, out=np.zeros_like(power),
+                       where=power > 0)
+    return np.clip(factor, 0.0, 1.0)

@@ -19,7 +19,7 @@ import pandas as pd
 
 from forecaster import artifact
 from forecaster.config import ForecasterConfig
-from forecaster.intervals import residual_quantiles
+from forecaster.intervals import residual_quantiles, shrinkage
 from forecaster.network import (
     EpochLog,
     build_network,
@@ -101,8 +101,13 @@ class LSTMForecaster:
         self.device_ = device()
         self.history_ = {k: [float(x) for x in v] for k, v in history.history.items()}
         self.epochs_trained_ = len(self.history_["loss"])
-        scaled = forecast(network, x_val)  # (n_validation, horizon)
-        self.quantiles_ = residual_quantiles(scaled - y_val, cfg.interval_levels)
+        raw = forecast(network, x_val)  # (n_validation, horizon)
+        windows = validation[:, : cfg.window]
+        anchor = transform.anchor(windows)
+        self.shrinkage_ = shrinkage(raw, y_val, anchor)  # (horizon,)
+        scaled = anchor + self.shrinkage_ * (raw - anchor)
+        scores = (scaled - y_val) / transform.spread(windows)[:, None]
+        self.quantiles_ = residual_quantiles(scores, cfg.interval_levels)
         self.validation_metrics_ = self._validation_metrics(scaled, y_val, validation, stopper)
         logger.info(
             "fitted on %d windows (%s .. %s) in %.1fs on %s, %d epochs, validation %s",
@@ -161,7 +166,8 @@ class LSTMForecaster:
         require_length(frame, cfg.window, "a forecast (window)")
         windows = sliding(feature_matrix(frame.iloc[-cfg.window :], cfg.features, cfg.target),
                           cfg.window)  # (1, window, feature)
-        scaled = forecast(self.network_, self.transform_.inputs(windows))  # (1, horizon)
+        scaled = self._calibrated(windows)  # (1, horizon)
+        spread = self.transform_.spread(windows)[:, None]
         as_of_time = frame.index[-1]
         horizons = np.arange(1, cfg.horizon + 1)
         result = pd.DataFrame(
@@ -173,7 +179,7 @@ class LSTMForecaster:
             }
         )
         for level, lower, upper in cfg.interval_names:
-            q = self.quantiles_[level]
+            q = self.quantiles_[level] * spread
             result[lower] = self.transform_.to_price(scaled - q, windows)[0]
             result[upper] = self.transform_.to_price(scaled + q, windows)[0]
         return result
@@ -200,6 +206,7 @@ class LSTMForecaster:
                 float(level): np.asarray(q, dtype="float64")
                 for level, q in meta["quantiles"].items()
             }
+            model.shrinkage_ = np.asarray(meta["shrinkage"], dtype="float64")
             model.period_ = pd.Timedelta(int(meta["period_ns"]), unit="ns")
             model.training_range_ = tuple(pd.Timestamp(t) for t in meta["training_range"])
             model.n_windows_ = int(meta["n_windows"])
@@ -254,6 +261,12 @@ class LSTMForecaster:
             )
         return frame
 
+    def _calibrated(self, windows: np.ndarray) -> np.ndarray:
+        """Scaled forecasts ``(n, horizon)``: the network's, shrunk toward naive."""
+        raw = forecast(self.network_, self.transform_.inputs(windows))
+        anchor = self.transform_.anchor(windows)
+        return anchor + self.shrinkage_ * (raw - anchor)
+
     def _check_fitted(self) -> None:
         if not self.is_fitted:
             raise RuntimeError("this LSTMForecaster is not fitted yet; call fit(candles) first")
@@ -280,6 +293,7 @@ class LSTMForecaster:
             "mae": float(np.mean(np.abs(predicted - actual))),
             "naive_rmse": naive_rmse,
             "skill": 1.0 - rmse / naive_rmse if naive_rmse > 0 else float("nan"),
+            "shrinkage": float(self.shrinkage_.mean()),
             "best_epoch": float(stopper.best_epoch + 1),
             "n_windows": float(len(validation)),
         }
@@ -294,6 +308,7 @@ class LSTMForecaster:
             "config": self.config.to_dict(),
             "transform": self.transform_.to_state(),
             "quantiles": {str(level): q.tolist() for level, q in self.quantiles_.items()},
+            "shrinkage": self.shrinkage_.tolist(),
             "period_ns": int(self.period_.value),
             "training_range": [t.isoformat() for t in self.training_range_],
             "n_windows": self.n_windows_,

@@ -25,6 +25,7 @@ class WindowTransform:
     input_scale: np.ndarray  # (feature,)
     target_mean: np.ndarray  # (horizon,)
     target_scale: np.ndarray  # (horizon,)
+    return_var: float  # mean squared one-step change of the close within training windows
 
     @classmethod
     def fit(
@@ -42,7 +43,10 @@ class WindowTransform:
         else:
             target_mean = np.full(future.shape[1], input_mean[0])
             target_scale = np.full(future.shape[1], input_scale[0])
-        return cls(target, tuple(features), input_mean, input_scale, target_mean, target_scale)
+        return_var = float(_safe(np.array([_return_var(blocks[:, :window]).mean()]))[0])
+        return cls(
+            target, tuple(features), input_mean, input_scale, target_mean, target_scale, return_var
+        )
 
     def inputs(self, windows: np.ndarray) -> np.ndarray:
         """Network inputs ``(n, window, feature)`` float32 from raw windows of the same shape."""
@@ -63,6 +67,22 @@ class WindowTransform:
             return np.exp(windows[:, -1:, 0] + value)
         return value
 
+    def anchor(self, windows: np.ndarray) -> np.ndarray:
+        """The naive forecast (last close) in scaled target space ``(n, horizon)``."""
+        if self.target == "logreturn":
+            return np.zeros((len(windows), len(self.target_scale)))
+        return (windows[:, -1:, 0] - self.target_mean) / self.target_scale
+
+    def spread(self, windows: np.ndarray) -> np.ndarray:
+        """Relative volatility of each raw window ``(n,)``, 1 on average, for the intervals.
+
+        For ``logreturn``: the window's mean squared one-step log return, averaged half and
+        half with the training mean (a few returns are a noisy estimate), over that mean.
+        """
+        if self.target != "logreturn" or windows.shape[1] < 2:
+            return np.ones(len(windows))
+        return np.sqrt((_return_var(windows) + self.return_var) / (2 * self.return_var))
+
     def last_close(self, windows: np.ndarray) -> np.ndarray:
         """The close at the end of each raw window ``(n,)``."""
         last = windows[:, -1, 0]
@@ -76,6 +96,7 @@ class WindowTransform:
             "input_scale": self.input_scale.tolist(),
             "target_mean": self.target_mean.tolist(),
             "target_scale": self.target_scale.tolist(),
+            "return_var": self.return_var,
         }
 
     @classmethod
@@ -87,6 +108,7 @@ class WindowTransform:
             input_scale=np.asarray(state["input_scale"], dtype="float64"),
             target_mean=np.asarray(state["target_mean"], dtype="float64"),
             target_scale=np.asarray(state["target_scale"], dtype="float64"),
+            return_var=float(state["return_var"]),
         )
 
 
@@ -100,6 +122,13 @@ def _relative(windows: np.ndarray, target: str, features: tuple[str, ...]) -> np
         column = features.index("volume")
         relative[:, :, column] -= windows[:, :, column].mean(axis=1, keepdims=True)
     return relative
+
+
+def _return_var(windows: np.ndarray) -> np.ndarray:
+    """Mean squared one-step change of the close column per window ``(n,)``."""
+    if windows.shape[1] < 2:
+        return np.ones(len(windows))
+    return np.mean(np.diff(windows[:, :, 0], axis=1) ** 2, axis=1)
 
 
 def _safe(scale: np.ndarray) -> np.ndarray:
