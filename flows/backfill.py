@@ -36,7 +36,7 @@ from prefect.runtime import flow_run
 from db.candles import UnknownSeriesError, load_candles
 from db.engine import get_engine
 from db.forecasts import runs
-from db.registry import NewVersion, VersionInfo, latest_version
+from db.registry import ArtifactChecksumError, NewVersion, VersionInfo, latest_version
 from flows.backfill_plan import (
     BackfillError,
     BackfillPlan,
@@ -50,7 +50,7 @@ from flows.evaluate import evaluate_flow
 from flows.forecast import store_forecasts
 from flows.tasks import load_model
 from flows.train import register
-from forecaster import ForecasterConfig
+from forecaster import ArtifactError, ForecasterConfig
 from forecaster.backtest import BacktestPolicy, walk_forward_steps
 
 FINETUNE_EPOCHS = 5  # as the daily flow's fine-tune (LSTMForecaster.update's default)
@@ -61,7 +61,7 @@ __all__ = ["BackfillError", "BackfillPlan", "BackfillSummary", "backfill_flow", 
 @dataclass
 class StepRecord:
     as_of: pd.Timestamp
-    action: str  # retrain | finetune | none
+    action: str  # retrain | finetune
     model_version_id: int
     run_id: int
     seconds: float
@@ -137,17 +137,20 @@ def backfill_segment(
         parent = version_before(series, plan.previous(first))
         if parent is not None and parent.config != config.to_dict():
             parent = None  # trained with another forecaster config: start afresh
-    model = load_model(parent) if parent is not None else None
+    model = None
+    if parent is not None:
+        try:
+            model = load_model(parent)
+        except (ArtifactChecksumError, ArtifactError) as error:
+            get_run_logger().error("%s: %s; retraining at %s instead", series, error, first)
+            parent = None
     policy = BacktestPolicy(retrain_every=plan.retrain_every, finetune_epochs=FINETUNE_EPOCHS)
     candles = plan.candles.loc[: segment.as_ofs[-1]]  # nothing after the segment's last as_of
     trained = model.train_seconds_ if model is not None else 0.0
     records = []
     for step in walk_forward_steps(candles, config, first, segment.as_ofs[-1], policy, model=model):
-        if step.action == "none" and parent is not None:
-            version = parent
-        else:
-            seconds = step.model.train_seconds_ - (trained if step.action == "finetune" else 0)
-            version = register(_new_version(series, step, parent, candles, seconds))
+        seconds = step.model.train_seconds_ - (trained if step.action == "finetune" else 0)
+        version = register(_new_version(series, step, parent, candles, seconds))
         trained = step.model.train_seconds_
         written = store_forecasts(series, version, step.forecast, "backfill")
         record = StepRecord(step.as_of, step.action, version.id, written.run.id, step.seconds)
@@ -219,14 +222,18 @@ def one_backfill_per_series(series: str) -> Iterator[None]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.concurrency.sync import concurrency
-    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     name = f"backfill-{series}"
     with get_client(sync_client=True) as client:
         try:
-            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
-        except ObjectAlreadyExists:
-            pass
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            try:
+                limit = GlobalConcurrencyLimitCreate(name=name, limit=1)
+                client.create_global_concurrency_limit(limit)
+            except ObjectAlreadyExists:  # another backfill created it just now
+                pass
     with concurrency(name, occupy=1, strict=True, lease_duration=LOCK_LEASE_SECONDS):
         yield
 

@@ -35,6 +35,9 @@ def backfill(
     force: Annotated[
         bool, typer.Option("--force", help="Redo as_of dates that already have forecasts.")
     ] = BACKFILL_DEFAULTS["force"],
+    parallel: Annotated[
+        int, typer.Option(min=1, help="Retrain blocks trained at once (GPU, many cores).")
+    ] = 1,
 ) -> None:
     """Point-in-time forecasts for every as_of from START to END, then their scores.
 
@@ -50,6 +53,7 @@ def backfill(
             end=end.date(),
             retrain_every=retrain_every,
             force=force,
+            parallel=parallel,
         )
     except (BackfillError, ValueError) as error:
         typer.echo(f"error: {error}", err=True)

@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
@@ -86,6 +86,12 @@ def runs_by_as_of(engine) -> dict[pd.Timestamp, list[int]]:
     return found
 
 
+def version_of(engine, as_of: pd.Timestamp) -> int:
+    """The model version of the one run as of ``as_of``."""
+    (version,) = [r.model_version_id for r in runs(engine, SERIES) if r.as_of == as_of]
+    return version
+
+
 def forecasts_of(engine, as_of: pd.Timestamp) -> pd.DataFrame:
     """The values of the newest run as of ``as_of``."""
     newest = max(run.id for run in runs(engine, SERIES) if pd.Timestamp(run.as_of) == as_of)
@@ -121,9 +127,9 @@ def test_changing_candles_after_as_of_leaves_its_forecast_unchanged(sqlite_servi
         for column in ("value", "lower_80", "upper_95", "naive"):
             np.testing.assert_allclose(after[column], before[n][column], rtol=1e-6)
     # the control: as of day 42 the changed candle is visible, and the forecast moves with it
-    assert forecasts_of(engine, at(42))["naive"].iloc[0] == pytest.approx(
-        before[42]["naive"].iloc[0] * 1.5
-    )
+    after = forecasts_of(engine, at(42))
+    assert after["naive"].iloc[0] == pytest.approx(before[42]["naive"].iloc[0] * 1.5)
+    assert not np.allclose(after["value"], before[42]["value"], rtol=0.1)
     for version in versions(engine, SERIES):  # no model saw a candle after its as_of
         assert version.train_last <= at(42)
     with Session(engine) as session:
@@ -150,9 +156,8 @@ def test_resume_skips_done_dates_and_fine_tunes_from_the_last_one(sqlite_service
         (at(43), "finetune"),
     ]
     by_id = {v.id: v for v in versions(engine, SERIES)}
-    assert by_id[resumed.steps[0].model_version_id].parent_id == done[at(41)][0] and by_id[
-        done[at(41)][0]
-    ].train_last == at(41)
+    parent = by_id[by_id[resumed.steps[0].model_version_id].parent_id]
+    assert parent.id == version_of(engine, at(41)) and parent.train_last == at(41)
     now = runs_by_as_of(engine)
     assert {k: v for k, v in now.items() if k in done} == done  # untouched
     assert all(len(ids) == 1 for ids in now.values())
@@ -179,6 +184,22 @@ def test_force_redoes_done_dates(sqlite_service):
             if run.id in (old[at(40)][0], old[at(41)][0])
         }
     )
+
+
+def test_a_corrupted_parent_artifact_falls_back_to_a_retrain(sqlite_service):
+    engine = sqlite_service
+    backfill_flow(SERIES, day(40), day(41), retrain_every=4)
+    with Session(engine) as session, session.begin():
+        session.execute(
+            update(ModelVersion)
+            .where(ModelVersion.id == version_of(engine, at(41)))
+            .values(artifact=b"not a model")
+        )
+    resumed = backfill_flow(SERIES, day(40), day(43), retrain_every=4)
+    assert [(s.as_of, s.action) for s in resumed.steps] == [
+        (at(42), "retrain"),
+        (at(43), "finetune"),
+    ]
 
 
 def test_two_overlapping_backfills_at_once_write_each_date_once(service):
