@@ -40,7 +40,11 @@ KIND = "LSTMForecaster"
 class LSTMForecaster:
     """A windowed LSTM forecasting ``close`` for t+1..t+horizon, with conformal intervals.
 
-    ``__init__`` only stores the config; everything learned ends in ``_``.
+    ``__init__`` only stores the config; everything learned ends in ``_``. After training
+    (early-stopped on the newest ``validation_fraction`` of the windows), the validation
+    windows calibrate two things per horizon: ``shrinkage_``, the factor in [0, 1] on the
+    network's move away from the naive forecast, and ``quantiles_``, the split-conformal
+    interval half-widths (scaled by each window's relative volatility at forecast time).
     """
 
     def __init__(self, config: ForecasterConfig | None = None) -> None:
