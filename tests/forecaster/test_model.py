@@ -201,3 +201,13 @@ def test_progress_is_one_log_line_per_epoch_and_silent_by_default(candles, caplo
 
 def test_config_defaults_to_the_package_default():
     assert LSTMForecaster().config == ForecasterConfig()
+
+
+def test_mixed_precision_trains_stores_and_fine_tunes(candles):
+    config = dataclasses.replace(TINY, mixed_precision=True, max_epochs=2)
+    model = LSTMForecaster(config).fit(candles.iloc[:120])
+    assert model.network_.get_layer("m0_lstm0").dtype_policy.name == "mixed_float16"
+    again = _copy(model)
+    pd.testing.assert_frame_equal(again.predict(candles), model.predict(candles))
+    again.update(candles, epochs=1, learning_rate=1e-3)
+    assert np.isfinite(again.predict(candles)[COLUMNS[3:]].to_numpy()).all()
