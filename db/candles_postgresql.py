@@ -140,7 +140,8 @@ def read_candles(
         + (" AND is_final" if final_only else "")
     )
     parts = []
-    start, window = first, period * WINDOW_PERIODS
+    # capped at the range itself: a million days overflows a nanosecond timestamp
+    start, window = first, min(period * WINDOW_PERIODS, last - first + period)
     with driver.cursor() as cursor:
         while start <= last:
             bounds = (start.to_pydatetime(), (start + window).to_pydatetime(), last.to_pydatetime())

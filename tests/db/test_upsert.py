@@ -184,3 +184,11 @@ def test_the_series_may_be_given_by_its_key(engine):
     with pytest.raises(ValueError, match="invalid series key 'BTCUSD'"):
         with Session(engine) as session, session.begin():
             upsert_candles(session, "BTCUSD", make_candles(periods=4))
+
+
+def test_a_nanosecond_index_of_a_daily_series_upserts_twice(engine):
+    candles = make_candles(periods=30)
+    candles.index = candles.index.as_unit("ns")
+
+    assert upsert(engine, candles) == UpsertCounts(inserted=30, updated=0, unchanged=0)
+    assert upsert(engine, candles) == UpsertCounts(inserted=0, updated=0, unchanged=30)
