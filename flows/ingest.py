@@ -18,6 +18,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 from sqlalchemy import Engine
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.orm import Session
 
 from db.candles import upsert_candles
@@ -171,9 +172,10 @@ def _record_failure(engine: Engine, run_id: int, error: Exception) -> None:
         error.add_note(f"(ingest run {run_id} could not be marked failed: {recording})")
 
 
-def _network_failure(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry only what a later attempt can fix: unreachable host, timeout, 429, 5xx."""
-    return isinstance(state.result(raise_on_failure=False), CDDNetworkError)
+def _retryable_failure(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry only what a later attempt can fix: unreachable host or database, timeout, 429, 5xx."""
+    error = state.result(raise_on_failure=False)
+    return isinstance(error, CDDNetworkError | OperationalError | DisconnectionError)
 
 
 @task(
@@ -181,10 +183,10 @@ def _network_failure(task: Any, task_run: Any, state: Any) -> bool:
     task_run_name="ingest {key}",
     retries=3,
     retry_delay_seconds=[2, 10, 30],
-    retry_condition_fn=_network_failure,
+    retry_condition_fn=_retryable_failure,
 )
 def ingest_series_task(key: str, source: str | None = None) -> IngestResult:
-    """Download, parse and store one series (network failures retried)."""
+    """Download, parse and store one series (network and database outages retried)."""
     result = ingest_series(key, source)
     get_run_logger().info(
         "%s: %s, %d rows read, %d inserted, %d updated, %d unchanged",

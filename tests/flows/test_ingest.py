@@ -326,3 +326,15 @@ def test_task_retries_network_errors_only(
 
     result = ingest_without_delay(KEY.key)
     assert (result.status, result.inserted) == ("success", 3)
+
+
+def test_task_retries_an_unreachable_database_but_not_a_bad_file(prefect_harness) -> None:
+    from prefect.states import Failed
+    from sqlalchemy.exc import OperationalError
+
+    from flows.cdd.errors import CDDFormatError
+    from flows.ingest import _retryable_failure
+
+    outage = OperationalError("connect", {}, ConnectionRefusedError("refused"))
+    assert _retryable_failure(None, None, Failed(data=outage))
+    assert not _retryable_failure(None, None, Failed(data=CDDFormatError("bad.csv line 3")))
