@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
-from flows import cli_db, cli_ingest, cli_ops, cli_pipeline, cli_roles  # noqa: F401  (register their commands)
-from flows.cli_app import app
+import os
+
+# Prefect's local ephemeral API (the default, no server to start) gives up after 20 s; a busy
+# 2-core machine that also imports TensorFlow can need longer. An explicit setting wins.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+from flows import (  # noqa: E402, F401  (register their commands)
+    cli_db,
+    cli_ingest,
+    cli_ops,
+    cli_pipeline,
+    cli_roles,
+)
+from flows.cli_app import app  # noqa: E402
 
 __all__ = ["app"]
 
