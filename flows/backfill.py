@@ -15,8 +15,6 @@ the second of two overlapping backfills finds the shared dates done); within a r
 ``parallel`` blocks train at once.
 """
 
-from __future__ import annotations
-
 import datetime as dt
 import threading
 import time
@@ -31,12 +29,11 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, as_completed
-from prefect.runtime import flow_run
 
 from db.candles import UnknownSeriesError, load_candles
 from db.engine import get_engine
 from db.forecasts import runs
-from db.registry import ArtifactChecksumError, NewVersion, VersionInfo, latest_version
+from db.registry import ArtifactChecksumError, VersionInfo, latest_version
 from flows.backfill_plan import (
     BackfillError,
     BackfillPlan,
@@ -48,7 +45,7 @@ from flows.backfill_plan import (
 from flows.config import DB_RETRY, forecaster_config
 from flows.evaluate import evaluate_flow
 from flows.forecast import store_forecasts
-from flows.tasks import load_model
+from flows.tasks import load_model, version_record
 from flows.train import register
 from forecaster import ArtifactError, ForecasterConfig
 from forecaster.backtest import BacktestPolicy, walk_forward_steps
@@ -150,7 +147,11 @@ def backfill_segment(
     records = []
     for step in walk_forward_steps(candles, config, first, segment.as_ofs[-1], policy, model=model):
         seconds = step.model.train_seconds_ - (trained if step.action == "finetune" else 0)
-        version = register(_new_version(series, step, parent, candles, seconds))
+        version = register(
+            version_record(
+                series, step.action, step.model, candles.loc[: step.as_of], parent, seconds
+            )
+        )
         trained = step.model.train_seconds_
         written = store_forecasts(series, version, step.forecast, "backfill")
         record = StepRecord(step.as_of, step.action, version.id, written.run.id, step.seconds)
@@ -158,37 +159,6 @@ def backfill_segment(
         records.append(record)
         parent = version
     return records
-
-
-def _new_version(
-    series: str, step: Any, parent: VersionInfo | None, candles: pd.DataFrame, seconds: float
-) -> NewVersion:
-    model, cfg = step.model, step.model.config
-    visible = candles.loc[: step.as_of]
-    if step.action == "retrain":
-        n_windows, metrics = model.n_windows_, model.validation_metrics_
-    else:
-        n_windows = min(cfg.finetune_windows, len(visible) - cfg.window - cfg.horizon + 1)
-        losses = model.history_.get("finetune_loss", [])
-        metrics = {
-            **model.validation_metrics_,
-            "validated_version": parent.retrain_id if parent else None,
-            "finetune_loss": losses[-1] if losses else None,
-        }
-    return NewVersion(
-        series=series,
-        kind=step.action,
-        parent_id=parent.id if step.action == "finetune" and parent is not None else None,
-        config=cfg.to_dict(),
-        train_first=pd.Timestamp(model.training_range_[0]).to_pydatetime(),
-        train_last=step.as_of.to_pydatetime(),
-        n_windows=int(n_windows),
-        validation_metrics=metrics,
-        artifact=model.to_bytes(),
-        device=model.device_,
-        train_seconds=float(seconds),
-        flow_run_id=str(flow_run.id) if flow_run.id else None,
-    )
 
 
 class _Progress:

@@ -1,4 +1,4 @@
-"""Tasks that more than one flow runs: reading final candles and loading a model version."""
+"""What more than one flow uses: final candles, loading a model version, a version's record."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from datetime import datetime
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 
 from db.candles import load_candles
 from db.engine import get_engine
-from db.registry import VersionInfo, load_artifact
+from db.registry import NewVersion, VersionInfo, load_artifact
 from flows.config import DB_RETRY
 from forecaster import LSTMForecaster
 
@@ -39,3 +40,40 @@ def load_model(version: VersionInfo) -> LSTMForecaster:
     """The model of ``version``; ArtifactChecksumError or ArtifactError when it is corrupted."""
     blob = load_artifact(get_engine(), version.id)
     return LSTMForecaster.from_bytes(blob, source=f"model version {version.id} of {version.series}")
+
+
+def version_record(
+    series: str,
+    action: str,
+    model: LSTMForecaster,
+    candles: pd.DataFrame,
+    parent: VersionInfo | None,
+    seconds: float,
+) -> NewVersion:
+    """The registry row of ``model``, just retrained or fine-tuned on ``candles`` (up to as_of)."""
+    cfg = model.config
+    if action == "retrain":
+        n_windows, metrics = model.n_windows_, model.validation_metrics_
+        seconds = model.train_seconds_
+    else:
+        n_windows = min(cfg.finetune_windows, len(candles) - cfg.window - cfg.horizon + 1)
+        losses = model.history_.get("finetune_loss", [])
+        metrics = {
+            **model.validation_metrics_,
+            "validated_version": parent.retrain_id if parent else None,
+            "finetune_loss": losses[-1] if losses else None,
+        }
+    return NewVersion(
+        series=series,
+        kind=action,  # type: ignore[arg-type]
+        parent_id=parent.id if parent is not None and action == "finetune" else None,
+        config=cfg.to_dict(),
+        train_first=pd.Timestamp(model.training_range_[0]).to_pydatetime(),
+        train_last=candles.index[-1].to_pydatetime(),
+        n_windows=int(n_windows),
+        validation_metrics=metrics,
+        artifact=model.to_bytes(),
+        device=model.device_,
+        train_seconds=float(seconds),
+        flow_run_id=str(flow_run.id) if flow_run.id else None,
+    )

@@ -38,7 +38,7 @@ from db.registry import (
 from db.series_key import SeriesKey
 from db.settings import get_settings
 from flows.config import DB_RETRY, RECENT_RUNS, forecaster_config
-from flows.tasks import final_candles, load_model
+from flows.tasks import final_candles, load_model, version_record
 from forecaster import ArtifactError, ForecasterConfig, LSTMForecaster
 from forecaster.metrics import score_forecasts
 
@@ -168,7 +168,7 @@ def train_flow(
     else:
         model = finetune(series, model, candles)
     seconds = time.perf_counter() - started
-    version = register(_new_version(series, plan, parent, model, candles, seconds))
+    version = register(version_record(series, plan.action, model, candles, parent, seconds))
     return TrainOutcome(series, plan.action, plan.reason, version)
 
 
@@ -199,40 +199,3 @@ def _plan(
         return TrainPlan("finetune", "a fine-tune was asked for"), latest, model
     skill = recent_skill(latest, candles)
     return auto_plan(latest, lineage_start, candles.index[-1], skill, config), latest, model
-
-
-def _new_version(
-    series: str,
-    plan: TrainPlan,
-    parent: VersionInfo | None,
-    model: LSTMForecaster,
-    candles: pd.DataFrame,
-    seconds: float,
-) -> NewVersion:
-    cfg = model.config
-    if plan.action == "retrain":
-        first, n_windows, metrics = candles.index[0], model.n_windows_, model.validation_metrics_
-        seconds = model.train_seconds_
-    else:
-        first = model.training_range_[0]
-        n_windows = min(cfg.finetune_windows, len(candles) - cfg.window - cfg.horizon + 1)
-        losses = model.history_.get("finetune_loss", [])
-        metrics = {
-            **model.validation_metrics_,
-            "validated_version": parent.retrain_id if parent else None,
-            "finetune_loss": losses[-1] if losses else None,
-        }
-    return NewVersion(
-        series=series,
-        kind=plan.action,  # type: ignore[arg-type]
-        parent_id=parent.id if parent is not None and plan.action == "finetune" else None,
-        config=cfg.to_dict(),
-        train_first=pd.Timestamp(first).to_pydatetime(),
-        train_last=candles.index[-1].to_pydatetime(),
-        n_windows=int(n_windows),
-        validation_metrics=metrics,
-        artifact=model.to_bytes(),
-        device=model.device_,
-        train_seconds=float(seconds),
-        flow_run_id=str(flow_run.id) if flow_run.id else None,
-    )
