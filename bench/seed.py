@@ -51,6 +51,10 @@ def scores(predicted: np.ndarray, actual: np.ndarray, last: np.ndarray) -> dict[
     }
 
 
+def _share(value: float) -> str:
+    return "n/a (never moves)" if np.isnan(value) else f"{value:.3f}"
+
+
 def seed_setup(close: np.ndarray, epochs: int, batch_size: int = 7) -> tuple[np.ndarray, float]:
     """(b): the seed's levels + StandardScaler on all data + LSTM 256; test predictions, seconds."""
     import keras
@@ -154,7 +158,7 @@ def main() -> None:
         for name, row in rows.items():
             print(f"  {name:<32} RMSE ${row['rmse']:>9,.2f} ({row['rmse'] / naive_rmse:.3f}x naive)"
                   f"  MAE ${row['mae']:>8,.2f}  MAPE {row['mape']:5.2f}%"
-                  f"  direction {row['direction']:.3f}")
+                  f"  direction {_share(row['direction'])}")
         inside = (forecasts["lower_80"] <= actual) & (actual <= forecasts["upper_80"])
         inside95 = (forecasts["lower_95"] <= actual) & (actual <= forecasts["upper_95"])
         print(f"  (c) interval coverage 80% {inside.mean():.3f}, 95% {inside95.mean():.3f};"
