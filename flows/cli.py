@@ -7,6 +7,8 @@ import os
 # Prefect's local ephemeral API (the default, no server to start) gives up after 20 s; a busy
 # 2-core machine that also imports TensorFlow can need longer. An explicit setting wins.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+# training progress (the ``forecaster`` logger) in the flow run logs
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "forecaster")
 
 from flows import (  # noqa: E402, F401  (register their commands)
     cli_db,

@@ -10,6 +10,9 @@ the environment or ``.env``), e.g. ``CDDF_FORECASTER='{"units": 64, "max_epochs"
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from prefect.client.schemas.objects import TaskRun
@@ -73,3 +76,19 @@ DB_RETRY: dict[str, Any] = {
     "retry_jitter_factor": 0.2,
     "retry_condition_fn": database_unreachable,
 }
+
+
+@contextmanager
+def training_progress() -> Iterator[None]:
+    """Let the model's per-epoch lines (``forecaster`` logger, INFO) through while it trains.
+
+    They reach the flow run logs where PREFECT_LOGGING_EXTRA_LOGGERS=forecaster (the CLI and
+    prefect.yaml set it); the logger's level is restored afterwards.
+    """
+    log = logging.getLogger("forecaster")
+    previous = log.level
+    log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.setLevel(previous)

@@ -37,7 +37,7 @@ from db.registry import (
 )
 from db.series_key import SeriesKey
 from db.settings import get_settings
-from flows.config import DB_RETRY, RECENT_RUNS, forecaster_config
+from flows.config import DB_RETRY, RECENT_RUNS, forecaster_config, training_progress
 from flows.tasks import final_candles, load_model, version_record
 from forecaster import ArtifactError, ForecasterConfig, LSTMForecaster
 from forecaster.metrics import score_forecasts
@@ -118,7 +118,8 @@ def retrain(series: str, candles: pd.DataFrame, config: ForecasterConfig) -> LST
         "%s: fitting a new model on %d candles (%s .. %s)", series, len(candles),
         candles.index[0], candles.index[-1],
     )
-    return LSTMForecaster(config).fit(candles)
+    with training_progress():
+        return LSTMForecaster(config).fit(candles)
 
 
 @task(cache_policy=NO_CACHE)
@@ -128,7 +129,8 @@ def finetune(series: str, model: LSTMForecaster, candles: pd.DataFrame) -> LSTMF
         "%s: fine-tuning the model trained up to %s on the newest %d windows up to %s", series,
         model.training_range_[1], model.config.finetune_windows, candles.index[-1],
     )
-    return model.update(candles)
+    with training_progress():
+        return model.update(candles)
 
 
 @task(cache_policy=NO_CACHE, **DB_RETRY)
