@@ -20,14 +20,13 @@ import os
 import resource
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from _postgres import scratch_schema  # bench/, the script's folder, is on sys.path
 from sqlalchemy.orm import Session
 
 from db.candles import UpsertCounts, load_candles, unix_micros, upsert_candles
@@ -38,9 +37,6 @@ from db.series_key import SeriesKey
 from flows.cdd.parser import parse_cdd
 
 KEY = SeriesKey.parse("Bitstamp_BTCUSD_minute")
-POSTGRES_URL = os.environ.get(
-    "CDDF_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 BANNER = "https://www.CryptoDataDownload.com"
 HEADER = "unix,date,symbol,open,high,low,close,Volume BTC,Volume USD"
 
@@ -152,14 +148,7 @@ def backend_pid(engine: sa.Engine) -> int | None:
 
 
 def run_postgres(candles: pd.DataFrame) -> dict[str, tuple]:
-    schema = f"bench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(POSTGRES_URL)
-    with admin.begin() as connection:
-        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in POSTGRES_URL else "?"
-    engine = make_engine(f"{POSTGRES_URL}{separator}options={quote(f'-csearch_path={schema}')}")
-    try:
-        migrate(engine)
+    with scratch_schema() as (engine, admin):
         pid = backend_pid(engine)
 
         def checkpoint() -> None:
@@ -171,11 +160,6 @@ def run_postgres(candles: pd.DataFrame) -> dict[str, tuple]:
         results |= ingest_twice(engine, candles, clock)
         assert backend_pid(engine) == pid, "the pool changed connections; CPU figures are off"
         return results
-    finally:
-        engine.dispose()
-        with admin.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def run_sqlite(candles: pd.DataFrame) -> dict[str, tuple]:

@@ -29,19 +29,15 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
-from urllib.parse import quote
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent))
 from _data import DATA, load_daily  # noqa: E402
+from _postgres import scratch_schema  # noqa: E402
 
 SERIES = "Bitstamp_BTCUSD_d"
-POSTGRES_URL = os.environ.get(
-    "CDDF_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 
 
 def use_database(url: str, **settings: str) -> None:
@@ -255,21 +251,12 @@ def fill_forecasts(engine, series: str, timeframe: str, n_rows: int, horizon: in
 
 
 def bench_latest_forecasts(n_rows: int) -> None:
-    import sqlalchemy as sa
     from sqlalchemy import event
 
-    from db.engine import make_engine, migrate
     from db.forecasts import latest_forecasts
 
     print(f"\n== 3. latest_forecasts of one series among {n_rows:,} forecast rows (PostgreSQL) ==")
-    schema = f"bench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(POSTGRES_URL)
-    with admin.begin() as connection:
-        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in POSTGRES_URL else "?"
-    engine = make_engine(f"{POSTGRES_URL}{separator}options={quote(f'-csearch_path={schema}')}")
-    try:
-        migrate(engine)
+    with scratch_schema() as (engine, _admin):
         target = "Bitstamp_BTCUSD_1h"
         seconds, _ = timed(lambda: fill_forecasts(engine, target, "1h", n_rows))
         fill_forecasts(engine, "Bitstamp_ETHUSD_1h", "1h", n_rows // 10)  # a neighbour
@@ -303,11 +290,6 @@ def bench_latest_forecasts(n_rows: int) -> None:
             print("    " + line)
         used = "ix_forecasts_series_target_time" in "\n".join(plan)
         print(f"  index ix_forecasts_series_target_time used: {'yes' if used else 'NO'}")
-    finally:
-        engine.dispose()
-        with admin.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def main() -> None:
