@@ -79,7 +79,7 @@ class LSTMForecaster:
             validation, cfg.window
         )
 
-        keras.utils.set_random_seed(cfg.seed)
+        keras.utils.set_random_seed(cfg.seed)  # the order fit shuffles the windows in
         network = build_network(cfg, raw.shape[1])
         stopper = keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=cfg.patience, restore_best_weights=True

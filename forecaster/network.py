@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
@@ -29,8 +30,19 @@ def device() -> str:
 
 
 def build_network(config: ForecasterConfig, n_features: int) -> keras.Model:
-    """A compiled network for ``config``; seed with ``keras.utils.set_random_seed`` first."""
+    """A compiled network for ``config``, its initial weights drawn from ``config.seed``.
+
+    Every initializer and dropout layer gets its own seed from a private stream: left
+    unseeded, Keras draws them from Python's global ``random``, which any other thread of
+    the process (Prefect's among them) may advance between two layers, and the same
+    config would then train to different weights.
+    """
     compute = "mixed_float16" if config.mixed_precision else "float32"
+    seeds = random.Random(config.seed)
+
+    def seed() -> int:
+        return seeds.randrange(2**31)
+
     inputs = keras.Input(shape=(config.window, n_features), name="windows")
     members = []
     for member in range(config.ensemble):
@@ -39,12 +51,22 @@ def build_network(config: ForecasterConfig, n_features: int) -> keras.Model:
             x = keras.layers.LSTM(
                 config.units,
                 return_sequences=layer < config.layers - 1,
+                kernel_initializer=keras.initializers.GlorotUniform(seed()),
+                recurrent_initializer=keras.initializers.Orthogonal(seed=seed()),
+                seed=seed(),
                 dtype=compute,
                 name=f"m{member}_lstm{layer}",
             )(x)
             if config.dropout:
-                x = keras.layers.Dropout(config.dropout, name=f"m{member}_dropout{layer}")(x)
-        x = keras.layers.Dense(config.horizon, dtype="float32", name=f"m{member}_out")(x)
+                x = keras.layers.Dropout(
+                    config.dropout, seed=seed(), name=f"m{member}_dropout{layer}"
+                )(x)
+        x = keras.layers.Dense(
+            config.horizon,
+            kernel_initializer=keras.initializers.GlorotUniform(seed()),
+            dtype="float32",
+            name=f"m{member}_out",
+        )(x)
         members.append(keras.layers.Reshape((1, config.horizon), name=f"m{member}_row")(x))
     outputs = (
         members[0]

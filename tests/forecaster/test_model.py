@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 
 import numpy as np
 import pandas as pd
@@ -95,6 +96,26 @@ def test_transform_is_fitted_on_training_windows_only(candles):
     changed.iloc[first_unused - 1, changed.columns.get_loc("close")] *= 5.0
     moved = LSTMForecaster(config).fit(changed)
     assert moved.transform_.to_state() != model.transform_.to_state()
+
+
+def test_the_same_config_trains_to_the_same_weights_whatever_else_draws_random(
+    candles, monkeypatch
+):
+    """Prefect's threads draw from Python's ``random`` at any time: training must not care."""
+    import forecaster.model
+
+    config = dataclasses.replace(TINY, max_epochs=2, dropout=0.1)
+    train = candles.iloc[:120]
+    alone = LSTMForecaster(config).fit(train).predict(train)
+
+    build = forecaster.model.build_network
+
+    def interrupted(*args, **kwargs):  # another thread draws between seeding and building
+        random.random()
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(forecaster.model, "build_network", interrupted)
+    pd.testing.assert_frame_equal(LSTMForecaster(config).fit(train).predict(train), alone)
 
 
 def test_update_changes_the_weights_and_keeps_the_transform(fitted, candles):
