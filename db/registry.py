@@ -7,7 +7,9 @@
 >>> blob = load_artifact(engine, latest.id)     # ArtifactChecksumError when it was altered
 
 A version is written in one transaction, after its model was trained: a crash before that
-registers nothing and the previous version keeps serving.
+registers nothing and the previous version keeps serving. ``drop_artifacts`` deletes the
+weights of versions nobody will load again (a backfill's intermediate steps) and keeps their
+rows; such a version has ``artifact_size`` 0, and ``latest_version`` passes over it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from db.forecast_models import MODEL_KINDS, ModelVersion
@@ -27,8 +29,16 @@ from db.forecast_models import MODEL_KINDS, ModelVersion
 ModelKind = Literal["retrain", "finetune"]
 
 
-class ArtifactChecksumError(RuntimeError):
+class ArtifactUnavailableError(RuntimeError):
+    """A version's artifact cannot be loaded: altered or deleted."""
+
+
+class ArtifactChecksumError(ArtifactUnavailableError):
     """A stored artifact whose bytes no longer match the sha256 recorded with them."""
+
+
+class ArtifactNotKeptError(ArtifactUnavailableError):
+    """A version whose weights were deleted (``drop_artifacts``); its row stays."""
 
 
 class UnknownModelVersionError(LookupError):
@@ -69,10 +79,14 @@ class VersionInfo:
     n_windows: int
     validation_metrics: dict[str, Any]
     artifact_sha256: str
-    artifact_size: int
+    artifact_size: int  # 0 once the weights were dropped
     device: str
     train_seconds: float
     flow_run_id: str | None
+
+    @property
+    def artifact_kept(self) -> bool:
+        return self.artifact_size > 0
 
 
 def sha256(artifact: bytes) -> str:
@@ -153,9 +167,12 @@ def latest_version(
     """The version trained on the newest data of ``series`` (ties: the last registered).
 
     With ``trained_until``, only versions whose training data ends at or before it count —
-    the model a point-in-time run as of that time may use.
+    the model a point-in-time run as of that time may use. Versions whose artifact was
+    dropped never count: the answer is always a model that can be loaded.
     """
-    query = select(ModelVersion).where(ModelVersion.series == series)
+    query = select(ModelVersion).where(
+        ModelVersion.series == series, ModelVersion.artifact_size > 0
+    )
     if trained_until is not None:
         query = query.where(ModelVersion.train_last <= trained_until)
     query = query.order_by(ModelVersion.train_last.desc(), ModelVersion.id.desc()).limit(1)
@@ -205,6 +222,11 @@ def load_artifact(engine: Engine, version_id: int) -> bytes:
         raise UnknownModelVersionError(f"model version {version_id} does not exist")
     series, artifact, expected = row
     artifact = bytes(artifact)
+    if not artifact:
+        raise ArtifactNotKeptError(
+            f"model version {version_id} of {series}: its weights were not kept (an "
+            f"intermediate step of a backfill); forecast with a later version, or retrain"
+        )
     actual = sha256(artifact)
     if actual != expected:
         raise ArtifactChecksumError(
@@ -213,6 +235,22 @@ def load_artifact(engine: Engine, version_id: int) -> bytes:
             f"retrain the series (cdd-forecast's train flow with mode='retrain')"
         )
     return artifact
+
+
+def drop_artifacts(engine: Engine, version_ids: list[int]) -> int:
+    """Delete the weights of these versions, keeping their rows; the number dropped.
+
+    Their forecasts, metrics and lineage stay; only loading them is no longer possible.
+    """
+    if not version_ids:
+        return 0
+    statement = (
+        update(ModelVersion)
+        .where(ModelVersion.id.in_(version_ids), ModelVersion.artifact_size > 0)
+        .values(artifact=b"", artifact_size=0)
+    )
+    with engine.begin() as connection:
+        return connection.execute(statement).rowcount
 
 
 def _info(row: ModelVersion) -> VersionInfo:

@@ -6,7 +6,10 @@ The as_of times are the series' final candles whose UTC date lies in [start, end
 step for a daily series, an hour for an hourly one). The model of each as_of sees the final
 candles up to it and nothing later: it is retrained at the first as_of of every block of
 ``retrain_every`` steps and fine-tuned on each step in between (forecaster.backtest's walk
-forward). Every model is registered and every forecast stored as a ``backfill`` run.
+forward). Every model is registered and every forecast stored as a ``backfill`` run; the
+weights of a step are dropped once the next step is registered (its row, lineage and
+forecasts stay), so a finished backfill keeps the weights of its newest model only and an
+interrupted one those of each segment's last step, where a resumed run continues from.
 
 Resumable and idempotent: an as_of that already has a forecast run is skipped unless
 ``force``; a resumed block fine-tunes the newest version trained up to the as_of before it.
@@ -33,7 +36,7 @@ from prefect.futures import PrefectFuture, as_completed
 from db.candles import UnknownSeriesError, load_candles
 from db.engine import get_engine
 from db.forecasts import runs
-from db.registry import ArtifactChecksumError, VersionInfo, latest_version
+from db.registry import ArtifactUnavailableError, VersionInfo, drop_artifacts, latest_version
 from flows.backfill_plan import (
     BackfillError,
     BackfillPlan,
@@ -138,7 +141,7 @@ def backfill_segment(
     if parent is not None:
         try:
             model = load_model(parent)
-        except (ArtifactChecksumError, ArtifactError) as error:
+        except (ArtifactUnavailableError, ArtifactError) as error:
             get_run_logger().error("%s: %s; retraining at %s instead", series, error, first)
             parent = None
     policy = BacktestPolicy(retrain_every=plan.retrain_every, finetune_epochs=FINETUNE_EPOCHS)
@@ -155,10 +158,18 @@ def backfill_segment(
         trained = step.model.train_seconds_
         written = store_forecasts(series, version, step.forecast, "backfill")
         record = StepRecord(step.as_of, step.action, version.id, written.run.id, step.seconds)
+        if records:  # the model lives on in this one: nothing will load the previous weights
+            drop_weights([records[-1].model_version_id])
         progress(record)
         records.append(record)
         parent = version
     return records
+
+
+@task(cache_policy=NO_CACHE, **DB_RETRY)
+def drop_weights(version_ids: list[int]) -> int:
+    """Drop the artifacts of these backfill versions (their rows and forecasts stay)."""
+    return drop_artifacts(get_engine(), version_ids)
 
 
 class _Progress:
@@ -268,6 +279,9 @@ def backfill_flow(
             segments,
             parallel,
         )
+        if records:  # the newest model keeps its weights: the daily run may continue from it
+            newest = max(records, key=lambda record: record.as_of)
+            drop_weights([r.model_version_id for r in records if r is not newest])
     scored = evaluate_flow(key).runs_scored  # also what an interrupted run left unscored
     summary = BackfillSummary(
         key, start, end, len(plan.as_ofs), len(done), records, scored, time.perf_counter() - started

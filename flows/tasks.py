@@ -37,7 +37,7 @@ def final_candles(series: str, as_of: datetime | None) -> pd.DataFrame:
 
 @task(cache_policy=NO_CACHE, **DB_RETRY)
 def load_model(version: VersionInfo) -> LSTMForecaster:
-    """The model of ``version``; ArtifactChecksumError or ArtifactError when it is corrupted."""
+    """The model of ``version``; ArtifactUnavailableError or ArtifactError when it is unusable."""
     blob = load_artifact(get_engine(), version.id)
     return LSTMForecaster.from_bytes(blob, source=f"model version {version.id} of {version.series}")
 

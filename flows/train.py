@@ -28,7 +28,7 @@ from prefect.runtime import flow_run
 from db.engine import get_engine
 from db.forecasts import recent_run_forecasts
 from db.registry import (
-    ArtifactChecksumError,
+    ArtifactUnavailableError,
     NewVersion,
     VersionInfo,
     get_version,
@@ -190,7 +190,7 @@ def _plan(
     latest, lineage_start = found
     try:
         model = load_model(latest)
-    except (ArtifactChecksumError, ArtifactError) as error:
+    except (ArtifactUnavailableError, ArtifactError) as error:
         if mode == "finetune":
             raise
         get_run_logger().error("%s: %s — falling back to a retrain", series, error)

@@ -14,8 +14,10 @@ from db.engine import make_engine, migrate
 from db.forecast_models import ModelVersion
 from db.registry import (
     ArtifactChecksumError,
+    ArtifactNotKeptError,
     NewVersion,
     UnknownModelVersionError,
+    drop_artifacts,
     get_version,
     latest_version,
     load_artifact,
@@ -122,3 +124,19 @@ def test_a_corrupted_artifact_is_a_clear_error(engine):
     assert "corrupted" in message and "retrain" in message
     with pytest.raises(UnknownModelVersionError):
         load_artifact(engine, registered.id + 1)
+
+
+def test_dropped_weights_keep_the_row_and_are_never_served(engine):
+    root = register_version(engine, new(last=10))
+    child = register_version(engine, new("finetune", parent_id=root.id, last=11))
+    assert drop_artifacts(engine, [child.id]) == 1
+    assert drop_artifacts(engine, [child.id]) == 0  # already dropped
+    stored = get_version(engine, child.id)
+    assert (stored.artifact_size, stored.artifact_kept) == (0, False)
+    assert stored.artifact_sha256 == child.artifact_sha256 and stored.parent_id == root.id
+    with pytest.raises(ArtifactNotKeptError, match=f"model version {child.id} of {SERIES}"):
+        load_artifact(engine, child.id)
+    # the newest loadable model, trained on older data, is the one served
+    assert latest_version(engine, SERIES).id == root.id
+    assert load_artifact(engine, root.id) == b"model bytes"
+    assert drop_artifacts(engine, []) == 0

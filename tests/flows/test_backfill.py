@@ -92,6 +92,10 @@ def version_of(engine, as_of: pd.Timestamp) -> int:
     return version
 
 
+def weights_kept(engine) -> set[int]:
+    return {version.id for version in versions(engine, SERIES) if version.artifact_kept}
+
+
 def forecasts_of(engine, as_of: pd.Timestamp) -> pd.DataFrame:
     """The values of the newest run as of ``as_of``."""
     newest = max(run.id for run in runs(engine, SERIES) if pd.Timestamp(run.as_of) == as_of)
@@ -148,6 +152,7 @@ def test_resume_skips_done_dates_and_fine_tunes_from_the_last_one(sqlite_service
     engine = sqlite_service
     backfill_flow(SERIES, day(40), day(41), retrain_every=4)
     done = runs_by_as_of(engine)
+    assert weights_kept(engine) == {version_of(engine, at(41))}  # the newest model only
 
     resumed = backfill_flow(SERIES, day(40), day(43), retrain_every=4)
     assert resumed.skipped == 2
@@ -161,6 +166,8 @@ def test_resume_skips_done_dates_and_fine_tunes_from_the_last_one(sqlite_service
     now = runs_by_as_of(engine)
     assert {k: v for k, v in now.items() if k in done} == done  # untouched
     assert all(len(ids) == 1 for ids in now.values())
+    assert weights_kept(engine) == {version_of(engine, at(41)), version_of(engine, at(43))}
+    assert len(versions(engine, SERIES)) == 4  # every step's row and lineage stay
 
     n_versions, n_runs = count(engine, ModelVersion), count(engine, ForecastRun)
     repeat = backfill_flow(SERIES, day(40), day(43), retrain_every=4)
