@@ -1,4 +1,5 @@
-"""Tables of ingestion: ``series``, ``candles`` and ``ingest_runs``.
+"""Tables of ingestion: ``series``, ``candles``, ``ingest_runs``, ``ingest_rejects``,
+``candle_revisions`` and ``series_locks``.
 
 Every timestamp is UTC. Columns use :class:`UtcDateTime`, a ``DateTime(timezone=True)`` that
 refuses naive datetimes and always reads back tz-aware UTC values, also on SQLite (which stores
@@ -14,6 +15,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     Double,
+    ForeignKey,
     Index,
     Integer,
     String,
@@ -25,7 +27,7 @@ from sqlalchemy.types import TypeDecorator
 
 from db.base import Base
 
-RUN_STATUSES = ("running", "success", "not_modified", "failed")
+RUN_STATUSES = ("running", "success", "not_modified", "failed", "interrupted")
 
 
 class UtcDateTime(TypeDecorator[dt.datetime]):
@@ -117,3 +119,67 @@ class IngestRun(Base):
     last_modified: Mapped[str | None] = mapped_column(Text)
     content_hash: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
+    # what the parser skipped or dropped, and how many stored final candles the file revised
+    zero_rows: Mapped[int | None] = mapped_column(Integer)
+    rejected_rows: Mapped[int | None] = mapped_column(Integer)
+    superseded_rows: Mapped[int | None] = mapped_column(Integer)
+    time_mismatches: Mapped[int | None] = mapped_column(Integer)
+    revised: Mapped[int | None] = mapped_column(Integer)
+
+
+class IngestReject(Base):
+    """A bad row of a downloaded file: not stored as a candle, kept here with its line and why."""
+
+    __tablename__ = "ingest_rejects"
+    __table_args__ = (
+        Index("ix_ingest_rejects_series_time", "series", "time"),
+        Index("ix_ingest_rejects_ingest_run_id", "ingest_run_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ingest_run_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("ingest_runs.id", ondelete="CASCADE")
+    )
+    series: Mapped[str] = mapped_column(String(100))
+    line: Mapped[int] = mapped_column(Integer)  # 1-based line of the file
+    time: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
+    reason: Mapped[str] = mapped_column(Text)
+    raw: Mapped[str | None] = mapped_column(Text)
+
+
+class CandleRevision(Base):
+    """A change to a stored final candle: its values before and after, when and by which run."""
+
+    __tablename__ = "candle_revisions"
+    __table_args__ = (Index("ix_candle_revisions_series_id_time", "series_id", "time"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series_id: Mapped[int] = mapped_column(Integer)
+    time: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    ingest_run_id: Mapped[int | None] = mapped_column(Integer)
+    revised_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    old_open: Mapped[float | None] = mapped_column(Double)
+    old_high: Mapped[float | None] = mapped_column(Double)
+    old_low: Mapped[float | None] = mapped_column(Double)
+    old_close: Mapped[float | None] = mapped_column(Double)
+    old_volume_base: Mapped[float | None] = mapped_column(Double)
+    old_volume_quote: Mapped[float | None] = mapped_column(Double)
+    new_open: Mapped[float | None] = mapped_column(Double)
+    new_high: Mapped[float | None] = mapped_column(Double)
+    new_low: Mapped[float | None] = mapped_column(Double)
+    new_close: Mapped[float | None] = mapped_column(Double)
+    new_volume_base: Mapped[float | None] = mapped_column(Double)
+    new_volume_quote: Mapped[float | None] = mapped_column(Double)
+    old_is_final: Mapped[bool] = mapped_column(Boolean)
+    new_is_final: Mapped[bool] = mapped_column(Boolean)
+
+
+class SeriesLock(Base):
+    """A lease on a named piece of work (``backfill-<series>``), renewed while its holder runs."""
+
+    __tablename__ = "series_locks"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    holder: Mapped[str] = mapped_column(Text)
+    acquired_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
