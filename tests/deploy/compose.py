@@ -110,6 +110,8 @@ def simple_commands(service: dict[str, Any]) -> list[list[str]]:
     """The simple commands a service runs: its command, or each one of its ``sh -c`` script
     (separators, redirections, ``for … do … done`` headers and keywords removed)."""
     words = command_line(service)
+    if len(words) == 2 and words[0] == "sh" and (ROOT / words[1]).is_file():
+        return script_commands(ROOT / words[1])
     if len(words) >= 3 and words[0] == "sh" and words[1].startswith("-") and "c" in words[1]:
         commands = []
         script = _REDIRECTION.sub(" ", words[2])
@@ -121,6 +123,26 @@ def simple_commands(service: dict[str, Any]) -> list[list[str]]:
                 commands.append(tokens)
         return commands
     return [words] if words else []
+
+
+def script_commands(path: Path) -> list[list[str]]:
+    """The ``prefect`` and ``cdd-forecast`` commands a shell script file runs (its other
+    programs — sed, python3, case — are the script's own plumbing)."""
+    commands = []
+    for line in path.read_text().splitlines():
+        line = line.split(" #", 1)[0].strip()
+        if line.startswith("#"):
+            continue
+        for piece in _SEPARATOR.split(_REDIRECTION.sub(" ", line)):
+            try:
+                tokens = shlex.split(piece)
+            except ValueError:
+                continue
+            while tokens and tokens[0] in _SHELL_KEYWORDS:
+                tokens = tokens[1:]
+            if tokens and tokens[0] in {"prefect", "cdd-forecast"}:
+                commands.append(tokens)
+    return commands
 
 
 def command_path(tokens: list[str]) -> tuple[list[str], list[str], list[str]]:

@@ -135,7 +135,7 @@ class PrefectStack:
         """A synchronous Prefect client of this server (no global settings touched)."""
         from prefect.client.orchestration import SyncPrefectClient
 
-        return SyncPrefectClient(self.api_url)
+        return SyncPrefectClient(self.api_url, auth_string=self.env.get("PREFECT_API_AUTH_STRING"))
 
     def create_process_pools(self, *names: str) -> None:
         from prefect.client.schemas.actions import WorkPoolCreate
@@ -233,8 +233,8 @@ def prefect_server(
         PREFECT_UI_ENABLED="false",
         PREFECT_LOGGING_LEVEL="INFO",
         PYTHONUNBUFFERED="1",
-        **extra_env,
     )
+    env.update(extra_env)  # a test's settings win over these defaults
     stack = PrefectStack(home, api_url, env)
     server = stack.start(
         "server", [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
