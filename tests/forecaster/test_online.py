@@ -1,0 +1,84 @@
+"""Online aggregation and interval scale tracking: regret against the best expert, coverage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from forecaster.online import aggregate_weights, tracked_scale
+
+
+def random_walk_record(rounds: int, seed: int = 0):
+    """A random walk's log returns, the naive forecast (0) and a noisy 'model' beside it."""
+    rng = np.random.default_rng(seed)
+    actual = rng.normal(0.0, 0.03, rounds)
+    model = rng.normal(0.0, 0.03, rounds)  # no skill: pure noise around the truth's mean
+    return np.column_stack([model, np.zeros(rounds)]), actual
+
+
+def test_weights_move_to_naive_when_the_model_only_adds_noise():
+    experts, actual = random_walk_record(1000)
+    weights = aggregate_weights(experts, actual, prior=np.array([0.5, 0.5]))
+    assert not weights.from_prior and weights.rounds == 1000
+    assert weights.weights[1] > 0.8
+
+
+def test_weights_move_to_the_expert_that_knows_something():
+    rng = np.random.default_rng(1)
+    signal = rng.normal(0.0, 0.02, 1000)
+    actual = signal + rng.normal(0.0, 0.01, 1000)
+    experts = np.column_stack([signal, np.zeros(1000)])
+    weights = aggregate_weights(experts, actual, prior=np.array([0.2, 0.8]))
+    assert weights.weights[0] > 0.8
+
+
+def test_the_aggregate_is_never_much_worse_than_the_best_expert():
+    """Replayed online, the aggregate's mean square error stays within a few % of naive's."""
+    experts, actual = random_walk_record(2000, seed=2)
+    prior = np.array([0.5, 0.5])
+    served = [
+        aggregate_weights(experts[:t], actual[:t], prior=prior).weights @ experts[t]
+        for t in range(0, 2000, 10)
+    ]
+    truth = actual[::10]
+    ratio = np.mean((np.array(served) - truth) ** 2) / np.mean(truth**2)
+    assert ratio < 1.05
+
+
+def test_too_few_rounds_serve_the_prior_and_say_so():
+    experts, actual = random_walk_record(5)
+    weights = aggregate_weights(experts, actual, prior=np.array([1.0, 3.0]), min_rounds=10)
+    assert weights.from_prior and weights.rounds == 5
+    assert weights.weights.tolist() == [0.25, 0.75]
+
+
+def test_a_nan_or_infinite_value_never_reaches_a_weight():
+    experts, actual = random_walk_record(200)
+    experts[3, 0], actual[7], experts[9, 1] = np.nan, np.inf, -np.inf
+    weights = aggregate_weights(experts, actual, prior=np.array([0.5, 0.5]))
+    assert np.isfinite(weights.weights).all() and weights.rounds == 197
+    assert weights.weights.sum() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("prior", [np.array([1.0]), np.array([0.5, -0.5]), np.array([np.nan, 1])])
+def test_a_bad_prior_is_refused(prior):
+    experts, actual = random_walk_record(20)
+    with pytest.raises(ValueError, match="prior"):
+        aggregate_weights(experts, actual, prior=prior)
+
+
+@pytest.mark.parametrize("level", [0.8, 0.95])
+def test_the_tracked_scale_restores_coverage_after_a_regime_change(level):
+    """Scores calibrated for a calm regime, then volatility doubles: coverage recovers."""
+    rng = np.random.default_rng(3)
+    half_width = {0.8: 1.2816, 0.95: 1.9600}[level]  # the calm regime's central quantile
+    calm = np.abs(rng.normal(0, 1, 1500)) / half_width
+    wild = np.abs(rng.normal(0, 2, 1500)) / half_width
+    tracked = tracked_scale(np.concatenate([calm, wild]), level=level)
+    assert abs(tracked.coverage - level) < 0.02
+    assert tracked.scale > 1.5  # it widened for the wild regime
+
+
+def test_the_scale_skips_non_finite_scores():
+    tracked = tracked_scale(np.array([0.5, np.nan, np.inf, 2.0]), level=0.8)
+    assert tracked.rounds == 2
