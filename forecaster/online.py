@@ -29,7 +29,7 @@ SCALE_STEP = 0.02
 
 @dataclass(frozen=True)
 class Weights:
-    """Convex weights of the experts after ``rounds`` scored rounds (``from_prior`` when too few)."""
+    """Convex weights of the experts after ``rounds`` scored rounds (``from_prior``: too few)."""
 
     weights: np.ndarray  # (experts,)
     rounds: int
