@@ -20,16 +20,19 @@ from psycopg import sql
 from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 
-from db.candles import (
+from db.candle_frames import (
     FLOAT_COLUMNS,
     VALUE_COLUMNS,
     UpsertCounts,
     find_changes,
     frame_from_columns,
+    newest_stored,
+    old_download_as_partial,
     series_id,
     unix_micros,
 )
 from db.pg_binary import aggregate_columns, decode_columns, encode_rows
+from db.revisions import RevisionLimits, Revisions, check_limits, record_revisions
 from db.series_key import SeriesKey
 
 STAGE = "cddf_candles_stage"
@@ -73,18 +76,28 @@ def series_lock_id(key: SeriesKey) -> int:
 
 
 def upsert_postgresql(
-    session: Session, key: SeriesKey, frame: pd.DataFrame, now: dt.datetime
+    session: Session,
+    key: SeriesKey,
+    frame: pd.DataFrame,
+    now: dt.datetime,
+    ingest_run_id: int | None = None,
+    limits: RevisionLimits | None = None,
 ) -> UpsertCounts:
     """Upsert a checked candles frame (see db.candles.upsert_candles)."""
     session.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": series_lock_id(key)})
     sid = series_id(session, key)
     if frame.empty:
         return UpsertCounts(0, 0, 0)
+    newest = newest_stored(session, sid)
+    frame = old_download_as_partial(frame, newest)
     micros = unix_micros(frame.index)
     driver = session.connection().connection.driver_connection
     stored = read_candles(driver, sid, key.period, frame.index[0], frame.index[-1])
-    new, changed = find_changes(frame, stored.pop("time"), stored)
-    del stored
+    stored_micros = stored.pop("time")
+    new, changed, revised = find_changes(frame, stored_micros, stored)
+    revisions = Revisions.of(frame, revised, stored_micros, stored)
+    del stored, stored_micros
+    check_limits(key, revisions, newest, limits)
     with driver.cursor() as cursor:
         if new.any():
             stamp = np.full(int(new.sum()), pd.Timestamp(now).value // 1000)  # ns -> us
@@ -97,8 +110,9 @@ def upsert_postgresql(
             _copy_in(cursor, STAGE, CANDLE_FIELDS, _columns(frame, micros, changed))
             session.execute(text(_UPSERT_FROM_STAGE), {"series_id": sid, "now": now})
             session.execute(text(f"DROP TABLE {STAGE}"))
+    record_revisions(session, sid, revisions, ingest_run_id, now)
     inserted, updated = int(new.sum()), int(changed.sum())
-    return UpsertCounts(inserted, updated, len(frame) - inserted - updated)
+    return UpsertCounts(inserted, updated, len(frame) - inserted - updated, len(revisions))
 
 
 def load_postgresql(

@@ -19,16 +19,19 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from db.candles import (
+from db.candle_frames import (
     FLOAT_COLUMNS,
     VALUE_COLUMNS,
     SeriesBusyError,
     UpsertCounts,
     find_changes,
     frame_from_columns,
+    newest_stored,
+    old_download_as_partial,
     series_id,
     unix_micros,
 )
+from db.revisions import RevisionLimits, Revisions, check_limits, record_revisions
 from db.series_key import SeriesKey
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
@@ -52,7 +55,12 @@ def sqlite_times(index: pd.DatetimeIndex) -> np.ndarray:
 
 
 def upsert_sqlite(
-    session: Session, key: SeriesKey, frame: pd.DataFrame, now: dt.datetime
+    session: Session,
+    key: SeriesKey,
+    frame: pd.DataFrame,
+    now: dt.datetime,
+    ingest_run_id: int | None = None,
+    limits: RevisionLimits | None = None,
 ) -> UpsertCounts:
     """Upsert a checked candles frame (see db.candles.upsert_candles)."""
     try:
@@ -67,22 +75,27 @@ def upsert_sqlite(
         ) from error
     if frame.empty:
         return UpsertCounts(0, 0, 0)
+    newest = newest_stored(session, sid)
+    frame = old_download_as_partial(frame, newest)
     first, last = sqlite_times(frame.index[[0, -1]])
     stamp = now.astimezone(dt.UTC).strftime(TIME_FORMAT)
     cursor = session.connection().connection.driver_connection.cursor()
     try:
         cursor.execute(_SELECT + " AND time >= ? AND time <= ?", (sid, str(first), str(last)))
         stored_micros, stored = _columns(cursor.fetchall())
-        new, changed = find_changes(frame, stored_micros, stored)
+        new, changed, revised = find_changes(frame, stored_micros, stored)
+        revisions = Revisions.of(frame, revised, stored_micros, stored)
         del stored
+        check_limits(key, revisions, newest, limits)
         # under the write lock new rows cannot conflict and changed rows cannot vanish
         cursor.executemany(_INSERT, ((sid, *row, stamp, stamp) for row in _rows(frame, new)))
         updates = ((*values, stamp, sid, time) for time, *values in _rows(frame, changed))
         cursor.executemany(_UPDATE, updates)
     finally:
         cursor.close()
+    record_revisions(session, sid, revisions, ingest_run_id, now)
     inserted, updated = int(new.sum()), int(changed.sum())
-    return UpsertCounts(inserted, updated, len(frame) - inserted - updated)
+    return UpsertCounts(inserted, updated, len(frame) - inserted - updated, len(revisions))
 
 
 def _rows(frame: pd.DataFrame, mask: np.ndarray) -> Iterator[tuple]:

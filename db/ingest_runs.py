@@ -21,17 +21,25 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal, get_args
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.orm import Session
 
-from db.models import IngestRun
+from db.locks import Heartbeat, holder_name, try_acquire
+from db.models import IngestRun, SeriesLock
 from db.series_key import SeriesKey
+from settings import get_settings
 
 FinishedStatus = Literal["success", "not_modified", "failed"]
 
 
 def start_run(engine: Engine, series: str | SeriesKey, source_url: str) -> int:
-    """Record a ``running`` ingest of ``series`` from ``source_url``; returns the run id."""
+    """Record a ``running`` ingest of ``series`` from ``source_url``; returns the run id.
+
+    The run holds the lease ``ingest-run-<id>`` (series_locks) until ``finish_run``; the
+    ``running`` runs of ``series`` whose lease lapsed (their process was killed or lost the
+    database) are closed as ``interrupted`` first.
+    """
+    close_interrupted(engine, series)
     run = IngestRun(
         series=str(series),
         source_url=source_url,
@@ -41,7 +49,58 @@ def start_run(engine: Engine, series: str | SeriesKey, source_url: str) -> int:
     with Session(engine) as session, session.begin():
         session.add(run)
         session.flush()
-        return run.id
+        run_id = run.id
+    duration = dt.timedelta(seconds=get_settings().lock_lease_seconds)
+    lease = try_acquire(engine, _lease_name(run_id), holder_name(), duration)
+    if lease is not None:  # always: the name is new
+        _HEARTBEATS[run_id] = heartbeat = Heartbeat(engine, lease, duration)
+        heartbeat.start()
+    return run_id
+
+
+def _lease_name(run_id: int) -> str:
+    return f"ingest-run-{run_id}"
+
+
+# the leases of this process' running ingests, renewed until finish_run
+_HEARTBEATS: dict[int, Heartbeat] = {}
+
+
+def close_interrupted(engine: Engine, series: str | SeriesKey) -> list[int]:
+    """Mark ``interrupted`` the ``running`` runs of ``series`` whose lease lapsed; their ids."""
+    now = dt.datetime.now(dt.UTC)
+    with Session(engine) as session, session.begin():
+        running = session.scalars(
+            select(IngestRun.id).where(
+                IngestRun.series == str(series), IngestRun.status == "running"
+            )
+        ).all()
+        if not running:
+            return []
+        alive = set(
+            session.scalars(
+                select(SeriesLock.name).where(
+                    SeriesLock.name.in_([_lease_name(run_id) for run_id in running]),
+                    SeriesLock.expires_at >= now,
+                )
+            )
+        )
+        stale = [run_id for run_id in running if _lease_name(run_id) not in alive]
+        if stale:
+            session.execute(
+                update(IngestRun)
+                .where(IngestRun.id.in_(stale), IngestRun.status == "running")
+                .values(
+                    status="interrupted",
+                    finished_at=now,
+                    error="its process stopped before the run finished (killed, crashed or "
+                    "cut off from the database); closed by the next ingest of the series",
+                )
+            )
+            session.execute(
+                delete(SeriesLock).where(SeriesLock.name.in_([_lease_name(i) for i in stale]))
+            )
+    return stale
 
 
 def finish_run(
@@ -53,17 +112,30 @@ def finish_run(
     inserted: int | None = None,
     updated: int | None = None,
     unchanged: int | None = None,
+    revised: int | None = None,
+    zero_rows: int | None = None,
+    rejected_rows: int | None = None,
+    superseded_rows: int | None = None,
+    time_mismatches: int | None = None,
     etag: str | None = None,
     last_modified: str | None = None,
     content_hash: str | None = None,
     error: str | None = None,
 ) -> None:
-    """Close the running run ``run_id`` with its outcome (``failed`` runs must say why)."""
+    """Close the running run ``run_id`` with its outcome (``failed`` runs must say why).
+
+    ``zero_rows`` (all-zero rows skipped), ``rejected_rows`` (bad rows kept in
+    ingest_rejects), ``superseded_rows`` (older format generation copies dropped) and
+    ``time_mismatches`` (date not the unix time, same candle) are the parser's counts.
+    """
     if status not in get_args(FinishedStatus):
         allowed = ", ".join(get_args(FinishedStatus))
         raise ValueError(f"ingest run {run_id}: status {status!r} is not one of {allowed}")
     if status == "failed" and not error:
         raise ValueError(f"ingest run {run_id}: a failed run needs its error message")
+    heartbeat = _HEARTBEATS.pop(run_id, None)
+    if heartbeat is not None:
+        heartbeat.stop()
     values = {
         "status": status,
         "finished_at": dt.datetime.now(dt.UTC),
@@ -71,6 +143,11 @@ def finish_run(
         "inserted": inserted,
         "updated": updated,
         "unchanged": unchanged,
+        "revised": revised,
+        "zero_rows": zero_rows,
+        "rejected_rows": rejected_rows,
+        "superseded_rows": superseded_rows,
+        "time_mismatches": time_mismatches,
         "etag": etag,
         "last_modified": last_modified,
         "content_hash": content_hash,
@@ -78,7 +155,9 @@ def finish_run(
     }
     statement = (
         update(IngestRun)
-        .where(IngestRun.id == run_id, IngestRun.status == "running")
+        # a live run closed as interrupted (its lease lapsed in a database outage) still
+        # records its true outcome
+        .where(IngestRun.id == run_id, IngestRun.status.in_(("running", "interrupted")))
         .values(**values)
     )
     with Session(engine) as session, session.begin():
@@ -92,10 +171,13 @@ def finish_run(
     raise ValueError(f"ingest run {run_id} has already finished with status {current!r}")
 
 
-def last_validators(db: Engine | Session, series: str | SeriesKey) -> tuple[str | None, str | None]:
+def last_validators(
+    db: Engine | Session, series: str | SeriesKey, source_url: str | None = None
+) -> tuple[str | None, str | None]:
     """``(etag, last_modified)`` of the newest successful run of ``series``, for a conditional GET.
 
-    ``(None, None)`` when the series never ingested successfully.
+    With ``source_url``, only of runs from that URL: an ETag belongs to the URL that sent it.
+    ``(None, None)`` when the series never ingested successfully (from that URL).
     """
     statement = (
         select(IngestRun.etag, IngestRun.last_modified)
@@ -103,6 +185,8 @@ def last_validators(db: Engine | Session, series: str | SeriesKey) -> tuple[str 
         .order_by(IngestRun.finished_at.desc(), IngestRun.id.desc())
         .limit(1)
     )
+    if source_url is not None:
+        statement = statement.where(IngestRun.source_url == source_url)
     if isinstance(db, Session):
         row = db.execute(statement).one_or_none()
     else:

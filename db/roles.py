@@ -28,11 +28,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pydantic import SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
-READER_TABLES = ("series", "candles", "forecast_runs", "forecasts", "forecast_metrics")
+READER_TABLES = (
+    "series",
+    "candles",
+    "candle_revisions",
+    "ingest_rejects",
+    "forecast_runs",
+    "forecasts",
+    "forecast_metrics",
+    "forecast_weights",
+    "model_version_series",
+)
 ANALYST_VIEWS = ("latest_forecasts", "forecast_vs_actual", "model_leaderboard")
 MODEL_VERSIONS = "model_versions"
 ARTIFACT_COLUMNS = frozenset({"artifact"})  # besides every bytea column, never granted
@@ -45,18 +54,6 @@ _KINDS = {"r": "TABLE", "p": "TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW"}
 
 class RolesError(RuntimeError):
     """The roles could not be created; the message names the cause and never a password."""
-
-
-class RoleSettings(BaseSettings):
-    """Role names and passwords: ``CDDF_APP_ROLE``, ``CDDF_APP_PASSWORD``,
-    ``CDDF_READER_ROLE``, ``CDDF_READER_PASSWORD`` (or a ``.env`` file)."""
-
-    model_config = SettingsConfigDict(env_prefix="CDDF_", env_file=".env", extra="ignore")
-
-    app_role: str = "cddf_app"
-    app_password: SecretStr | None = None
-    reader_role: str = "forecast_reader"
-    reader_password: SecretStr | None = None
 
 
 @dataclass(frozen=True)
@@ -76,7 +73,7 @@ class RolesReport:
 
 def project_relations() -> tuple[str, ...]:
     """Every table and view of the service, including Alembic's ``alembic_version``."""
-    import db.forecast_models  # noqa: F401  (registers the forecast tables)
+    import db.forecast_tables  # noqa: F401  (registers the forecast tables)
     import db.models  # noqa: F401  (registers the ingestion tables)
     from db.base import Base
 
@@ -91,11 +88,14 @@ def ensure_roles(
     app_password: SecretStr | None = None,
     reader_password: SecretStr | None = None,
     schema: str | None = None,
+    confine_to: Sequence[str] = (),
 ) -> RolesReport:
     """Create or update both roles and their privileges in one transaction.
 
     ``schema`` defaults to the connection's current schema. A password of ``None`` leaves the
     role's password as it is (a new role then has none and cannot log in with a password).
+    ``confine_to``: other databases of the server the two roles must not reach (PostgreSQL
+    grants CONNECT and TEMPORARY on every database to PUBLIC); see :func:`shut_out`.
     """
     _check_names(app_role, reader_role)
     where = engine.url.render_as_string(hide_password=True)
@@ -107,7 +107,12 @@ def ensure_roles(
     try:
         with engine.begin() as connection:
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
-            return _ensure(connection, schema, app_role, reader_role, app_password, reader_password)
+            report = _ensure(
+                connection, schema, app_role, reader_role, app_password, reader_password
+            )
+            for database in confine_to:
+                shut_out(connection, database, (app_role, reader_role))
+            return report
     except DBAPIError as error:
         raise RolesError(f"creating the roles on {where} failed: {_cause(error)}") from None
 
@@ -205,6 +210,35 @@ def _ensure(
         readable=readable,
         model_version_columns=columns,
     )
+
+
+def shut_out(connection: Connection, database: str, roles: Sequence[str]) -> None:
+    """Keep ``roles`` out of ``database``: no CONNECT, no TEMPORARY there.
+
+    A privilege granted to PUBLIC cannot be denied to one role, so this revokes CONNECT and
+    TEMPORARY on ``database`` from PUBLIC and grants them back to every other role that can log
+    in now: only ``roles`` lose them. A login role created later needs its own GRANT CONNECT
+    there, which is why this is the operator's choice (``cdd-forecast db roles --confine-to``).
+    """
+    if database == connection.scalar(text("SELECT current_database()")):
+        raise RolesError(f"--confine-to {database}: that is the service's own database")
+    if connection.scalar(text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": database}):
+        q_database = _quote(connection, database)
+        _run(connection, f"REVOKE CONNECT, TEMPORARY ON DATABASE {q_database} FROM PUBLIC")
+        others = connection.scalars(
+            text(
+                "SELECT rolname FROM pg_roles WHERE rolcanlogin AND NOT rolname = ANY(:roles) "
+                "AND left(rolname, 3) <> 'pg_'"
+            ),
+            {"roles": list(roles)},
+        )
+        for role in others:
+            grant = f"GRANT CONNECT, TEMPORARY ON DATABASE {q_database} TO "
+            _run(connection, grant + _quote(connection, role))
+        for role in roles:
+            _run(connection, f"REVOKE ALL ON DATABASE {q_database} FROM {_quote(connection, role)}")
+        return
+    raise RolesError(f"--confine-to {database}: no such database on this server")
 
 
 def _check_names(app_role: str, reader_role: str) -> None:

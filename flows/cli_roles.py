@@ -24,6 +24,14 @@ def roles(
     schema: Annotated[
         str | None, typer.Option(help="Schema of the tables (default: the current schema).")
     ] = None,
+    confine_to: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Another database of the server the two roles must not connect to or create "
+            "temporary tables in (repeatable): revokes CONNECT, TEMPORARY there from PUBLIC "
+            "and grants them back to every other existing login role."
+        ),
+    ] = None,
 ) -> None:
     """Create or update the PostgreSQL roles (idempotent); run after `db upgrade`.
 
@@ -32,12 +40,12 @@ def roles(
     Passwords come only from the environment, CDDF_APP_PASSWORD and CDDF_READER_PASSWORD,
     never from the command line; an unset one leaves that role's password unchanged.
     """
-    from db.engine import make_engine
-    from db.roles import RolesError, RoleSettings, ensure_roles, role_summary
-    from db.settings import get_settings, masked_url
+    from db.engine import make_engine, masked_url
+    from db.roles import RolesError, ensure_roles, role_summary
+    from settings import get_settings
 
-    url = get_settings().database_url
-    role_settings = RoleSettings()
+    role_settings = get_settings()
+    url = role_settings.database_url
     engine = make_engine(url.get_secret_value())
     try:
         report = ensure_roles(
@@ -47,6 +55,7 @@ def roles(
             app_password=role_settings.app_password,
             reader_password=role_settings.reader_password,
             schema=schema,
+            confine_to=confine_to or (),
         )
     except RolesError as error:
         typer.echo(f"error: {error}", err=True)

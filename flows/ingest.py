@@ -1,14 +1,15 @@
 """Ingest CryptoDataDownload candles: download -> parse -> one-transaction upsert, logged.
 
->>> ingest_series("Bitstamp_BTCUSD_d", "~/Downloads/Bitstamp_BTCUSD_d.csv").inserted
-3954
->>> ingest_flow(["Bitstamp_BTCUSD_d", "Bitstamp_ETHUSD_d"])   # one task per series
+For example::
+
+    ingest_series("Bitstamp_BTCUSD_d", "~/Downloads/Bitstamp_BTCUSD_d.csv").inserted  # -> 3954
+    ingest_flow(["Bitstamp_BTCUSD_d", "Bitstamp_ETHUSD_d"])   # one task per series
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,18 +19,20 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 from sqlalchemy import Engine
-from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.orm import Session
 
-from db.candles import upsert_candles
+from db.candles import UpsertCounts, upsert_candles
 from db.engine import get_engine
+from db.ingest_rejects import store_rejects
 from db.ingest_runs import finish_run, last_validators, start_run
+from db.revisions import RevisionLimits
 from db.series_key import SeriesKey
-from db.settings import get_settings
-from flows.cdd.client import Progress, download, is_http, local_path, names_one_file
+from flows.cdd.client import Progress, download, is_http, local_path, names_one_file, shown_url
 from flows.cdd.client import resolve_source as _resolve
-from flows.cdd.errors import CDDNetworkError
-from flows.cdd.parser import parse_cdd
+from flows.cdd.parser import ParseReport, parse_cdd
+from flows.cdd.rejects import RejectLimits
+from flows.config import DB_RETRY
+from settings import get_settings
 
 
 @dataclass(frozen=True)
@@ -44,14 +47,31 @@ class IngestResult:
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
+    revised: int = 0  # stored final candles the file changed (kept in candle_revisions)
     duplicates_collapsed: int = 0
     gaps: int = 0
     swapped_volume_rows: int = 0
     partial_rows: int = 0
+    zero_rows: int = 0  # all-zero rows (the pair was not trading yet): skipped
+    rejected_rows: int = 0  # bad rows, not stored, kept in ingest_rejects
+    superseded_rows: int = 0  # an older format generation's copy of a candle: dropped
+    time_mismatches: int = 0  # date not the unix time but the same candle: unix trusted
     first: pd.Timestamp | None = None
     last: pd.Timestamp | None = None
     seconds: float = 0.0
     error: str | None = None
+
+    @classmethod
+    def stored(
+        cls, series: str, source: str, run_id: int, report: ParseReport, counts: UpsertCounts
+    ) -> IngestResult:
+        """The success of one file: the parser's counts of ``report``, the upsert's ``counts``."""
+        values = {name: getattr(report, name) for name in REPORT_FIELDS}
+        return cls(series, source, "success", run_id, **values, **counts._asdict())
+
+    def run_counts(self) -> dict[str, int]:
+        """The counts an ``ingest_runs`` row keeps (db.ingest_runs.finish_run's keywords)."""
+        return {name: getattr(self, name) for name in RUN_COUNTS}
 
     def as_row(self) -> dict[str, Any]:
         """A flat dict for tables and artifacts (times as ISO strings)."""
@@ -60,6 +80,33 @@ class IngestResult:
             row[name] = None if row[name] is None else row[name].isoformat()
         row["seconds"] = round(self.seconds, 3)
         return row
+
+
+# the parser's counts an IngestResult repeats, and the counts ingest_runs keeps
+REPORT_FIELDS = (
+    "rows_read",
+    "duplicates_collapsed",
+    "gaps",
+    "swapped_volume_rows",
+    "partial_rows",
+    "zero_rows",
+    "rejected_rows",
+    "superseded_rows",
+    "time_mismatches",
+    "first",
+    "last",
+)
+RUN_COUNTS = (
+    "rows_read",
+    "inserted",
+    "updated",
+    "unchanged",
+    "revised",
+    "zero_rows",
+    "rejected_rows",
+    "superseded_rows",
+    "time_mismatches",
+)
 
 
 def resolve_source(key: SeriesKey, source: str | None = None) -> str:
@@ -84,7 +131,7 @@ def plan_series(series: list[str] | None, source: str | None) -> list[str]:
         SeriesKey.parse(key)  # an invalid key fails here, before any download
     if len(keys) > 1 and names_one_file(source):
         raise ValueError(
-            f"--source {source} names one file but {len(keys)} series were asked "
+            f"--source {shown_url(source)} names one file but {len(keys)} series were asked "
             f"({', '.join(keys)}): pass one --series per file, or a directory or base URL "
             "ending in / that holds <series>.csv files"
         )
@@ -98,71 +145,86 @@ def ingest_series(
     engine: Engine | None = None,
     now: pd.Timestamp | None = None,
     on_progress: Progress | None = None,
+    accept_revisions: bool = False,
 ) -> IngestResult:
     """Download, parse and store one series in one transaction, recording an ingest run.
 
     A failure is recorded as a ``failed`` run with its error, writes no candle, and re-raises.
+    Bad rows of a sound file are not stored as candles but in ``ingest_rejects`` (same
+    transaction); past CDDF_MAX_REJECTED_ROWS / CDDF_MAX_REJECTED_SHARE the file fails whole.
+    A file that revises more stored final candles, or older ones, than CDDF_MAX_REVISIONS and
+    CDDF_REVISION_MAX_AGE_PERIODS allow fails (RevisionsRefusedError) unless
+    ``accept_revisions``; every revision stored is kept in ``candle_revisions``.
     An HTTP 304 (same ETag / Last-Modified as the last success) is recorded as not_modified.
     """
     started = time.perf_counter()
     series = SeriesKey.parse(key)
     engine = engine or get_engine()
     url = resolve_source(series, source)
-    run_id = start_run(engine, series, url)
+    shown = shown_url(url)  # the URL without its password: what logs and ingest_runs keep
+    run_id = start_run(engine, series, shown)
     try:
-        etag, last_modified = last_validators(engine, series) if is_http(url) else (None, None)
+        etag, last_modified = (
+            last_validators(engine, series, source_url=shown) if is_http(url) else (None, None)
+        )
         fetched = download(url, etag=etag, last_modified=last_modified, on_progress=on_progress)
         if fetched.body is None:
+            nothing = dict.fromkeys(("rows_read", "inserted", "updated", "unchanged", "revised"), 0)
             finish_run(
                 engine,
                 run_id,
                 status="not_modified",
-                rows_read=0,
-                inserted=0,
-                updated=0,
-                unchanged=0,
+                **nothing,
                 etag=etag,
                 last_modified=last_modified,
             )
             return IngestResult(
-                series.key, url, "not_modified", run_id, seconds=time.perf_counter() - started
+                series.key, shown, "not_modified", run_id, seconds=time.perf_counter() - started
             )
-        parsed = parse_cdd(fetched.body, source=url, key=series, now=now)
-        with Session(engine) as session, session.begin():
-            counts = upsert_candles(session, series, parsed.candles)
+        result = _parse_and_store(
+            engine, series, shown, run_id, fetched.body, now, accept_revisions
+        )
     except Exception as error:
         _record_failure(engine, run_id, error)
         raise
-    report = parsed.report
     finish_run(
         engine,
         run_id,
         status="success",
-        rows_read=report.rows_read,
-        inserted=counts.inserted,
-        updated=counts.updated,
-        unchanged=counts.unchanged,
+        **result.run_counts(),
         etag=fetched.etag,
         last_modified=fetched.last_modified,
         content_hash=fetched.content_hash,
     )
-    return IngestResult(
-        series=series.key,
-        source=url,
-        status="success",
-        run_id=run_id,
-        rows_read=report.rows_read,
-        inserted=counts.inserted,
-        updated=counts.updated,
-        unchanged=counts.unchanged,
-        duplicates_collapsed=report.duplicates_collapsed,
-        gaps=report.gaps,
-        swapped_volume_rows=report.swapped_volume_rows,
-        partial_rows=report.partial_rows,
-        first=report.first,
-        last=report.last,
-        seconds=time.perf_counter() - started,
+    return replace(result, seconds=time.perf_counter() - started)
+
+
+def _parse_and_store(
+    engine: Engine,
+    series: SeriesKey,
+    shown: str,
+    run_id: int,
+    body: bytes,
+    now: pd.Timestamp | None,
+    accept_revisions: bool,
+) -> IngestResult:
+    """Parse a downloaded file and store its candles and rejects in one transaction."""
+    settings = get_settings()
+    parsed = parse_cdd(
+        body,
+        source=shown,
+        key=series,
+        now=now,
+        limits=RejectLimits(settings.max_rejected_share, settings.max_rejected_rows),
+        max_bytes=settings.http_max_bytes,
     )
+    revisions = None if accept_revisions else RevisionLimits.from_settings()
+    with Session(engine) as session, session.begin():
+        counts = upsert_candles(
+            session, series, parsed.candles, ingest_run_id=run_id, limits=revisions
+        )
+        store_rejects(session, run_id, series, parsed.report.rejects)
+    return IngestResult.stored(series.key, shown, run_id, parsed.report, counts)
 
 
 def _record_failure(engine: Engine, run_id: int, error: Exception) -> None:
@@ -172,30 +234,26 @@ def _record_failure(engine: Engine, run_id: int, error: Exception) -> None:
         error.add_note(f"(ingest run {run_id} could not be marked failed: {recording})")
 
 
-def _retryable_failure(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry only what a later attempt can fix: unreachable host or database, timeout, 429, 5xx."""
-    error = state.result(raise_on_failure=False)
-    return isinstance(error, CDDNetworkError | OperationalError | DisconnectionError)
-
-
-@task(
-    name="ingest-series",
-    task_run_name="ingest {key}",
-    retries=3,
-    retry_delay_seconds=[2, 10, 30],
-    retry_condition_fn=_retryable_failure,
-)
-def ingest_series_task(key: str, source: str | None = None) -> IngestResult:
-    """Download, parse and store one series (network and database outages retried)."""
-    result = ingest_series(key, source)
+@task(name="ingest-series", task_run_name="ingest {key}", **DB_RETRY)
+def ingest_series_task(
+    key: str, source: str | None = None, accept_revisions: bool = False
+) -> IngestResult:
+    """Download, parse and store one series (database outages retried; downloads by the client)."""
+    result = ingest_series(key, source, accept_revisions=accept_revisions)
     get_run_logger().info(
-        "%s: %s, %d rows read, %d inserted, %d updated, %d unchanged",
+        "%s: %s, %d rows read, %d inserted, %d updated (%d revised), %d unchanged; "
+        "%d all-zero rows skipped, %d bad rows rejected, %d superseded, %d time mismatches",
         key,
         result.status,
         result.rows_read,
         result.inserted,
         result.updated,
+        result.revised,
         result.unchanged,
+        result.zero_rows,
+        result.rejected_rows,
+        result.superseded_rows,
+        result.time_mismatches,
     )
     return result
 
@@ -203,7 +261,7 @@ def ingest_series_task(key: str, source: str | None = None) -> IngestResult:
 def _run_name() -> str:
     series = flow_run.parameters.get("series") or get_settings().series
     source = flow_run.parameters.get("source")
-    return f"ingest {','.join(series)}" + (f" from {source}" if source else "")
+    return f"ingest {','.join(series)}" + (f" from {shown_url(source)}" if source else "")
 
 
 class IngestFailed(RuntimeError):
@@ -211,16 +269,19 @@ class IngestFailed(RuntimeError):
 
 
 @flow(name="ingest", flow_run_name=_run_name)
-def ingest_flow(series: list[str] | None = None, source: str | None = None) -> list[IngestResult]:
+def ingest_flow(
+    series: list[str] | None = None, source: str | None = None, accept_revisions: bool = False
+) -> list[IngestResult]:
     """Ingest each series (default ``CDDF_SERIES``) in its own task; fail if any failed.
 
     ``source`` overrides where files come from: one file for one series, or a directory or a
-    base URL ending in ``/`` holding ``<series>.csv`` files.
+    base URL ending in ``/`` holding ``<series>.csv`` files. ``accept_revisions`` stores
+    revisions of final candles beyond the limits (see ingest_series).
     """
     logger = get_run_logger()
     keys = plan_series(series, source)
     get_engine()  # migrate an empty SQLite file once, before the tasks run in parallel
-    futures = [(key, ingest_series_task.submit(key, source)) for key in keys]
+    futures = [(key, ingest_series_task.submit(key, source, accept_revisions)) for key in keys]
     results: list[IngestResult] = []
     for key, future in futures:
         future.wait()
@@ -228,7 +289,7 @@ def ingest_flow(series: list[str] | None = None, source: str | None = None) -> l
         if isinstance(outcome, IngestResult):
             results.append(outcome)
         else:
-            url = resolve_source(SeriesKey.parse(key), source)
+            url = shown_url(resolve_source(SeriesKey.parse(key), source))
             results.append(IngestResult(key, url, "failed", error=str(outcome)))
             logger.error("%s failed: %s", key, outcome)
     create_table_artifact(
@@ -254,9 +315,14 @@ def _artifact_row(result: IngestResult) -> dict[str, Any]:
             "inserted",
             "updated",
             "unchanged",
+            "revised",
             "gaps",
             "swapped_volume_rows",
             "partial_rows",
+            "zero_rows",
+            "rejected_rows",
+            "superseded_rows",
+            "time_mismatches",
             "first",
             "last",
             "error",

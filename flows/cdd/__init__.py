@@ -8,6 +8,7 @@ from flows.cdd.errors import (
     SeriesNotFoundError,
 )
 from flows.cdd.parser import ParsedCandles, ParseReport, parse_cdd
+from flows.cdd.rejects import Reject, RejectLimits
 
 __all__ = [
     "CDDDownloadError",
@@ -16,6 +17,8 @@ __all__ = [
     "DownloadTooLargeError",
     "ParseReport",
     "ParsedCandles",
+    "Reject",
+    "RejectLimits",
     "SeriesNotFoundError",
     "parse_cdd",
 ]

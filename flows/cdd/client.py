@@ -8,31 +8,41 @@
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import metadata
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 from urllib.request import url2pathname
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    DecodeError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+)
 
 from db.series_key import SeriesKey
-from db.settings import Settings, get_settings
 from flows.cdd.errors import (
     CDDDownloadError,
     CDDNetworkError,
+    DownloadDeadlineError,
     DownloadTooLargeError,
     SeriesNotFoundError,
 )
+from settings import Settings, get_settings
 
-BACKOFF_FACTOR = 1.0  # urllib3: retries wait 0 s, 2 s, 4 s, ... (capped at BACKOFF_MAX)
+BACKOFF_FACTOR = 1.0  # retries wait 0 s, 2 s, 4 s, ... (capped at BACKOFF_MAX)
 BACKOFF_MAX = 30.0
 RETRY_STATUSES = frozenset({429, *range(500, 600)})
 CHUNK_BYTES = 1 << 20
+MAX_REDIRECTS = 5
 
 Progress = Callable[[int, int | None], None]  # (bytes read, total bytes or None)
 
@@ -92,6 +102,22 @@ def resolve_source(key: SeriesKey, source: str | None, *, base_url: str) -> str:
     return source if is_http(source) else str(local_path(source))
 
 
+def shown_url(url: str) -> str:
+    """``url`` with the secret of its userinfo masked, the only form a URL takes in messages.
+
+    >>> shown_url("https://user:pa55@host/cdd/x.csv")
+    'https://user:***@host/cdd/x.csv'
+    >>> shown_url("https://t0ken@host/x.csv")    # a lone user name may be a token too
+    'https://***@host/x.csv'
+    """
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    masked = f"{userinfo.split(':', 1)[0]}:***" if ":" in userinfo else "***"
+    return urlunsplit(parts._replace(netloc=f"{masked}@{host}"))
+
+
 def user_agent() -> str:
     try:
         version = metadata.version("cdd-forecast")
@@ -101,26 +127,12 @@ def user_agent() -> str:
 
 
 def make_session(settings: Settings | None = None) -> requests.Session:
-    """A session retrying connection errors, 429 and 5xx (never read timeouts) with backoff."""
-    settings = settings or get_settings()
-    retry = Retry(
-        total=None,
-        connect=settings.http_retries,
-        read=False,
-        status=settings.http_retries,
-        other=0,
-        redirect=5,
-        backoff_factor=BACKOFF_FACTOR,
-        backoff_max=BACKOFF_MAX,
-        status_forcelist=RETRY_STATUSES,
-        allowed_methods=frozenset({"GET"}),
-        raise_on_status=False,
-        respect_retry_after_header=False,  # a long Retry-After would stall the whole flow
-    )
+    """A session that makes one request per call (``download`` counts and retries them)."""
     session = requests.Session()
-    adapter = HTTPAdapter(max_retries=retry)
+    adapter = HTTPAdapter(max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
+    session.max_redirects = MAX_REDIRECTS
     session.headers["User-Agent"] = user_agent()
     return session
 
@@ -134,9 +146,11 @@ def download(
     session: requests.Session | None = None,
     on_progress: Progress | None = None,
 ) -> Download:
-    """Fetch ``source`` (http(s) URL, ``file://`` URL or path) within the size limit.
+    """Fetch ``source`` (http(s) URL, ``file://`` URL or path) within the size limit and deadline.
 
-    ``etag`` / ``last_modified`` make the GET conditional; a 304 gives ``body=None``.
+    ``etag`` / ``last_modified`` make the GET conditional; a 304 gives ``body=None``. Failed
+    connections, 429 and 5xx are retried ``http_retries`` times with backoff; every error says
+    the URL (password masked) and how many requests were made.
     """
     settings = settings or get_settings()
     if not is_http(source):
@@ -149,37 +163,192 @@ def download(
     own_session = session is None
     session = session or make_session(settings)
     try:
-        with session.get(
-            source,
-            headers=headers,
-            stream=True,
-            timeout=(settings.http_connect_timeout, settings.http_read_timeout),
-        ) as response:
-            _check_status(response, source, settings)
-            if response.status_code == 304:
-                return Download(source, None, etag, last_modified)
-            body = _read_body(response, source, settings.http_max_bytes, on_progress)
-            return Download(
-                source,
-                body,
-                response.headers.get("ETag"),
-                response.headers.get("Last-Modified"),
-            )
-    except requests.Timeout as error:
-        raise CDDNetworkError(
-            f"{source}: no answer within the timeouts (connect "
-            f"{settings.http_connect_timeout:g} s, read {settings.http_read_timeout:g} s): "
-            f"{_cause(error)}. {_offline_hint(source)}"
-        ) from error
-    except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as error:
-        host = urlsplit(source).hostname
-        tries = f" (tried {settings.http_retries + 1} times)" if settings.http_retries else ""
-        raise CDDNetworkError(
-            f"cannot reach {host} ({_cause(error)}) for {source}{tries}. {_offline_hint(source)}"
-        ) from error
+        return _Transfer(source, settings, session, on_progress).run(headers)
     finally:
         if own_session:
             session.close()
+
+
+def _requests(count: int) -> str:
+    return f"{count} request" if count == 1 else f"{count} requests"
+
+
+def _connect_failed(error: requests.ConnectionError) -> bool:
+    """True when no connection was made (refused, DNS, connect timeout): safe to retry."""
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    return isinstance(error, requests.ConnectTimeout) or isinstance(
+        reason, NewConnectionError | ConnectTimeoutError
+    )
+
+
+class _Transfer:
+    """One download of an http(s) URL: the retries, the deadline and what the errors say."""
+
+    def __init__(
+        self,
+        source: str,
+        settings: Settings,
+        session: requests.Session,
+        on_progress: Progress | None,
+    ) -> None:
+        self.source, self.shown, self.settings = source, shown_url(source), settings
+        self.session, self.on_progress = session, on_progress
+        self.deadline = time.monotonic() + settings.http_deadline
+        self.requests = 0
+
+    def run(self, headers: dict[str, str]) -> Download:
+        retries = self.settings.http_retries
+        for attempt in range(retries + 1):
+            self._pause(attempt)
+            try:
+                response = self._get(headers)
+            except requests.ConnectionError as error:
+                if _connect_failed(error) and attempt < retries:
+                    continue
+                raise self._network_error(error) from error
+            with response:
+                self.requests += len(response.history)
+                if response.status_code in RETRY_STATUSES and attempt < retries:
+                    continue
+                _check_status(response, self.source, self.settings, self.requests)
+                if response.status_code == 304:
+                    return Download(
+                        self.shown,
+                        None,
+                        headers.get("If-None-Match"),
+                        headers.get("If-Modified-Since"),
+                    )
+                body = self._read_body(response)
+                return Download(
+                    self.shown,
+                    body,
+                    response.headers.get("ETag"),
+                    response.headers.get("Last-Modified"),
+                )
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _pause(self, attempt: int) -> None:
+        """Back off before a retry: 0 s, 2 s, 4 s, ... (urllib3's schedule), within the deadline."""
+        if attempt == 0:
+            return
+        pause = 0.0 if attempt == 1 else min(BACKOFF_FACTOR * 2 ** (attempt - 1), BACKOFF_MAX)
+        if time.monotonic() + pause > self.deadline:
+            raise self._deadline_error(0, None)
+        time.sleep(pause)
+
+    def _get(self, headers: dict[str, str]) -> requests.Response:
+        self.requests += 1
+        try:
+            return self.session.get(
+                self.source,
+                headers=headers,
+                stream=True,
+                timeout=(self.settings.http_connect_timeout, self.settings.http_read_timeout),
+            )
+        except requests.TooManyRedirects as error:
+            hops = [r.url for r in error.response.history] if error.response is not None else []
+            self.requests += len(hops)
+            last = shown_url(error.response.url) if error.response is not None else "?"
+            raise CDDDownloadError(
+                f"{self.shown}: more than {MAX_REDIRECTS} redirects (last to {last}) after "
+                f"{_requests(self.requests)}; the server redirects in a loop - check the URL, "
+                "or download the file elsewhere and pass it with --source"
+            ) from None
+        except requests.Timeout as error:
+            if isinstance(error, requests.ConnectTimeout):
+                raise
+            raise CDDNetworkError(
+                f"{self.shown}: no answer within the timeouts (connect "
+                f"{self.settings.http_connect_timeout:g} s, read "
+                f"{self.settings.http_read_timeout:g} s) after {_requests(self.requests)}: "
+                f"{_cause(error)}. {_offline_hint(self.source)}"
+            ) from error
+        except requests.ConnectionError:
+            raise
+        except requests.RequestException as error:  # invalid URL, a redirect to another scheme
+            raise CDDDownloadError(
+                f"{self.shown}: the request failed after {_requests(self.requests)}: "
+                f"{shown_url(str(error))} - check the URL"
+            ) from None
+
+    def _network_error(self, error: requests.ConnectionError) -> CDDNetworkError:
+        host = urlsplit(self.source).hostname
+        if _connect_failed(error):
+            what = f"cannot reach {host} ({_cause(error)})"
+        else:
+            what = f"the connection to {host} failed after it answered ({_cause(error)})"
+        return CDDNetworkError(
+            f"{what} for {self.shown} after {_requests(self.requests)}. "
+            f"{_offline_hint(self.source)}"
+        )
+
+    def _deadline_error(self, read: int, total: int | None) -> DownloadDeadlineError:
+        of = f" of {total:,}" if total is not None else ""
+        return DownloadDeadlineError(
+            f"{self.shown}: the download did not finish within {self.settings.http_deadline:g} s "
+            f"(CDDF_HTTP_DEADLINE); {read:,}{of} bytes arrived in {_requests(self.requests)}. "
+            "The link or server is too slow: try again later or raise CDDF_HTTP_DEADLINE. "
+            f"{_offline_hint(self.source)}"
+        )
+
+    def _read_body(self, response: requests.Response) -> bytes:
+        """The body, read as it arrives; a watchdog cuts the connection at the deadline."""
+        length = response.headers.get("Content-Length")
+        total = int(length) if length and length.isdigit() else None
+        limit = self.settings.http_max_bytes
+        if total is not None and total > limit:
+            raise _too_large(self.shown, limit)
+        cut, done, guard = threading.Event(), threading.Event(), threading.Lock()
+
+        def stop() -> None:
+            with guard:
+                if done.is_set():
+                    return
+                cut.set()
+            try:
+                response.raw.shutdown()  # unblocks the read below
+            except (ValueError, RuntimeError, OSError):
+                response.close()
+
+        watchdog = threading.Timer(max(self.deadline - time.monotonic(), 0.0), stop)
+        watchdog.daemon = True
+        watchdog.start()
+        chunks: list[bytes] = []
+        read = 0
+        try:
+            while chunk := response.raw.read1(CHUNK_BYTES, decode_content=True):
+                read += len(chunk)
+                if read > limit:
+                    raise _too_large(self.shown, limit)
+                chunks.append(chunk)
+                if self.on_progress is not None:
+                    self.on_progress(read, total)
+        except (ProtocolError, ReadTimeoutError, DecodeError, OSError) as error:
+            if cut.is_set():
+                raise self._deadline_error(read, total) from None
+            raise self._read_error(error, read, total) from error
+        finally:
+            with guard:
+                done.set()
+            watchdog.cancel()
+        if cut.is_set():
+            raise self._deadline_error(read, total)
+        return b"".join(chunks)
+
+    def _read_error(self, error: Exception, read: int, total: int | None) -> CDDDownloadError:
+        of = f" of {total:,}" if total is not None else ""
+        arrived = f"after {read:,}{of} bytes ({_requests(self.requests)})"
+        if isinstance(error, DecodeError):
+            return CDDDownloadError(
+                f"{self.shown}: cannot decode the body {arrived}: {_cause(error)}; check the URL"
+            )
+        if isinstance(error, ReadTimeoutError):
+            cause = f"no data for {self.settings.http_read_timeout:g} s (CDDF_HTTP_READ_TIMEOUT)"
+        else:
+            cause = _cause(error)
+        return CDDNetworkError(
+            f"{self.shown}: the download broke off {arrived}: {cause}. {_offline_hint(self.source)}"
+        )
 
 
 def _cause(error: Exception) -> str:
@@ -193,7 +362,7 @@ def _cause(error: Exception) -> str:
         if inner is None or inner is reason:
             break
         reason = inner
-    return str(reason).rsplit("): ", 1)[-1]
+    return shown_url(str(reason).rsplit("): ", 1)[-1])
 
 
 def _offline_hint(source: str) -> str:
@@ -205,26 +374,30 @@ def _offline_hint(source: str) -> str:
     )
 
 
-def _check_status(response: requests.Response, source: str, settings: Settings) -> None:
-    code = response.status_code
+def _check_status(
+    response: requests.Response, source: str, settings: Settings, requests_made: int
+) -> None:
+    code, shown = response.status_code, shown_url(source)
     if code in (200, 304):
         return
     if code == 404:
         name = Path(urlsplit(source).path).stem
         if source.startswith(settings.cdd_base_url):
             raise SeriesNotFoundError(
-                f"{source}: HTTP 404 - series {name!r} is unknown to CryptoDataDownload; check "
+                f"{shown}: HTTP 404 - series {name!r} is unknown to CryptoDataDownload; check "
                 "the exchange, pair and timeframe of the key (e.g. Bitstamp_BTCUSD_d) against "
                 "the file names on cryptodatadownload.com"
             )
-        raise SeriesNotFoundError(f"{source}: HTTP 404 - no file {name}.csv there; check --source")
+        raise SeriesNotFoundError(f"{shown}: HTTP 404 - no file {name}.csv there; check --source")
     if code in RETRY_STATUSES:
         raise CDDNetworkError(
-            f"{source}: HTTP {code} {response.reason} still after {settings.http_retries} "
-            "retries; the server is failing or rate-limiting - try again later"
+            f"{shown}: HTTP {code} {response.reason} still after {settings.http_retries} "
+            f"retries ({_requests(requests_made)}); the server is failing or rate-limiting - "
+            "try again later"
         )
     raise CDDDownloadError(
-        f"{source}: HTTP {code} {response.reason}; the server refused the download - check the URL"
+        f"{shown}: HTTP {code} {response.reason} after {_requests(requests_made)}; the server "
+        "refused the download - check the URL"
     )
 
 
@@ -233,25 +406,6 @@ def _too_large(source: str, limit: int) -> DownloadTooLargeError:
         f"{source}: the file is larger than the limit of {limit:,} bytes (CDDF_HTTP_MAX_BYTES); "
         "check the source, or raise the limit if the file is really that large"
     )
-
-
-def _read_body(
-    response: requests.Response, source: str, limit: int, on_progress: Progress | None
-) -> bytes:
-    length = response.headers.get("Content-Length")
-    total = int(length) if length and length.isdigit() else None
-    if total is not None and total > limit:
-        raise _too_large(source, limit)
-    chunks: list[bytes] = []
-    read = 0
-    for chunk in response.iter_content(chunk_size=CHUNK_BYTES):
-        read += len(chunk)
-        if read > limit:
-            raise _too_large(source, limit)
-        chunks.append(chunk)
-        if on_progress is not None:
-            on_progress(read, total)
-    return b"".join(chunks)
 
 
 def _read_local(source: str, limit: int, on_progress: Progress | None) -> Download:

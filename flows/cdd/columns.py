@@ -41,15 +41,19 @@ class ColumnMap:
     volume_quote: str
 
     @property
+    def values(self) -> list[str]:
+        """The six value columns: open, high, low, close, volume_base, volume_quote."""
+        return [self.open, self.high, self.low, self.close, self.volume_base, self.volume_quote]
+
+    @property
+    def numbers(self) -> list[str]:
+        """Every column read as a number: the unix time (when present) and the values."""
+        return ([self.unix] if self.unix is not None else []) + self.values
+
+    @property
     def time(self) -> str:
         """The column the candle times are read from: unix when present, else date."""
         return self.unix if self.unix is not None else self.date  # type: ignore[return-value]
-
-
-def looks_like_header(fields: list[str]) -> bool:
-    """True when ``fields`` name at least the four prices (a header, not a banner or a row)."""
-    names = {_norm(field) for field in fields}
-    return all(price in names for price in PRICE_FIELDS)
 
 
 def map_columns(names: list[str], key: SeriesKey, *, source: str, line: int) -> ColumnMap:

@@ -21,3 +21,7 @@ class SeriesNotFoundError(CDDDownloadError):
 
 class DownloadTooLargeError(CDDDownloadError):
     """The body is larger than ``http_max_bytes``."""
+
+
+class DownloadDeadlineError(CDDDownloadError):
+    """The whole download took longer than ``http_deadline`` (not retried: it would wait again)."""

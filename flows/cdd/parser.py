@@ -4,40 +4,63 @@
 >>> parsed = parse_cdd(body, source="Bitstamp_BTCUSD_d.csv", key=key)
 >>> parsed.candles.columns.tolist()
 ['open', 'high', 'low', 'close', 'volume_base', 'volume_quote', 'is_final']
->>> parsed.report.swapped_volume_rows
-1180
+>>> parsed.report.swapped_volume_rows, parsed.report.rejected_rows
+(1180, 0)
 
-Columns are found by meaning (see ``flows.cdd.columns``); rows may be newest- or oldest-first;
-every problem raises ``CDDFormatError`` naming the source, the 1-based line and the fix.
+Columns are found by meaning (see ``flows.cdd.columns``); rows may be newest- or oldest-first.
+A file-level fault (not CDD, another timeframe, HTML, cut off, bad gzip, too many bad rows)
+raises ``CDDFormatError`` naming the source, the 1-based line and the fix. A bad row of a
+sound file (NaN, impossible price, a date that is not its unix time, ...) is rejected alone:
+it is no candle and is listed in ``report.rejects``. All-zero rows (the pair was not trading
+yet) are skipped and counted.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from db.series_key import SeriesKey
 from flows.cdd.columns import ColumnMap, map_columns
+from flows.cdd.duplicates import resolve_duplicates
 from flows.cdd.errors import CDDFormatError
-from flows.cdd.times import dates_to_ns, unix_to_ns
-from flows.cdd.validate import check_prices, check_times, collapse_duplicates, fix_swapped_volumes
+from flows.cdd.reading import (
+    Body,
+    as_lines,
+    blank_misshapen_rows,
+    check_last_line,
+    last_line,
+    no_line_end,
+    open_body,
+    read_dates,
+    read_rows,
+    used_fields,
+)
+from flows.cdd.rejects import Reject, RejectLimits, RowFaults, line_reader
+from flows.cdd.times import DATE_FORMS_TEXT, UNREADABLE, dates_to_ns, unix_to_ns
+from flows.cdd.validate import (
+    CUT_LINE_FACTOR,
+    NAMES,
+    check_alignment,
+    check_prices,
+    check_spacing,
+    check_volume_ratio,
+    cross_check_dates,
+    fix_swapped_volumes,
+    ratio_outside,
+)
 
-CANDLE_COLUMNS = ["open", "high", "low", "close", "volume_base", "volume_quote"]
-_HEADER_SEARCH_LINES = 5
-_HTML = re.compile(rb"^\s*<|<html|<!doctype|<head|<body", re.IGNORECASE)
+CANDLE_COLUMNS = list(NAMES)
 
 
 @dataclass(frozen=True)
 class ParseReport:
-    """What the parser saw and fixed in one file."""
+    """What the parser saw, fixed, skipped and rejected in one file."""
 
     source: str
-    rows_read: int
+    rows_read: int  # non-blank data rows, whatever became of them
     candles: int
     duplicates_collapsed: int
     gaps: int  # missing candles between the first and the last
@@ -46,6 +69,14 @@ class ParseReport:
     first: pd.Timestamp | None
     last: pd.Timestamp | None
     newest_first: bool
+    zero_rows: int = 0  # every price and volume 0: the pair was not trading; skipped
+    superseded_rows: int = 0  # an older format generation's copy of a candle; dropped
+    time_mismatches: int = 0  # date not the unix time, but the same candle; unix trusted
+    rejects: tuple[Reject, ...] = field(default=(), repr=False)
+
+    @property
+    def rejected_rows(self) -> int:
+        return len(self.rejects)
 
 
 @dataclass(frozen=True)
@@ -55,87 +86,206 @@ class ParsedCandles:
 
 
 def parse_cdd(
-    data: bytes, *, source: str, key: SeriesKey, now: pd.Timestamp | None = None
+    data: bytes,
+    *,
+    source: str,
+    key: SeriesKey,
+    now: pd.Timestamp | None = None,
+    limits: RejectLimits | None = None,
+    max_bytes: int | None = None,
 ) -> ParsedCandles:
-    """Validate ``data`` (a CDD CSV body) and return its candles, oldest first.
+    """Validate ``data`` (a CDD CSV body, or its gzip) and return its candles, oldest first.
 
     ``now`` (default: the current time) decides which candle is still open (``is_final``
-    false) and which rows lie in the future.
+    false) and which rows lie in the future; ``limits`` how many bad rows a file may have;
+    ``max_bytes`` bounds what a gzip body may unpack to.
     """
-    now = _utc_now(now)
-    data, start, header_line, header_fields = _split_header(data, source=source)
-    columns = map_columns(header_fields, key, source=source, line=header_line)
-    _check_last_line(data, start, header_line, len(header_fields), source=source)
-    raw = _read_rows(data, start, columns, header_line, source=source)
-    lines = header_line + 1 + np.arange(len(raw))
+    now, limits = _utc_now(now), limits or RejectLimits()
+    body = open_body(data, source=source, max_bytes=max_bytes)
+    raw_line = line_reader(body.data)
+    columns = map_columns(body.header, key, source=source, line=body.header_line)
+    needed = used_fields(body.header, columns)
+    check_last_line(body, needed, source=source)
+    raw, not_numbers, misshapen, body = _read(body, columns, needed, source=source)
+    lines = as_lines(body.header_line, len(raw))
     blank = raw.isna().all(axis=1).to_numpy()
-    _check_field_counts(
-        data, start, len(header_fields), len(raw) - int(blank.sum()), header_line, source=source
-    )
-
-    numeric = [columns.open, columns.high, columns.low, columns.close]
-    numeric += [columns.volume_base, columns.volume_quote]
-    if blank.any():
-        raw, lines = raw[~blank], lines[~blank]
-    if raw.empty:
+    if columns.unix is not None and columns.date is not None:
+        date_ns, form, date_text = read_dates(body, columns.date, len(raw))
+        dates = (date_ns[~blank], form[~blank], date_text[~blank] if len(date_text) else None)
+    raw, lines = raw[~blank].reset_index(drop=True), lines[~blank]
+    if columns.unix is None:
+        dates = (*dates_to_ns(raw[columns.time]), raw[columns.time])
+    if raw.empty and not misshapen:
         raise CDDFormatError(
-            f"{source} line {header_line}: the header is followed by no candle rows; "
+            f"{source} line {body.header_line}: the header is followed by no candle rows; "
             "download the file again or check --source"
         )
-    values = np.column_stack([_finite(raw, name, lines, source=source) for name in numeric])
+    values = raw[columns.values].to_numpy(dtype=np.float64)  # (rows, 6)
+    zero = (values == 0).all(axis=1)
+    faults = RowFaults(len(raw), skip=zero)
+    faults.extra = misshapen
+    _cell_faults(raw, columns, not_numbers, values, faults)
+    times, timed, generation, mismatched = _candle_times(raw, columns, dates, faults)
     if columns.symbol is not None:
-        _check_symbol(raw[columns.symbol], lines, key, source=source)
-    times = _candle_times(raw, columns, lines, source=source)
-    rows_read = len(times)
-
-    check_prices(values, lines, source=source)
+        _check_symbol(raw[columns.symbol], key, faults)
+    check_prices(values, faults)
     period = int(key.period.value)
-    check_times(times, lines, period, now, timeframe=key.timeframe, source=source)
-
-    newest_first, order = _oldest_first(times)
-    times, values, lines = times[order], values[order], lines[order]
-    times, values, lines, collapsed = collapse_duplicates(times, values, lines, source=source)
+    readable = np.flatnonzero(~zero & timed)  # rows in file order
+    newest_first, order = _oldest_first(times[readable])
+    rows = readable[order]  # oldest first
+    check_spacing(times[rows], period, timeframe=key.timeframe, source=source)
+    check_alignment(times, period, now, faults, timeframe=key.timeframe)
     values, swapped = fix_swapped_volumes(values)
+    check_volume_ratio(values, faults)
+    if no_line_end(body):
+        _check_cut_line(body, lines, values, faults, source=source)
 
-    steps = np.diff(times) // period
-    is_final = times + period <= now.value
+    rows = rows[~faults.mask[rows]]
+    duplicates = resolve_duplicates(times[rows], values[rows], generation[rows], lines[rows])
+    conflicts = {int(rows[position]): why for position, why in duplicates.conflicts.items()}
+    if conflicts:
+        bad = np.zeros(len(raw), dtype=bool)
+        bad[list(conflicts)] = True
+        faults.add(bad, conflicts.__getitem__)
+    faults.check_limit(limits, lines, len(raw) + len(misshapen), source=source)
+    rows = rows[duplicates.keep]
+
+    kept_times = times[rows]
+    is_final = kept_times + period <= now.value
     # microseconds, as db.candles.load_candles returns them (CDD times are whole seconds)
-    index = pd.DatetimeIndex(pd.to_datetime(times, unit="ns", utc=True), name="time").as_unit("us")
+    index = pd.DatetimeIndex(pd.to_datetime(kept_times, unit="ns", utc=True), name="time")
+    index = index.as_unit("us")
     candles = pd.DataFrame(
-        {name: values[:, i] for i, name in enumerate(CANDLE_COLUMNS)}, index=index
+        {name: values[rows, i] for i, name in enumerate(CANDLE_COLUMNS)}, index=index
     )
     candles["is_final"] = is_final
     report = ParseReport(
         source=source,
-        rows_read=rows_read,
+        rows_read=len(raw) + len(misshapen),
         candles=len(candles),
-        duplicates_collapsed=collapsed,
-        gaps=int((steps - 1).sum()),
-        swapped_volume_rows=swapped,
+        duplicates_collapsed=duplicates.collapsed,
+        gaps=int((np.diff(kept_times) // period - 1).sum()),
+        swapped_volume_rows=int(swapped[rows].sum()),
         partial_rows=int((~is_final).sum()),
-        first=index[0],
-        last=index[-1],
+        first=index[0] if len(index) else None,
+        last=index[-1] if len(index) else None,
         newest_first=newest_first,
+        zero_rows=int(zero.sum()),
+        superseded_rows=duplicates.superseded,
+        time_mismatches=int(mismatched[rows].sum()),
+        rejects=tuple(faults.rejects(lines, times, raw_line)),
     )
     return ParsedCandles(candles=candles, report=report)
 
 
-def _candle_times(
-    raw: pd.DataFrame, columns: ColumnMap, lines: np.ndarray, *, source: str
-) -> np.ndarray:
-    """Each row's open time (int64 UTC ns) from the unix column, else the date column."""
-    if columns.unix is not None:
-        unix = _finite(raw, columns.unix, lines, source=source)
-        return unix_to_ns(unix, lines, source=source, column=columns.unix)
-    dates = raw[columns.time]
-    missing = dates.isna().to_numpy()
-    if missing.any():
-        line = lines[int(np.argmax(missing))]
-        raise CDDFormatError(
-            f"{source} line {line}: no value in column {columns.time!r}; fix the row or "
-            "download the file again"
+def _read(
+    body: Body, columns: ColumnMap, needed: int, *, source: str
+) -> tuple[pd.DataFrame, dict[str, pd.Series], list[tuple[int, str]], Body]:
+    """The rows as read, the cells that are no number, the misshapen rows (blanked out in
+    the returned body)."""
+    body, misshapen = blank_misshapen_rows(body, needed)
+    try:
+        raw, not_numbers = read_rows(body, columns)
+    except pd.errors.ParserError:  # the comma count balanced out; search row by row
+        body, misshapen = blank_misshapen_rows(body, needed, force=True)
+        try:
+            raw, not_numbers = read_rows(body, columns)
+        except (ValueError, pd.errors.ParserError) as error:
+            raise CDDFormatError(
+                f"{source}: not a readable CSV file ({error}); check --source"
+            ) from None
+    return raw, not_numbers, misshapen, body
+
+
+def _cell_faults(
+    raw: pd.DataFrame,
+    columns: ColumnMap,
+    not_numbers: dict[str, pd.Series],
+    values: np.ndarray,
+    faults: RowFaults,
+) -> None:
+    """Cells that are no number, then empty or NaN values: bad rows."""
+    for name, cells in not_numbers.items():
+        bad = np.zeros(len(raw), dtype=bool)
+        texts = {int(i): text for i, text in cells.items() if i in raw.index}
+        bad[list(texts)] = True
+        faults.add(
+            bad, lambda row, name=name, texts=texts: f"{name} is {texts[row]!r}, not a number"
         )
-    return dates_to_ns(dates, lines, source=source, column=columns.time)
+    for i, name in enumerate(columns.values):
+        faults.add(
+            ~np.isfinite(values[:, i]),
+            lambda row, name=name, i=i: (
+                f"{name} is "
+                f"{'empty' if np.isnan(values[row, i]) else values[row, i]} (NaN or missing)"
+            ),
+        )
+
+
+def _candle_times(
+    raw: pd.DataFrame,
+    columns: ColumnMap,
+    dates: tuple[np.ndarray, np.ndarray, pd.Series | None] | None,
+    faults: RowFaults,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's open time (int64 UTC ns), whether it has one, its format generation, and
+    whether its date disagrees with its unix time.
+
+    The unix time is trusted when present; the date is cross-checked against it. The
+    generation (higher is newer) is 1 for a millisecond unix time plus 1 for an ISO date.
+    """
+    rows = len(raw)
+    generation = np.zeros(rows, dtype=np.int8)
+    mismatched = np.zeros(rows, dtype=bool)
+    if dates is not None:
+        date_ns, form, text = dates
+        generation += form == 0
+    if columns.unix is None:
+        assert dates is not None and text is not None
+        faults.add(
+            form == UNREADABLE,
+            lambda row: (
+                f"{columns.date} {text.iloc[row]!r} is not a date of the forms {DATE_FORMS_TEXT}"
+            ),
+        )
+        return date_ns, form != UNREADABLE, generation, mismatched
+    unix = raw[columns.unix].to_numpy(dtype=np.float64)
+    parsed = unix_to_ns(unix)
+    faults.add(
+        parsed.bad,
+        lambda row: (
+            f"{columns.unix} is empty"
+            if np.isnan(unix[row])
+            else f"{columns.unix} {unix[row]!r} is not a whole unix time between 2000 and 2100 in "
+            "seconds or milliseconds"
+        ),
+    )
+    generation += parsed.ms
+    if dates is not None:
+        mismatched = cross_check_dates(parsed.ns, date_ns, form != UNREADABLE, text, faults)
+    return parsed.ns, ~parsed.bad, generation, mismatched
+
+
+def _check_cut_line(
+    body: Body, lines: np.ndarray, values: np.ndarray, faults: RowFaults, *, source: str
+) -> None:
+    """A last line without a line end may be cut inside its last field: it must be sound."""
+    line = last_line(body).number(body)
+    rows = np.flatnonzero(lines == line)
+    if len(rows) == 0:
+        return
+    row = int(rows[0])
+    problem = faults.reason(row) if faults.mask[row] else None
+    if problem is None and ratio_outside(values[row : row + 1], CUT_LINE_FACTOR)[0]:
+        problem = (
+            f"its quote volume {float(values[row, 5])!r} is not base volume "
+            f"{float(values[row, 4])!r} x a price within {CUT_LINE_FACTOR:g}x of low..high"
+        )
+    if problem is not None:
+        raise CDDFormatError(
+            f"{source} line {line}: the last line has no line end and is not a sound row "
+            f"({problem}); the download was probably cut inside it - download the file again"
+        )
 
 
 def _oldest_first(times: np.ndarray) -> tuple[bool, slice | np.ndarray]:
@@ -155,180 +305,18 @@ def _utc_now(now: pd.Timestamp | None) -> pd.Timestamp:
     return stamp.tz_convert("UTC").as_unit("ns")
 
 
-def _split_header(data: bytes, *, source: str) -> tuple[bytes, int, int, list[str]]:
-    """``data`` without a BOM, the header's offset, its 1-based line and its fields."""
-    data = data.removeprefix(b"\xef\xbb\xbf")
-    if not data or data.isspace():
-        raise CDDFormatError(
-            f"{source}: the body is empty; the download was cut short or the file is empty - "
-            "download it again"
-        )
-    head = data[:4096]
-    if _HTML.search(head):
-        first = head.strip().split(b"\n", 1)[0][:80].decode("utf-8", "replace")
-        raise CDDFormatError(
-            f"{source} line 1: got an HTML page, not a CSV file (starts {first!r}); the series "
-            "may not exist under this name or the site served an error or captcha page - check "
-            "the URL, or download the CSV in a browser and pass it with --source"
-        )
-    offset = 0
-    for number in range(1, _HEADER_SEARCH_LINES + 1):
-        end = data.find(b"\n", offset)
-        line = data[offset : len(data) if end < 0 else end]
-        text = line.decode("utf-8", "replace").strip()
-        fields = [field.strip().strip('"') for field in text.split(",")]
-        if len(fields) >= 5:  # a banner is one field; a header names time, prices, volumes
-            return data, offset, number, fields
-        if end < 0:
-            break
-        offset = end + 1
-    raise CDDFormatError(
-        f"{source} line 1: no CSV header (unix/date, open, high, low, close, volumes) in the "
-        f"first {_HEADER_SEARCH_LINES} lines; this is not a CryptoDataDownload candle file - "
-        "check the URL or --source"
-    )
-
-
-def _check_last_line(
-    data: bytes, start: int, header_line: int, fields: int, *, source: str
-) -> None:
-    """A last line with fewer fields than the header means the body was cut short."""
-    end = len(data)
-    while end > start and data[end - 1 : end].isspace():
-        end -= 1
-    last = data.rfind(b"\n", start, end) + 1
-    if last <= start:
-        return  # only the header; reported as "no candle rows" later
-    found = data.count(b",", last, end) + 1
-    if found < fields:
-        line = header_line + data.count(b"\n", start, last)
-        text = data[last : min(end, last + 80)].decode("utf-8", "replace")
-        raise CDDFormatError(
-            f"{source} line {line}: the last line has {found} of {fields} fields ({text!r}); "
-            "the file is truncated - download it again"
-        )
-
-
-def _check_field_counts(
-    data: bytes, start: int, fields: int, rows: int, header_line: int, *, source: str
-) -> None:
-    """Every row has the header's number of fields (a comma count, then a slow search)."""
-    if data.count(b",", start) == (fields - 1) * (rows + 1):
-        return
-    error = _wrong_field_count(data, start, header_line, source=source)
-    if error is not None:
-        raise error
-
-
-def _wrong_field_count(
-    data: bytes, start: int, header_line: int, *, source: str
-) -> CDDFormatError | None:
-    """The first row whose number of fields differs from the header's (slow: csv module)."""
-    rows = csv.reader(io.StringIO(data[start:].decode("utf-8", "replace")))
-    fields = len(next(rows, []))
-    for number, row in enumerate(rows, start=header_line + 1):
-        if row and len(row) != fields:
-            return CDDFormatError(
-                f"{source} line {number}: {len(row)} fields where the header has {fields}; "
-                "fix the row (a number with a thousands separator?) or download the file again"
-            )
-    return None
-
-
-def _stream(data: bytes, start: int) -> io.BytesIO:
-    """``data`` from offset ``start`` on, without copying it."""
-    stream = io.BytesIO(data)
-    stream.seek(start)
-    return stream
-
-
-def _read_rows(
-    data: bytes, start: int, columns: ColumnMap, header_line: int, *, source: str
-) -> pd.DataFrame:
-    """The used columns as read; every number column as float64 (empty or NaN -> NaN)."""
-    floats = [columns.open, columns.high, columns.low, columns.close]
-    floats += [columns.volume_base, columns.volume_quote]
-    dtype: dict[str, object] = {name: "float64" for name in floats}
-    if columns.unix is not None:
-        dtype[columns.unix] = "float64"
-    else:
-        dtype[columns.time] = "str"
-    if columns.symbol is not None:
-        dtype[columns.symbol] = "category"
-    try:
-        return pd.read_csv(
-            _stream(data, start),
-            usecols=list(dtype),
-            dtype=dtype,
-            skip_blank_lines=False,  # type: ignore[arg-type]
-            index_col=False,
-            skipinitialspace=True,
-            engine="c",
-        )
-    except (ValueError, pd.errors.ParserError) as error:
-        raise _locate_bad_input(
-            data,
-            start,
-            list(dtype),
-            [n for n, t in dtype.items() if t == "float64"],
-            header_line,
-            source=source,
-            error=error,
-        ) from None
-
-
-def _locate_bad_input(
-    data: bytes,
-    start: int,
-    used: list[str],
-    floats: list[str],
-    header_line: int,
-    *,
-    source: str,
-    error: Exception,
-) -> CDDFormatError:
-    """The slow path after a failed fast read: find the line and cell at fault."""
-    wrong_fields = _wrong_field_count(data, start, header_line, source=source)
-    if wrong_fields is not None:
-        return wrong_fields
-    try:
-        text = pd.read_csv(
-            _stream(data, start), usecols=used, dtype="str", skip_blank_lines=False, index_col=False
-        )
-    except (ValueError, pd.errors.ParserError):
-        return CDDFormatError(f"{source}: not a readable CSV file ({error}); check --source")
-    for name in floats:
-        cells = text[name].str.strip()
-        parsed = pd.to_numeric(cells, errors="coerce")
-        bad = (parsed.isna() & cells.notna() & (cells != "")).to_numpy()
-        if bad.any():
-            row = int(np.argmax(bad))
-            return CDDFormatError(
-                f"{source} line {header_line + 1 + row}: {name} is {cells.iloc[row]!r}, not a "
-                "number; fix the row or download the file again"
-            )
-    return CDDFormatError(f"{source}: not a readable CSV file ({error}); check --source")
-
-
-def _finite(raw: pd.DataFrame, name: str, lines: np.ndarray, *, source: str) -> np.ndarray:
-    values = raw[name].to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(values)
-    if bad.any():
-        row = int(np.argmax(bad))
-        what = "empty" if np.isnan(values[row]) else f"{values[row]}"
-        raise CDDFormatError(
-            f"{source} line {lines[row]}: {name} is {what} (NaN or missing); every row needs "
-            "all prices, volumes and its time - fix the row or download the file again"
-        )
-    return values
-
-
-def _check_symbol(symbols: pd.Series, lines: np.ndarray, key: SeriesKey, *, source: str) -> None:
+def _check_symbol(symbols: pd.Series, key: SeriesKey, faults: RowFaults) -> None:
     """Every row's symbol (``BTCUSD`` or ``BTC/USD``) must be the series' pair."""
-    seen = [s for s in symbols.cat.categories if re.sub(r"[^A-Z0-9]", "", s.upper()) != key.pair]
+    seen = [s for s in symbols.cat.categories if _letters(s) != key.pair]
     if seen:
-        row = int(np.argmax(symbols.isin(seen).to_numpy()))
-        raise CDDFormatError(
-            f"{source} line {lines[row]}: symbol {symbols.iloc[row]!r} is not the pair of series "
-            f"{key} ({key.pair}); this is another series' file - check --source"
+        faults.add(
+            symbols.isin(seen).to_numpy(),
+            lambda row: (
+                f"symbol {symbols.iloc[row]!r} is not the pair of series {key} "
+                f"({key.pair}): a row of another series' file"
+            ),
         )
+
+
+def _letters(symbol: str) -> str:
+    return "".join(ch for ch in symbol.upper() if ch.isalnum())

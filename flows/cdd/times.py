@@ -1,62 +1,66 @@
 """Candle open times from a CDD ``unix`` or ``date`` column, as int64 UTC nanoseconds.
 
->>> seconds_and_ms = np.array([1758672000.0, 1758585600000.0])
->>> unix_to_ns(seconds_and_ms, np.array([3, 4]), source="f.csv", column="unix")
-array([1758672000000000000, 1758585600000000000])
+Nothing here raises for a bad row: each function returns the times with a mask (or code) of
+the rows it could not read, and the parser rejects those rows.
+
+>>> seconds_and_ms = np.array([1758672000.0, 1758585600000.0, 1.5])
+>>> unix_to_ns(seconds_and_ms).ns
+array([1758672000000000000, 1758585600000000000,                   0])
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pandas as pd
-
-from flows.cdd.errors import CDDFormatError
 
 # plausible candle times: 2000-01-01 .. 2100-01-01, in seconds
 _FIRST_SECOND = 946_684_800
 _LAST_SECOND = 4_102_444_800
-# the date forms CDD has written: ISO (2025-09-24, 2025-09-24 00:00:00) and 12-hour hourly forms
+# the date forms CDD has written: ISO (2025-09-24, 2025-09-24 00:00:00) and 12-hour hourly forms;
+# a row's form is its index here, and form 0 (ISO) is the newer generation's
 DATE_FORMATS = ("ISO8601", "%Y-%m-%d %I-%p", "%Y-%m-%d %I:%M %p", "%Y-%m-%d %I:%M:%S %p")
+UNREADABLE = -1
+DATE_FORMS_TEXT = "YYYY-MM-DD, YYYY-MM-DD HH:MM:SS or YYYY-MM-DD HH-AM"
 
 
-def unix_to_ns(values: np.ndarray, lines: np.ndarray, *, source: str, column: str) -> np.ndarray:
+class UnixTimes(NamedTuple):
+    ns: np.ndarray  # int64 UTC nanoseconds (0 where bad)
+    ms: np.ndarray  # bool: written in milliseconds (or microseconds), the newer generation
+    bad: np.ndarray  # bool: empty, not whole, or outside 2000..2100
+
+
+def unix_to_ns(values: np.ndarray) -> UnixTimes:
     """Unix times in seconds, milliseconds or microseconds (mixed per row) -> UTC ns."""
-    bad = values != np.floor(values)
-    if bad.any():
-        row = int(np.argmax(bad))
-        raise CDDFormatError(
-            f"{source} line {lines[row]}: {column} {values[row]!r} is not a whole unix time; "
-            "fix the row or download the file again"
-        )
+    with np.errstate(invalid="ignore"):
+        whole = np.isfinite(values) & (values == np.floor(values))
     # a unix time in seconds has at most 10 digits today; ms 13, us 16
     factor = np.where(values >= 1e14, 1_000, np.where(values >= 1e11, 1_000_000, 1_000_000_000))
-    seconds = values * factor / 1e9
-    bad = (seconds < _FIRST_SECOND) | (seconds > _LAST_SECOND)
-    if bad.any():
-        row = int(np.argmax(bad))
-        raise CDDFormatError(
-            f"{source} line {lines[row]}: {column} {values[row]:.0f} is not a unix time between "
-            "2000 and 2100 in seconds or milliseconds; fix the row or download the file again"
-        )
-    return values.astype(np.int64) * factor.astype(np.int64)
+    with np.errstate(invalid="ignore"):
+        seconds = values * factor / 1e9
+        bad = ~whole | (seconds < _FIRST_SECOND) | (seconds > _LAST_SECOND)
+    ns = np.where(bad, 0, values).astype(np.int64) * factor.astype(np.int64)
+    return UnixTimes(ns=ns, ms=factor < 1_000_000_000, bad=bad)
 
 
-def dates_to_ns(values: pd.Series, lines: np.ndarray, *, source: str, column: str) -> np.ndarray:
-    """Dates such as ``2025-09-24``, ``2025-09-24 00:00:00`` or ``2018-05-15 11-PM`` -> UTC ns."""
-    result = np.full(len(values), np.iinfo(np.int64).min, dtype=np.int64)
-    todo = np.arange(len(values))
-    for date_format in DATE_FORMATS:
+def dates_to_ns(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Dates such as ``2025-09-24``, ``2025-09-24 00:00:00`` or ``2018-05-15 11-PM`` -> UTC ns.
+
+    Returns the times (0 where unreadable) and each row's form: its index in DATE_FORMATS, or
+    UNREADABLE for an empty cell or a date of no known form.
+    """
+    result = np.zeros(len(values), dtype=np.int64)
+    form = np.full(len(values), UNREADABLE, dtype=np.int8)
+    todo = np.flatnonzero(values.notna().to_numpy())
+    for number, date_format in enumerate(DATE_FORMATS):
+        if len(todo) == 0:
+            break
         parsed = pd.to_datetime(
             values.iloc[todo], format=date_format, errors="coerce", utc=True
         ).dt.as_unit("ns")
         ok = parsed.notna().to_numpy()
         result[todo[ok]] = parsed[ok].astype("int64").to_numpy()
+        form[todo[ok]] = number
         todo = todo[~ok]
-        if len(todo) == 0:
-            return result
-    row = int(todo[0])
-    raise CDDFormatError(
-        f"{source} line {lines[row]}: {column} {values.iloc[row]!r} is not a date of the forms "
-        "YYYY-MM-DD, YYYY-MM-DD HH:MM:SS or YYYY-MM-DD HH-AM; fix the row or download the file "
-        "again"
-    )
+    return result, form

@@ -44,11 +44,13 @@ def _upsert_together(engine: Engine, frames: list[pd.DataFrame]) -> list[UpsertC
 @pytest.mark.parametrize("round_", range(3))
 def test_concurrent_upserts_of_one_series_run_one_after_the_other(engine, round_):
     # the series exists already (so its row cannot serialise them); both downloads cover the
-    # same 1,500 hours with different values, and each has hours of its own
+    # same 1,500 hours with different values, and each has hours of its own before them (the
+    # same newest hour: neither is an old download, whose newest candle would count as partial)
     with Session(engine) as session, session.begin():
         older = make_candles("2023-12-30", periods=24, timeframe="1h", seed=98)
         upsert_candles(session, KEY, older)
-    a = make_candles("2024-01-01", periods=1600, timeframe="1h", seed=round_)
+    a = make_candles("2024-01-01", periods=1500, timeframe="1h", seed=round_)
+    a = pd.concat([make_candles("2023-12-20", periods=100, timeframe="1h", seed=97), a])
     b = make_candles("2024-01-01", periods=1500, timeframe="1h", seed=round_ + 10)
     b = pd.concat([make_candles("2023-12-31", periods=24, timeframe="1h", seed=99), b])
 
@@ -56,8 +58,9 @@ def test_concurrent_upserts_of_one_series_run_one_after_the_other(engine, round_
 
     overlap = a.index.intersection(b.index)
     assert len(overlap) == 1500
-    a_first = [UpsertCounts(1600, 0, 0), UpsertCounts(24, 1500, 0)]
-    b_first = [UpsertCounts(100, 1500, 0), UpsertCounts(1524, 0, 0)]
+    # the second to commit revises the 1,500 final hours of the first
+    a_first = [UpsertCounts(1600, 0, 0), UpsertCounts(24, 1500, 0, revised=1500)]
+    b_first = [UpsertCounts(100, 1500, 0, revised=1500), UpsertCounts(1524, 0, 0)]
     assert counts in (a_first, b_first)
     winner = b if counts == a_first else a  # the later transaction's values stand, all of them
     stored = load_candles(engine, KEY.key)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from db.candles import upsert_candles
+from db.ingest_rejects import load_rejects, store_rejects
 from db.ingest_runs import finish_run, last_validators, start_run
 from db.models import IngestRun
 from db.series_key import SeriesKey
@@ -117,3 +119,50 @@ def test_finishing_wrongly_is_refused(engine):
     with pytest.raises(LookupError, match="ingest run 999 does not exist"):
         finish_run(engine, 999, status="success")
     assert run(engine, run_id).status == "not_modified"
+
+
+def test_parser_counts_are_recorded(engine):
+    run_id = start_run(engine, KEY, URL)
+    finish_run(
+        engine,
+        run_id,
+        status="success",
+        rows_read=2427,
+        zero_rows=988,
+        rejected_rows=2,
+        superseded_rows=1,
+        time_mismatches=4,
+    )
+    finished = run(engine, run_id)
+    counts = (finished.zero_rows, finished.rejected_rows)
+    assert counts + (finished.superseded_rows, finished.time_mismatches) == (988, 2, 1, 4)
+
+
+@dataclass(frozen=True)
+class BadRow:
+    line: int
+    time: dt.datetime | None
+    reason: str
+    raw: str
+
+
+def test_rejects_are_stored_with_their_run_and_roll_back_with_the_candles(engine):
+    day = dt.datetime(2020, 1, 2, tzinfo=dt.UTC)
+    rejects = [
+        BadRow(4, day, "high 98.0 is below low 99.0", "1577923200,2020-01-02,BTC/USD,1,98,99"),
+        BadRow(7, None, "10 fields where the header has 9", "1,2,3,4,5,6,7,8,9,10"),
+    ]
+    run_id = start_run(engine, KEY, URL)
+    with Session(engine) as session, session.begin():
+        assert store_rejects(session, run_id, KEY, rejects) == 2
+    stored = load_rejects(engine, series=KEY)
+    assert [(r.ingest_run_id, r.line, r.time, r.reason, r.raw) for r in stored] == [
+        (run_id, reject.line, reject.time, reject.reason, reject.raw) for reject in rejects
+    ]
+    assert load_rejects(engine, run_id=run_id + 1) == []
+
+    other = start_run(engine, KEY, URL)
+    with pytest.raises(RuntimeError), Session(engine) as session, session.begin():
+        store_rejects(session, other, KEY, rejects)
+        raise RuntimeError("the candles failed")
+    assert load_rejects(engine, run_id=other) == []

@@ -86,7 +86,7 @@ def test_loads_read_long_series_in_windows(engine, monkeypatch):
     revised = candles.copy()
     revised.loc[candles.index[3], "low"] -= 1
     with Session(engine) as session, session.begin():
-        assert upsert_candles(session, KEY, revised) == (20, 1, 29)
+        assert upsert_candles(session, KEY, revised) == (20, 1, 29, 1)  # 1 revised
     pd.testing.assert_frame_equal(load_candles(engine, KEY.key), revised, check_freq=False)
 
 

@@ -60,7 +60,7 @@ def test_revised_and_new_candles_are_written_and_counted(engine):
     revised.loc[candles.index[4], "close"] += 0.5
     revised.loc[candles.index[9], "volume_quote"] = 0.0
 
-    assert upsert(engine, revised) == UpsertCounts(inserted=3, updated=2, unchanged=18)
+    assert upsert(engine, revised) == UpsertCounts(inserted=3, updated=2, unchanged=18, revised=2)
 
     pd.testing.assert_frame_equal(load_candles(engine, KEY.key), revised, check_freq=False)
     after = stamps(engine)
@@ -124,8 +124,8 @@ def test_two_series_upserted_in_one_transaction(engine):
     eth_revised["close"] += 2
 
     with Session(engine) as session, session.begin():
-        assert upsert_candles(session, KEY, btc_revised) == UpsertCounts(1, 5, 0)
-        assert upsert_candles(session, eth, eth_revised) == UpsertCounts(1, 5, 0)
+        assert upsert_candles(session, KEY, btc_revised) == UpsertCounts(1, 5, 0, 5)
+        assert upsert_candles(session, eth, eth_revised) == UpsertCounts(1, 5, 0, 5)
 
     pd.testing.assert_frame_equal(load_candles(engine, KEY.key), btc_revised, check_freq=False)
     pd.testing.assert_frame_equal(load_candles(engine, eth.key), eth_revised, check_freq=False)

@@ -371,3 +371,61 @@ def test_the_analyst_queries_of_docs_deploy_run_as_the_reader(roles_db):
     with _reader(roles_db, read_write=False) as reader:
         for statement in statements:
             reader.execute(statement).fetchall()
+
+
+@pytest.fixture
+def other_database(roles_db: RolesDatabase) -> Iterator[str]:
+    """Another database on the same server, as the server's postgres or prefect databases."""
+    name = f"{make_url(roles_db.admin_url).database}_other"
+    server = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with server.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        with server.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        server.dispose()
+
+
+def _in(db: RolesDatabase, database: str, role: str, password: str) -> psycopg.Connection:
+    url = make_url(db.url_as(role, password))
+    return psycopg.connect(
+        host=url.host,
+        port=url.port,
+        dbname=database,
+        user=role,
+        password=password,
+        autocommit=True,
+    )
+
+
+def test_reader_cannot_create_temporary_tables_in_its_database(roles_db):
+    roles_db.ensure()
+    assert _denied(_reader(roles_db), "CREATE TEMPORARY TABLE scratch (x int)")
+
+
+def test_reader_is_kept_out_of_the_other_databases_it_is_confined_from(roles_db, other_database):
+    roles_db.ensure()
+    # PostgreSQL's default, which docs/deploy.md states: PUBLIC may connect and create
+    # temporary tables in every database, so the reader may too
+    with _in(roles_db, other_database, roles_db.reader_role, roles_db.reader_password) as other:
+        other.execute("SET default_transaction_read_only = off")
+        other.execute("CREATE TEMPORARY TABLE scratch (x int)")
+
+    roles_db.ensure(confine_to=[other_database])
+    for role, password in (
+        (roles_db.reader_role, roles_db.reader_password),
+        (roles_db.app_role, roles_db.app_password),
+    ):
+        with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
+            _in(roles_db, other_database, role, password)
+    _reader(roles_db).execute("SELECT count(*) FROM candles")  # its own database still works
+    with sa.create_engine(POSTGRES_URL).connect() as admin:  # other login roles keep access
+        granted = admin.exec_driver_sql(
+            "SELECT datacl::text FROM pg_database WHERE datname = %(d)s", {"d": other_database}
+        ).scalar_one()
+    grants = granted.strip("{}").split(",")
+    assert not [grant for grant in grants if grant.startswith("=")]  # none to PUBLIC left
+    with pytest.raises(RolesError, match="no such database"):
+        roles_db.ensure(confine_to=["no_such_database_here"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,22 +17,13 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def cli_env(service_database: str, monkeypatch) -> Iterator[str]:
-    """The CLI's settings: a fresh database; settings re-read on each command."""
-    from db.settings import get_settings
-
+def cli_env(service_database: str, monkeypatch) -> str:
+    """The CLI's settings: a fresh database, the one series."""
     monkeypatch.setenv("CDDF_SERIES", KEY.key)
-    get_settings.cache_clear()
-    yield service_database
-    get_settings.cache_clear()
+    return service_database
 
 
 def invoke(*args: str):
-    from db.engine import clear_engine_cache
-    from db.settings import get_settings
-
-    get_settings.cache_clear()
-    clear_engine_cache()
     return runner.invoke(app, list(args))
 
 

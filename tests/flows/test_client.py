@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+import socketserver
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,14 +14,15 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from db.series_key import SeriesKey
-from db.settings import Settings
-from flows.cdd.client import download, names_one_file, resolve_source
+from flows.cdd.client import download, names_one_file, resolve_source, shown_url
 from flows.cdd.errors import (
     CDDDownloadError,
     CDDNetworkError,
+    DownloadDeadlineError,
     DownloadTooLargeError,
     SeriesNotFoundError,
 )
+from settings import Settings
 from tests.flows.cdd_files import make_candles, make_cdd_csv
 
 KEY = SeriesKey.parse("Bitstamp_BTCUSD_d")
@@ -77,7 +81,9 @@ def test_retries_a_failing_server_until_it_answers(
 def test_gives_up_after_the_retries(httpserver: HTTPServer, settings) -> None:
     settings = settings.model_copy(update={"http_retries": 1})
     httpserver.expect_request(PATH).respond_with_data(b"down", status=502)
-    with pytest.raises(CDDNetworkError, match=r"HTTP 502 .* after 1 retries; .*try again later"):
+    with pytest.raises(
+        CDDNetworkError, match=r"HTTP 502 .* after 1 retries \(2 requests\); .*try again later"
+    ):
         download(httpserver.url_for(PATH), settings=settings)
     assert len(httpserver.log) == 2
 
@@ -142,6 +148,13 @@ def test_unreachable_host_says_how_to_pass_source(settings, unused_port: int) ->
     message = str(raised.value)
     assert "cannot reach 127.0.0.1" in message and "Connection refused" in message
     assert "--source /path/to/Bitstamp_BTCUSD_d.csv" in message
+    assert "after 1 request." in message
+
+
+def test_an_unreachable_host_is_retried_and_the_count_is_true(settings, unused_port) -> None:
+    url = f"http://127.0.0.1:{unused_port}/cdd/Bitstamp_BTCUSD_d.csv"
+    with pytest.raises(CDDNetworkError, match=r"cannot reach 127.0.0.1 .* after 3 requests\."):
+        download(url, settings=settings)  # http_retries=2: three connection attempts
 
 
 @pytest.fixture
@@ -178,3 +191,82 @@ def test_resolve_source(tmp_path: Path) -> None:
     assert names_one_file("http://mirror/a.csv") and names_one_file(str(tmp_path / "a.csv"))
     assert not names_one_file(None) and not names_one_file(str(tmp_path))
     assert not names_one_file("http://mirror/x/")
+
+
+def test_a_trickling_server_is_cut_at_the_deadline(httpserver: HTTPServer, settings, released):
+    def trickle(request: Request) -> Response:  # 10 bytes per 50 ms, for at most 5 s
+        def body() -> Iterator[bytes]:
+            for _ in range(100):
+                if released.wait(0.05):
+                    return
+                yield b"x" * 10
+
+        return Response(body(), headers={"Content-Length": "1000"})
+
+    httpserver.expect_request(PATH).respond_with_handler(trickle)
+    settings = settings.model_copy(update={"http_deadline": 0.6, "http_max_bytes": 10_000})
+    started = time.monotonic()
+    with pytest.raises(DownloadDeadlineError) as raised:
+        download(httpserver.url_for(PATH), settings=settings)
+    assert time.monotonic() - started < 2.0  # the read timeout (2 s) never fired
+    message = str(raised.value)
+    assert "did not finish within 0.6 s (CDDF_HTTP_DEADLINE)" in message
+    arrived = int(message.split(" of 1,000 bytes arrived")[0].rsplit(" ", 1)[1].replace(",", ""))
+    assert 10 <= arrived < 1000 and "in 1 request" in message
+    assert not isinstance(raised.value, CDDNetworkError)  # a retry would only wait again
+
+
+def test_a_redirect_loop_names_the_url(httpserver: HTTPServer, settings) -> None:
+    httpserver.expect_request(PATH).respond_with_data(
+        b"", status=302, headers={"Location": httpserver.url_for(PATH)}
+    )
+    with pytest.raises(CDDDownloadError, match="redirects in a loop") as raised:
+        download(httpserver.url_for(PATH), settings=settings)
+    message = str(raised.value)
+    assert message.startswith(httpserver.url_for(PATH)) and "after 6 requests" in message
+    assert len(httpserver.log) == 6
+
+
+@pytest.fixture
+def breaking_server() -> Iterator[tuple[str, list[bytes]]]:
+    """A server that answers 200 with 10 of 1,000 promised bytes, then hangs up."""
+    requests: list[bytes] = []
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            requests.append(self.request.recv(65536))
+            self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"Unix,Date,")
+            self.request.shutdown(socket.SHUT_RDWR)
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        yield f"http://127.0.0.1:{server.server_address[1]}{PATH}", requests
+        server.shutdown()
+
+
+def test_a_host_that_answered_is_not_called_unreachable(breaking_server, settings) -> None:
+    url, requests = breaking_server
+    with pytest.raises(CDDNetworkError) as raised:
+        download(url, settings=settings)
+    message = str(raised.value)
+    assert "cannot reach" not in message and "tried" not in message
+    assert "broke off after 10 of 1,000 bytes (1 request)" in message
+    assert len(requests) == 1
+
+
+def test_credentials_in_a_url_are_never_shown(httpserver: HTTPServer, settings) -> None:
+    httpserver.expect_request(PATH).respond_with_data(b"no", status=403)
+    url = httpserver.url_for(PATH).replace("://", "://alice:s3cret@")
+    with pytest.raises(CDDDownloadError) as raised:
+        download(url, settings=settings)
+    assert "s3cret" not in str(raised.value) and "alice:***@127.0.0.1" in str(raised.value)
+    httpserver.clear()
+    httpserver.expect_request(PATH).respond_with_data(BODY)
+    assert download(url, settings=settings).source == shown_url(url)
+    assert "s3cret" not in shown_url(url)
+
+
+def test_shown_url_masks_any_userinfo() -> None:
+    assert shown_url("https://u:p%40ss@host:8443/x.csv?a=1") == "https://u:***@host:8443/x.csv?a=1"
+    assert shown_url("https://token@host/x.csv") == "https://***@host/x.csv"
+    assert shown_url("https://host/x.csv") == "https://host/x.csv"

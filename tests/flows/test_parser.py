@@ -11,6 +11,7 @@ import pytest
 from db.series_key import SeriesKey
 from flows.cdd.errors import CDDFormatError
 from flows.cdd.parser import parse_cdd
+from flows.cdd.rejects import RejectLimits
 from tests.flows.cdd_files import GENERATIONS, make_candles, make_cdd_csv
 
 BTC_D = SeriesKey.parse("Bitstamp_BTCUSD_d")
@@ -166,8 +167,8 @@ def test_the_open_candle_is_not_final() -> None:
 
 def test_blank_lines_do_not_shift_line_numbers() -> None:
     body = text_file(DAY2, "", "1577750400,2019-12-31 00:00:00,BTC/USD,100,99,98,99,1,99")
-    with pytest.raises(CDDFormatError, match=r"test\.csv line 5: open 100 is above high 99"):
-        parse(body)
+    (reject,) = parse(body).report.rejects
+    assert (reject.line, reject.reason) == (5, "open 100.0 is above high 99.0")
     assert parse(text_file(DAY2, "", DAY1, "")).report.rows_read == 2
 
 
@@ -176,37 +177,72 @@ def bad(row: str) -> bytes:
 
 
 @pytest.mark.parametrize(
+    ("row", "says"),
+    [
+        ("1577836800,2020-01-01,BTC/USD,100,abc,99,101,1,100", "high is 'abc', not a number"),
+        ("1577836800,2020-01-01,BTC/USD,100,NaN,99,101,1,100", "high is empty"),
+        ("1577836800,2020-01-01,BTC/USD,100,102,99,,1,100", "close is empty"),
+        ("1577836800,2020-01-01,BTC/USD,100,102,-99,101,1,100", "must be positive"),
+        ("1577836800,2020-01-01,BTC/USD,0,102,99,101,1,100", "must be positive"),
+        ("1577836800,2020-01-01,BTC/USD,100,98,99,99,1,100", "high 98.0 is below low 99.0"),
+        ("1577836800,2020-01-01,BTC/USD,100,102,99,103,1,100", "close 103.0 is above high"),
+        ("1577836800,2020-01-01,BTC/USD,100,102,99,101,-1,100", "not be negative"),
+        ("1577836801,2020-01-01,BTC/USD,100,102,99,101,1,100", "not the start of a 1 days"),
+        ("1577836800.5,2020-01-01,BTC/USD,100,102,99,101,1,100", "not a whole unix time"),
+        ("15778368,2020-01-01,BTC/USD,100,102,99,101,1,100", "between 2000 and 2100"),
+        ("1893456000,2030-01-01,BTC/USD,100,102,99,101,1,100", "in the future"),
+        ("1577836800,2020-01-01,ETH/USD,100,102,99,101,1,100", "another series"),
+        ("1577836800,2020-01-01,BTC/USD,100,102,99,101,1,100,9", "10 fields"),
+        ("1577836800,2020-01-01,BTC/USD,100,102,99,101,1", "8 fields"),
+        ("1577836800,2020-01-01,BTC/USD,1,000,102,99,101,1,100", "10 fields"),
+        ("1577836800,2020-01-01,BTC/USD,100,102,99,101,1,1", "quote volume 1.0 is not base"),
+        ("1577836800,2020-01-01,BTC/USD,100,102,99,101,1,10000", "quote volume 10000.0"),
+    ],
+)
+def test_a_bad_row_is_rejected_alone_with_line_reason_and_text(row: str, says: str) -> None:
+    parsed = parse(bad(row))
+    (reject,) = parsed.report.rejects
+    assert reject.line == 4 and says in reject.reason, reject.reason
+    assert reject.raw == row
+    assert parsed.report.rejected_rows == 1 and parsed.report.rows_read == 3
+    assert parsed.candles.index.strftime("%Y-%m-%d").tolist() == ["2019-12-31", "2020-01-02"]
+
+
+def test_a_rejected_row_keeps_its_candle_time_when_readable() -> None:
+    (reject,) = parse(bad("1577836800,2020-01-01,BTC/USD,100,98,99,99,1,100")).report.rejects
+    assert reject.time == pd.Timestamp("2020-01-01", tz="UTC")
+    (reject,) = parse(bad(",2020-01-01,BTC/USD,100,102,99,101,1,100")).report.rejects
+    assert reject.time is None and reject.reason == "unix is empty"
+
+
+def test_too_many_bad_rows_reject_the_file_naming_the_first() -> None:
+    candles = make_candles(BTC_D, 200, seed=2)
+    body = make_cdd_csv(BTC_D, candles, newest_first=False)
+    lines = body.decode().splitlines(keepends=True)
+    for number in (10, 20, 30):  # 1-based file lines 10, 20, 30 (banner, header, rows)
+        lines[number - 1] = lines[number - 1].replace("BTC/USD,", "BTC/USD,-", 1)
+    body = "".join(lines).encode()
+    assert parse(body).report.rejected_rows == 3  # max(3 rows, 1 % of 200) allowed
+    with pytest.raises(CDDFormatError) as raised:
+        parse_cdd(body, source="test.csv", key=BTC_D, now=NOW, limits=RejectLimits(0.01, 2))
+    message = str(raised.value)
+    assert message.startswith("test.csv: 3 of 200 rows are bad, more than the 2 allowed")
+    assert "line 10: prices must be positive" in message and "line 30" in message
+    assert "CDDF_MAX_REJECTED_SHARE" in message and "Nothing was stored" in message
+    assert RejectLimits(0.01, 3).allowed(1_000) == 10 and RejectLimits(0.01, 3).allowed(10) == 3
+
+
+def test_two_different_candles_for_one_time_are_both_rejected() -> None:
+    changed = DAY2.replace(",105,", ",104,")
+    parsed = parse(text_file(DAY2, changed, DAY1))
+    assert [reject.line for reject in parsed.report.rejects] == [3, 4]
+    assert "lines 3 and 4 are different candles for 2020-01-02" in parsed.report.rejects[0].reason
+    assert parsed.candles.index.strftime("%Y-%m-%d").tolist() == ["2020-01-01"]
+
+
+@pytest.mark.parametrize(
     ("body", "where", "says"),
     [
-        (
-            bad("1577836800,2020-01-01,BTC/USD,100,abc,99,101,1,100"),
-            "line 4",
-            "'abc', not a number",
-        ),
-        (bad("1577836800,2020-01-01,BTC/USD,100,NaN,99,101,1,100"), "line 4", "high is empty"),
-        (bad("1577836800,2020-01-01,BTC/USD,100,102,99,,1,100"), "line 4", "close is empty"),
-        (bad("1577836800,2020-01-01,BTC/USD,100,102,-99,101,1,100"), "line 4", "must be positive"),
-        (bad("1577836800,2020-01-01,BTC/USD,0,102,99,101,1,100"), "line 4", "must be positive"),
-        (
-            bad("1577836800,2020-01-01,BTC/USD,100,98,99,99,1,100"),
-            "line 4",
-            "high 98 is below low 99",
-        ),
-        (bad("1577836800,2020-01-01,BTC/USD,100,102,99,103,1,100"), "line 4", "close 103 is above"),
-        (bad("1577836800,2020-01-01,BTC/USD,100,102,99,101,-1,100"), "line 4", "not be negative"),
-        (bad("1577836801,2020-01-01,BTC/USD,100,102,99,101,1,100"), "line 4", "not the start of"),
-        (bad("1577836800.5,2020-01-01,BTC/USD,100,102,99,101,1,100"), "line 4", "whole unix"),
-        (
-            bad("15778368,2020-01-01,BTC/USD,100,102,99,101,1,100"),
-            "line 4",
-            "between 2000 and 2100",
-        ),
-        (bad("1893456000,2030-01-01,BTC/USD,100,102,99,101,1,100"), "line 4", "in the future"),
-        (bad("1577836800,2020-01-01,ETH/USD,100,102,99,101,1,100"), "line 4", "another series"),
-        (bad("1577836800,2020-01-01,BTC/USD,100,102,99,101,1,100,9"), "line 4", "10 fields"),
-        (bad("1577836800,2020-01-01,BTC/USD,100,102,99,101,1"), "line 4", "8 fields"),
-        (bad("1577836800,2020-01-01,BTC/USD,1,000,102,99,101,1,100"), "line 4", "10 fields"),
-        (text_file(DAY2, DAY2.replace(",105,", ",104,")), "lines 3 and 4", "two different candles"),
         (text_file(DAY2, DAY1[:30]), "line 4", "truncated"),
         (text_file(DAY2, header=HEADER.replace(",close", "")), "line 2", "missing column(s) close"),
         (
@@ -221,7 +257,7 @@ def bad(row: str) -> bytes:
         (b"", "", "the body is empty"),
     ],
 )
-def test_bad_input_names_source_line_and_fix(body: bytes, where: str, says: str) -> None:
+def test_a_bad_file_names_source_line_and_fix(body: bytes, where: str, says: str) -> None:
     with pytest.raises(CDDFormatError) as raised:
         parse(body)
     message = str(raised.value)
@@ -230,15 +266,15 @@ def test_bad_input_names_source_line_and_fix(body: bytes, where: str, says: str)
     assert any(fix in message for fix in ("download", "check", "fix", "keep", "--source"))
 
 
-def test_unparseable_date_names_its_line() -> None:
+def test_unparseable_date_is_a_bad_row() -> None:
     header = "Date,Symbol,Open,High,Low,Close,Volume From,Volume To"
     body = text_file(
         "2020-01-02,BTCUSD,100,102,99,101,1,100",
         "02/01/2020,BTCUSD,100,102,99,101,1,100",
         header=header,
     )
-    with pytest.raises(CDDFormatError, match=r"test\.csv line 4: Date '02/01/2020' is not a date"):
-        parse(body)
+    (reject,) = parse(body).report.rejects
+    assert reject.line == 4 and reject.reason.startswith("Date '02/01/2020' is not a date")
 
 
 def test_now_must_be_tz_aware() -> None:

@@ -1,0 +1,251 @@
+"""The bytes of a CDD body as rows: gzip, header, truncation, misshapen rows, the fast read.
+
+File-level faults (gzip that cannot be read, HTML, no header, a cut-off last line) raise
+``CDDFormatError``; a misshapen row (too many fields, or too few to hold every used column) or
+a cell that is not a number only becomes a bad row of an otherwise sound file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from flows.cdd.columns import ColumnMap
+from flows.cdd.errors import CDDFormatError
+from flows.cdd.fast_dates import iso_dates
+from flows.cdd.times import dates_to_ns
+
+_HEADER_SEARCH_LINES = 5
+_HTML = re.compile(rb"^\s*<|<html|<!doctype|<head|<body", re.IGNORECASE)
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass(frozen=True)
+class Body:
+    """A body ready to read: ``data`` (BOM removed, unzipped), the header's offset and line."""
+
+    data: bytes
+    start: int
+    header_line: int
+    header: list[str]
+
+
+def open_body(data: bytes, *, source: str, max_bytes: int | None) -> Body:
+    """Unzip a gzip body, drop a BOM, refuse HTML, and find the header line."""
+    if data[:2] == _GZIP_MAGIC:
+        data = _gunzip(data, source=source, max_bytes=max_bytes)
+    data = data.removeprefix(b"\xef\xbb\xbf")
+    if not data or data.isspace():
+        raise CDDFormatError(
+            f"{source}: the body is empty; the download was cut short or the file is empty - "
+            "download it again"
+        )
+    head = data[:4096]
+    if _HTML.search(head):
+        first = head.strip().split(b"\n", 1)[0][:80].decode("utf-8", "replace")
+        raise CDDFormatError(
+            f"{source} line 1: got an HTML page, not a CSV file (starts {first!r}); the series "
+            "may not exist under this name or the site served an error or captcha page - check "
+            "the URL, or download the CSV in a browser and pass it with --source"
+        )
+    offset = 0
+    for number in range(1, _HEADER_SEARCH_LINES + 1):
+        end = data.find(b"\n", offset)
+        line = data[offset : len(data) if end < 0 else end]
+        text = line.decode("utf-8", "replace").strip()
+        fields = [field.strip().strip('"') for field in text.split(",")]
+        if len(fields) >= 5:  # a banner is one field; a header names time, prices, volumes
+            return Body(data, offset, number, fields)
+        if end < 0:
+            break
+        offset = end + 1
+    raise CDDFormatError(
+        f"{source} line 1: no CSV header (unix/date, open, high, low, close, volumes) in the "
+        f"first {_HEADER_SEARCH_LINES} lines; this is not a CryptoDataDownload candle file - "
+        "check the URL or --source"
+    )
+
+
+def _gunzip(data: bytes, *, source: str, max_bytes: int | None) -> bytes:
+    """The content of a gzip body (at most ``max_bytes`` once unpacked)."""
+    unpack = zlib.decompressobj(wbits=31)  # 31: a gzip header and trailer
+    try:
+        content = unpack.decompress(data, max_bytes or 0)
+    except zlib.error as error:
+        raise CDDFormatError(
+            f"{source}: the body is gzip-compressed but cannot be unpacked ({error}); the "
+            "download was cut short or the file is damaged - download it again"
+        ) from None
+    if unpack.unconsumed_tail:
+        raise CDDFormatError(
+            f"{source}: the gzip body unpacks to more than {max_bytes:,} bytes "
+            "(CDDF_HTTP_MAX_BYTES); raise the limit if this file is genuine"
+        )
+    if not unpack.eof:
+        raise CDDFormatError(
+            f"{source}: the gzip body ends early (cut off after {len(data):,} bytes); "
+            "download it again"
+        )
+    return content
+
+
+@dataclass(frozen=True)
+class LastLine:
+    """The body's last non-blank line: where it starts, its fields and its neighbour's."""
+
+    offset: int  # of its first byte; the header's offset when there are no rows
+    fields: int
+    previous_fields: int | None  # of the line before it, when that is a row
+    ended: bool  # it has a line end
+
+    def number(self, body: Body) -> int:
+        """Its 1-based line number (counts the lines: call only when it is needed)."""
+        return body.header_line + body.data.count(b"\n", body.start, self.offset)
+
+
+def last_line(body: Body) -> LastLine:
+    """The last non-blank line of ``body``."""
+    data, start = body.data, body.start
+    end = len(data)
+    while end > start and data[end - 1 : end].isspace():
+        end -= 1
+    last = data.rfind(b"\n", start, end) + 1
+    if last <= start:
+        return LastLine(start, len(body.header), None, True)
+    before = data.rfind(b"\n", start, last - 1) + 1
+    previous = None if before <= start else data.count(b",", before, last - 1) + 1
+    return LastLine(last, data.count(b",", last, end) + 1, previous, end < len(data))
+
+
+def check_last_line(body: Body, needed: int, *, source: str) -> None:
+    """A last line without the used columns, or without its line end and with fewer fields
+    than the row before it, is cut off (a missing trailing ``tradecount`` is no cut)."""
+    last = last_line(body)
+    if last.offset == body.start:
+        return  # only the header; reported as "no candle rows" later
+    expected = needed
+    if not last.ended:
+        expected = max(
+            needed, len(body.header) if last.previous_fields is None else last.previous_fields
+        )
+    if last.fields < expected:
+        text = body.data[last.offset : last.offset + 80].decode("utf-8", "replace").strip()
+        raise CDDFormatError(
+            f"{source} line {last.number(body)}: the last line has {last.fields} of "
+            f"{len(body.header)} fields ({text!r}); the file is truncated - download it again"
+        )
+
+
+def blank_misshapen_rows(
+    body: Body, needed: int, *, force: bool = False
+) -> tuple[Body, list[tuple[int, str]]]:
+    """Blank out rows with too many fields, or too few for the used columns; say which.
+
+    ``needed``: fields a row must have to hold every used column (a missing trailing
+    ``tradecount`` is fine). Unless ``force``, a comma count that matches the lines (the
+    common case) skips the slow search; a row with fewer fields that it lets through is read
+    with empty cells and rejected for them.
+    """
+    data, start, fields = body.data, body.start, len(body.header)
+    end = len(data)
+    while end > start and data[end - 1 : end].isspace():
+        end -= 1
+    if not force and data.count(b",", start) == (fields - 1) * (data.count(b"\n", start, end) + 1):
+        return body, []
+    text = data[start:].decode("utf-8", "replace")
+    bad: list[tuple[int, str]] = []
+    for number, row in enumerate(csv.reader(io.StringIO(text)), start=body.header_line):
+        if row and (len(row) > fields or len(row) < needed):
+            bad.append(
+                (
+                    number,
+                    f"{len(row)} fields where the header has {fields} (a number with a "
+                    "thousands separator, or a cut or joined line?)",
+                )
+            )
+    if not bad:
+        return body, []
+    lines = data[start:].split(b"\n")
+    for number, _ in bad:
+        lines[number - body.header_line] = b""
+    return Body(data[:start] + b"\n".join(lines), start, body.header_line, body.header), bad
+
+
+def _stream(data: bytes, start: int) -> io.BytesIO:
+    """``data`` from offset ``start`` on, without copying it."""
+    stream = io.BytesIO(data)
+    stream.seek(start)
+    return stream
+
+
+def read_rows(body: Body, columns: ColumnMap) -> tuple[pd.DataFrame, dict[str, pd.Series]]:
+    """The used columns: numbers as float64 (empty or NaN -> NaN), the time column as text.
+
+    Also returns, per number column with cells that are no number, those cells' text (indexed
+    like the frame); a fast read first, a slower text read only when a cell is not a number.
+    """
+    dtype: dict[str, object] = {name: "float64" for name in columns.numbers}
+    if columns.unix is None:  # else read_dates reads it, faster
+        dtype[columns.time] = "str"
+    if columns.symbol is not None:
+        dtype[columns.symbol] = "category"
+    options = dict(skip_blank_lines=False, index_col=False, skipinitialspace=True, engine="c")
+    try:
+        frame = pd.read_csv(
+            _stream(body.data, body.start), usecols=list(dtype), dtype=dtype, **options
+        )  # type: ignore[call-overload]
+        return frame, {}
+    except ValueError:
+        pass  # a cell that is no number: read as text, then find it
+    text = {name: "str" for name in columns.numbers}
+    frame = pd.read_csv(
+        _stream(body.data, body.start), usecols=list(dtype), dtype={**dtype, **text}, **options
+    )  # type: ignore[call-overload]
+    not_numbers: dict[str, pd.Series] = {}
+    for name in columns.numbers:
+        cells = frame[name].str.strip()
+        parsed = pd.to_numeric(cells, errors="coerce")
+        bad = parsed.isna() & cells.notna() & (cells != "") & (cells.str.lower() != "nan")
+        if bad.any():
+            not_numbers[name] = cells[bad]
+        frame[name] = parsed.astype("float64")
+    return frame, not_numbers
+
+
+def read_dates(body: Body, date: str, rows: int) -> tuple[np.ndarray, np.ndarray, pd.Series]:
+    """Column ``date`` of every row: (UTC ns, form, text); the text only when read as such."""
+    fields, column = len(body.header), body.header.index(date)
+    fast = iso_dates(body.data, body.start, fields=fields, column=column)
+    if fast is not None and len(fast) == rows:
+        return fast, np.zeros(rows, dtype=np.int8), pd.Series([], dtype="str")
+    text = pd.read_csv(
+        _stream(body.data, body.start),
+        usecols=[date],
+        dtype="str",
+        skip_blank_lines=False,
+        index_col=False,
+        engine="c",
+    )[date]
+    return *dates_to_ns(text), text
+
+
+def used_fields(header: list[str], columns: ColumnMap) -> int:
+    """How many leading fields a row needs to hold every column the parser reads."""
+    used = {columns.unix, columns.date, columns.symbol, *columns.numbers} - {None}
+    return max(index for index, name in enumerate(header) if name in used) + 1
+
+
+def no_line_end(body: Body) -> bool:
+    """True when the body's last line has no line end (a download cut inside it?)."""
+    return not body.data.endswith((b"\n", b"\r"))
+
+
+def as_lines(header_line: int, rows: int) -> np.ndarray:
+    """The 1-based file line of each data row (blank lines counted)."""
+    return header_line + 1 + np.arange(rows)

@@ -1,0 +1,78 @@
+"""A CLI killed with kill -9 leaves no temporary Prefect API server behind."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # exited meanwhile
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def command_line(pid: int) -> str:
+    return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_the_temporary_api_server_dies_with_a_killed_cli(tmp_path):
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "CDDF_DATABASE_URL": f"sqlite:///{tmp_path / 'cddf.sqlite'}",
+        "PYTHONPATH": str(ROOT),
+    }
+    env.pop("PREFECT_API_URL", None)  # as an operator runs it: Prefect's temporary local API
+    with socket.create_server(("127.0.0.1", 0)) as source:
+        source.settimeout(240)
+        url = f"http://127.0.0.1:{source.getsockname()[1]}/Bitstamp_BTCUSD_d.csv"
+        cli = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "flows.cli",
+                "run",
+                "--series",
+                "Bitstamp_BTCUSD_d",
+                "--source",
+                url,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            connection, _ = source.accept()  # the command runs: the API server is up
+            connection.close()
+            servers = [pid for pid in children(cli.pid) if "uvicorn" in command_line(pid)]
+            assert len(servers) == 1, [command_line(pid) for pid in children(cli.pid)]
+            server = os.pidfd_open(servers[0])
+        finally:
+            os.kill(cli.pid, signal.SIGKILL)
+            cli.wait()
+    try:
+        exited, _, _ = select.select([server], [], [], 20)
+        assert exited, f"the temporary API server (pid {servers[0]}) outlived the killed CLI"
+    finally:
+        os.close(server)
