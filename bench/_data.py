@@ -1,7 +1,9 @@
-"""Read the shared Bitstamp daily CSV into a candles frame, for the benchmarks only.
+"""Read the shared CryptoDataDownload files into candles frames, for the benchmarks only.
 
-The CryptoDataDownload file has a banner line, newest row first, the newest row being the
-current day's partial candle, and on its oldest rows the two volume columns swapped.
+`load_daily`: the Bitstamp daily CSV (a banner line, newest row first, the newest row the
+current day's partial candle, and on its oldest rows the two volume columns swapped).
+`load_series`: any CDD file named after its series (``Binance_ADAUSDT_1h.csv``), read by the
+service's own parser, so its holes stay holes.
 """
 
 from __future__ import annotations
@@ -38,6 +40,18 @@ def load_daily(path: Path = DATA) -> pd.DataFrame:
     frame["volume_base"], frame["volume_quote"] = base, quote
     frame["is_final"] = True
     return frame
+
+
+def load_series(path: Path) -> pd.DataFrame:
+    """The final candles of the CDD file ``path`` (named ``<series key>.csv``), holes and all."""
+    from db.series_key import SeriesKey
+    from flows.cdd.parser import parse_cdd
+
+    if not path.exists():
+        raise SystemExit(f"benchmark data {path} not found; it lives in ../shared/data/")
+    key = SeriesKey.parse(path.name.removesuffix(".csv"))
+    candles = parse_cdd(path.read_bytes(), source=str(path), key=key).candles
+    return candles[candles["is_final"]]
 
 
 def seed_period(candles: pd.DataFrame) -> pd.DataFrame:

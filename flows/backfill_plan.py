@@ -1,6 +1,9 @@
 """The plan of a backfill: its parameters checked, its as_of times, retrain blocks and segments.
 
-Pure (no Prefect, no database), so that bad parameters fail before any work.
+Pure (no Prefect, no database), so that bad parameters fail before any work. Holes in the
+series are planned around: a time inside a hole has no candle, so it is no as_of, and an
+as_of whose window misses more candles than a forecast may fill (``forecaster.holes``) is
+skipped too; ``BackfillPlan.skipped`` lists both with the reason.
 """
 
 from __future__ import annotations
@@ -9,16 +12,28 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from db.series_key import SeriesKey
-from forecaster import ForecasterConfig
-from forecaster.validation import as_candles
-from forecaster.windowing import split_counts
+from forecaster import ForecasterConfig, find_holes, first_trainable
+from forecaster.holes import window_problem
+from forecaster.validation import as_candles, infer_period
 
 
 class BackfillError(ValueError):
     """Parameters a backfill cannot run with; raised before any model is trained."""
+
+
+@dataclass(frozen=True)
+class Skip:
+    """Times of a backfill's range that get no forecast (``when``: a time or a span), and why."""
+
+    when: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.when}: {self.reason}"
 
 
 @dataclass(frozen=True)
@@ -41,6 +56,7 @@ class BackfillPlan:
     as_ofs: pd.DatetimeIndex
     retrain_every: int
     candles: pd.DataFrame = field(repr=False)  # final candles up to the last as_of
+    skipped: tuple[Skip, ...] = ()  # times of the range that get no forecast, and why
 
     def previous(self, as_of: pd.Timestamp) -> pd.Timestamp:
         """The time of the final candle just before ``as_of``."""
@@ -68,16 +84,31 @@ def _opens_block(plan: BackfillPlan, as_of: pd.Timestamp) -> bool:
 
 
 def minimum_history(config: ForecasterConfig) -> int:
-    """The fewest candles a model of ``config`` can be fitted on."""
-    n = config.window + config.horizon
-    while True:
-        try:
-            split_counts(
-                n - config.window - config.horizon + 1, config.validation_fraction, config.horizon
-            )
-            return n
-        except ValueError:
-            n += 1
+    """The fewest candles a model of ``config`` can be fitted on (with no hole among them)."""
+    return config.min_history
+
+
+def skipped_times(
+    candles: pd.DataFrame, start: dt.date, end: dt.date, config: ForecasterConfig
+) -> tuple[list[pd.Timestamp], list[Skip]]:
+    """The candle times of [start, end] that can be forecast, and what is skipped, and why."""
+    index = candles.index
+    period = infer_period(index)
+    skipped = [
+        Skip(str(hole), "inside a hole: the series has no candle there to forecast from")
+        for hole in find_holes(index, period)
+        if hole.first.date() <= end and hole.last.date() >= start
+    ]
+    positions = np.flatnonzero((index.date >= start) & (index.date <= end))
+    as_ofs = []
+    for position in positions:
+        as_of = index[position]
+        problem = window_problem(index[: position + 1], period, config.window, config.max_filled)
+        if problem is None:
+            as_ofs.append(as_of)
+        else:
+            skipped.append(Skip(f"{as_of:%Y-%m-%d %H:%M}", problem))
+    return as_ofs, skipped
 
 
 def check_parameters(
@@ -115,13 +146,19 @@ def plan_backfill(
             f"(cdd-forecast ingest --series {series})"
         )
     first, last = candles.index[0], candles.index[-1]
-    need = minimum_history(config)
-    earliest = candles.index[need - 1] if len(candles) >= need else None
     span = f"its final candles cover {first:%Y-%m-%d} .. {last:%Y-%m-%d}"
+    try:
+        as_candles(candles.loc[candles.index.date <= end, ["close"]])
+    except ValueError as error:
+        raise BackfillError(
+            f"backfill of {series}: the stored candles up to {end} cannot be trained on: {error}"
+        ) from error
+    earliest = first_trainable(candles.index, config)
     if earliest is None:
         raise BackfillError(
-            f"{series} has {len(candles)} final candles; training needs {need} "
-            f"({span}): ingest more history first"
+            f"{series} has {len(candles)} final candles; training needs {config.min_windows} "
+            f"windows of {config.window + config.horizon} consecutive candles (at least "
+            f"{config.min_history} candles without a hole) ({span}): ingest more history first"
         )
     if end > last.date():
         raise BackfillError(
@@ -131,21 +168,17 @@ def plan_backfill(
     if start < earliest.date():
         raise BackfillError(
             f"backfill of {series}: start {start} leaves too little history to train on: the "
-            f"model needs {need} candles, so the first possible as_of is {earliest:%Y-%m-%d} "
+            f"model needs {config.min_windows} windows of {config.window + config.horizon} "
+            f"consecutive candles, so the first possible as_of is {earliest:%Y-%m-%d %H:%M} "
             f"({span})"
         )
-    dates = candles.index.date
-    as_ofs = candles.index[(dates >= start) & (dates <= end) & (candles.index >= earliest)]
+    possible, skipped = skipped_times(candles, start, end, config)
+    as_ofs = pd.DatetimeIndex([t for t in possible if t >= earliest])
     if len(as_ofs) == 0:
+        reasons = "; ".join(str(skip) for skip in skipped[:3])
         raise BackfillError(
-            f"backfill of {series}: no final candle between {start} and {end} ({span})"
+            f"backfill of {series}: no final candle between {start} and {end} can be "
+            f"forecast ({span}){': ' + reasons if reasons else ''}"
         )
     visible = candles.loc[: as_ofs[-1]]
-    try:
-        as_candles(visible[["close"]])
-    except ValueError as error:
-        raise BackfillError(
-            f"backfill of {series}: the stored candles up to "
-            f"{as_ofs[-1]:%Y-%m-%d} cannot be trained on: {error}"
-        ) from error
-    return BackfillPlan(series, as_ofs, retrain_every, visible)
+    return BackfillPlan(series, as_ofs, retrain_every, visible, tuple(skipped))

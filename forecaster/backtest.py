@@ -2,6 +2,8 @@
 
 At each as-of time t the model sees ``candles.loc[:t]`` only: it is refitted every
 ``retrain_every`` steps and fine-tuned (or left alone) in between, then forecasts t+1..t+H.
+The as-of times are the candle times (a hole has none); an LSTM step whose window misses
+more candles than it may fill is skipped with the reason (`forecaster.holes`).
 
 >>> policy = BacktestPolicy(retrain_every=7, finetune_epochs=1)           # doctest: +SKIP
 >>> result = walk_forward(candles, ForecasterConfig(), "2019-01-01", None, policy)  # doctest: +SKIP
@@ -17,7 +19,9 @@ from typing import Any
 
 import pandas as pd
 
+from forecaster.baselines import naive_forecast
 from forecaster.config import ForecasterConfig
+from forecaster.holes import forecast_problem
 from forecaster.metrics import score_forecasts
 from forecaster.validation import as_candles
 
@@ -65,14 +69,16 @@ class BacktestStep:
     """One as-of time: what was done to the model, the model itself and its forecast.
 
     ``model`` is live: the next step may fine-tune it, so store it before advancing.
-    ``forecast`` has the predict columns plus ``naive`` (the close at as_of).
+    ``forecast`` has the predict columns plus ``naive`` (the close at as_of); a ``"skip"``
+    step (a hole too long to fill before as_of) has none, and ``reason`` says why.
     """
 
     as_of: pd.Timestamp
-    action: str  # "retrain" | "finetune" | "none"
+    action: str  # "retrain" | "finetune" | "none" | "skip"
     model: Any
-    forecast: pd.DataFrame
+    forecast: pd.DataFrame | None
     seconds: float
+    reason: str | None = None
 
 
 @dataclass
@@ -81,7 +87,7 @@ class BacktestResult:
 
     forecasts: pd.DataFrame
     metrics: pd.DataFrame
-    steps: pd.DataFrame  # as_of, action, seconds
+    steps: pd.DataFrame  # as_of, action, seconds, reason (of a skip)
 
 
 def walk_forward_steps(
@@ -107,6 +113,10 @@ def walk_forward_steps(
     for as_of in as_ofs:
         started = time.perf_counter()
         visible = frame.loc[:as_of]  # point in time: nothing after as_of
+        reason = _skip_reason(visible, config, model)
+        if reason is not None:
+            yield BacktestStep(as_of, "skip", model, None, time.perf_counter() - started, reason)
+            continue
         if model is None or since_retrain >= policy.retrain_every:
             train = visible.iloc[-(policy.train_candles or len(visible)) :]
             model, action, since_retrain = make().fit(train), "retrain", 0
@@ -118,7 +128,7 @@ def walk_forward_steps(
             action = "none"
         since_retrain += 1
         forecast = model.predict(visible)
-        forecast["naive"] = float(visible["close"].iloc[-1])
+        forecast["naive"] = naive_forecast(visible)
         yield BacktestStep(as_of, action, model, forecast, time.perf_counter() - started)
 
 
@@ -137,12 +147,26 @@ def walk_forward(
     for step in walk_forward_steps(candles, config, start, end, policy, model=model):
         if on_step is not None:
             on_step(step)
-        forecasts.append(step.forecast)
-        log.append({"as_of": step.as_of, "action": step.action, "seconds": step.seconds})
+        if step.forecast is not None:
+            forecasts.append(step.forecast)
+        log.append({"as_of": step.as_of, "action": step.action, "seconds": step.seconds,
+                    "reason": step.reason})
+    if not forecasts:
+        raise ValueError(f"walk-forward: no as_of could be forecast: {log[-1]['reason']}")
     frame = pd.concat(forecasts, ignore_index=True)
     close = candles["close"] if isinstance(candles, pd.DataFrame) else candles
     actuals = pd.Series(close.to_numpy(dtype="float64"), index=close.index.tz_convert("UTC"))
     return BacktestResult(frame, score_forecasts(frame, actuals), pd.DataFrame(log))
+
+
+def _skip_reason(
+    visible: pd.DataFrame, config: ForecasterConfig | ModelFactory, model: Any
+) -> str | None:
+    """Why an LSTM cannot forecast after ``visible`` (a hole too long to fill), else None."""
+    model_config = getattr(model, "config", config)
+    if not isinstance(model_config, ForecasterConfig):
+        return None  # a baseline carries the last close over any hole
+    return forecast_problem(visible.index, model_config)
 
 
 def _factory(config: ForecasterConfig | ModelFactory) -> ModelFactory:

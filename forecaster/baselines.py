@@ -39,18 +39,26 @@ class _Baseline:
         return f"{type(self).__name__}(horizon={self.horizon})"
 
     def fit(self, candles: pd.DataFrame | pd.Series) -> Any:
-        """Learn the parameters (drift) and the interval widths from ``candles``."""
+        """Learn the parameters (drift) and the interval widths from ``candles``.
+
+        Holes are allowed: a missing target is not scored, a missing input carries the last
+        close forward (the grid of `_on_grid`).
+        """
         frame = as_candles(candles)
         require_length(
             frame, self.needs_history + self.horizon, f"fitting {type(self).__name__}"
         )
-        close = frame["close"].to_numpy()
+        self.period_ = infer_period(frame.index)
+        actual = _on_grid(frame, self.period_)  # (period,) NaN in holes
+        close = pd.Series(actual).ffill().to_numpy()
         self._learn(close)
-        origins = np.arange(self.needs_history - 1, len(close) - 1)  # forecast origins
+        origins = np.flatnonzero(~np.isnan(actual))  # forecast origins: real candles
+        origins = origins[(origins >= self.needs_history - 1) & (origins < len(close) - 1)]
         predicted = self._forecast(close, origins)  # (origin, horizon)
         targets = origins[:, None] + np.arange(1, self.horizon + 1)
-        valid = targets < len(close)
-        residuals = np.log(close[np.minimum(targets, len(close) - 1)] / predicted)
+        truth = actual[np.minimum(targets, len(close) - 1)]
+        valid = (targets < len(close)) & ~np.isnan(truth)
+        residuals = np.log(truth / predicted)
         self.quantiles_ = {
             level: np.array([
                 conformal_quantiles(residuals[valid[:, h], h][:, None], level)[0]
@@ -58,7 +66,6 @@ class _Baseline:
             ])
             for level in self.interval_levels
         }
-        self.period_ = infer_period(frame.index)
         self.training_range_ = (frame.index[0], frame.index[-1])
         return self
 
@@ -79,7 +86,7 @@ class _Baseline:
                 f"candles are spaced {period} apart but the baseline was fitted on "
                 f"{self.period_} candles"
             )
-        close = frame["close"].to_numpy()
+        close = pd.Series(_on_grid(frame, self.period_)).ffill().to_numpy()
         predicted = self._forecast(close, np.array([len(close) - 1]))[0]
         as_of_time = frame.index[-1]
         horizons = np.arange(1, self.horizon + 1)
@@ -96,11 +103,16 @@ class _Baseline:
         return result
 
     def _learn(self, close: np.ndarray) -> None:
-        """Fit parameters; nothing by default."""
+        """Fit parameters from the closes on the period grid; nothing by default."""
 
     def _forecast(self, close: np.ndarray, origins: np.ndarray) -> np.ndarray:
         """Price forecasts ``(origin, horizon)`` made at the positions ``origins``."""
         raise NotImplementedError
+
+
+def naive_forecast(candles: pd.DataFrame) -> float:
+    """The naive forecast of every horizon after ``candles``: their last close (persistence)."""
+    return float(candles["close"].iloc[-1])
 
 
 class NaiveForecaster(_Baseline):
@@ -142,3 +154,12 @@ class SeasonalNaiveForecaster(_Baseline):
     def _forecast(self, close: np.ndarray, origins: np.ndarray) -> np.ndarray:
         offsets = (np.arange(self.horizon) % self.season) - self.season + 1  # (horizon,)
         return close[origins[:, None] + offsets]
+
+
+def _on_grid(frame: pd.DataFrame, period: pd.Timedelta | None) -> np.ndarray:
+    """The closes at every period from the first candle to the last, NaN in the holes."""
+    close = frame["close"]
+    if period is None:
+        return close.to_numpy()
+    grid = pd.date_range(close.index[0], close.index[-1], freq=period)
+    return close.reindex(grid.as_unit(close.index.unit)).to_numpy()

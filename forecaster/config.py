@@ -88,6 +88,25 @@ class ForecasterConfig:
                self.mixed_precision)
 
     @property
+    def min_windows(self) -> int:
+        """The fewest windows (blocks of window + horizon contiguous candles) a fit needs."""
+        from forecaster.windowing import min_windows
+
+        return min_windows(self.validation_fraction, self.horizon)
+
+    @property
+    def min_history(self) -> int:
+        """The fewest candles a fit needs when they have no hole."""
+        return self.window + self.horizon - 1 + self.min_windows
+
+    @property
+    def max_filled(self) -> int:
+        """How many missing candles a forecast may fill in its window (see forecaster.holes)."""
+        from forecaster.holes import max_filled
+
+        return max_filled(self.window)
+
+    @property
     def interval_names(self) -> list[tuple[float, str, str]]:
         """``[(0.8, "lower_80", "upper_80"), ...]`` for each interval level."""
         return [

@@ -21,8 +21,9 @@ def as_candles(
 ) -> pd.DataFrame:
     """Return ``candles`` as a float frame of ``columns`` on an ascending UTC index.
 
-    Raises ValueError for a missing column, a naive, unsorted, duplicate or irregular
-    index, NaN values, non-positive prices or non-final candles.
+    Raises ValueError for a missing column, a naive, unsorted or duplicate index, a candle
+    off the period's grid, NaN values, non-positive prices or non-final candles. Holes
+    (missing candle times) are allowed.
     """
     columns = list(columns)
     if isinstance(candles, pd.Series):
@@ -86,21 +87,26 @@ def as_candles(
 
 
 def infer_period(index: pd.DatetimeIndex) -> pd.Timedelta | None:
-    """The constant spacing of ``index`` (None for fewer than 2 rows); irregular is a ValueError."""
+    """The candle period of ``index``: its most common step (None for fewer than 2 rows).
+
+    Holes are allowed (a step of several periods: missing candles, see `forecaster.holes`);
+    a step that is not a whole number of periods is a ValueError (an extra or shifted candle).
+    """
     if len(index) < 2:
         return None
     steps = np.diff(index.as_unit("ns").asi8)
-    period = steps[0]
-    irregular = steps != period
-    if irregular.any():
-        position = int(np.argmax(irregular)) + 1
+    values, counts = np.unique(steps, return_counts=True)
+    period = int(values[np.argmax(counts)])  # the smallest of equally common steps
+    off_grid = steps % period != 0
+    if off_grid.any():
+        position = int(np.argmax(off_grid)) + 1
         raise ValueError(
-            f"candles are not at a regular frequency: {index[position - 1]} -> {index[position]} "
-            f"is {pd.Timedelta(int(steps[position - 1]), unit='ns')}, expected "
-            f"{pd.Timedelta(int(period), unit='ns')} (a gap or an extra candle); "
-            "fill the gap or pass a continuous stretch"
+            f"candles are not on a regular grid: {index[position - 1]} -> {index[position]} "
+            f"is {pd.Timedelta(int(steps[position - 1]), unit='ns')}, not a whole number of "
+            f"the candle period {pd.Timedelta(period, unit='ns')} (an extra or shifted candle); "
+            "drop or fix that candle"
         )
-    return pd.Timedelta(int(period), unit="ns")
+    return pd.Timedelta(period, unit="ns")
 
 
 def require_length(candles: pd.DataFrame, needed: int, purpose: str) -> None:

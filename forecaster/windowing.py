@@ -1,8 +1,12 @@
-"""Per-candle feature columns and vectorised sliding windows over them.
+"""Per-candle feature columns, vectorised sliding windows over them, and the windows that
+fit between holes.
 
 >>> import numpy as np
 >>> sliding(np.arange(5.0)[:, None], 3)[:, :, 0].tolist()
 [[0.0, 1.0, 2.0], [1.0, 2.0, 3.0], [2.0, 3.0, 4.0]]
+>>> index = pd.date_range("2024-01-01", periods=6, freq="D", tz="UTC").delete(3)
+>>> block_starts(index, pd.Timedelta("1D"), 2).tolist()   # no block spans 01-03 -> 01-05
+[0, 1, 3]
 """
 
 from __future__ import annotations
@@ -61,3 +65,41 @@ def split_counts(n_windows: int, validation_fraction: float, horizon: int) -> tu
             f"validation part of {n_validation} and a gap of {horizon - 1}; pass a longer history"
         )
     return n_train, n_validation
+
+
+def block_starts(index: pd.DatetimeIndex, period: pd.Timedelta, length: int) -> np.ndarray:
+    """Positions ``i`` where rows ``i .. i + length - 1`` are ``length`` consecutive periods.
+
+    A block (a window and its targets) never spans a hole: it lies inside one contiguous
+    stretch of candles. ``index`` is ascending and on the period's grid.
+    """
+    times = index.as_unit("ns").asi8
+    if len(times) < length:
+        return np.zeros(0, dtype="int64")
+    span = times[length - 1 :] - times[: len(times) - length + 1]
+    return np.flatnonzero(span == (length - 1) * period.value)
+
+
+def min_windows(validation_fraction: float, horizon: int) -> int:
+    """The fewest windows `split_counts` accepts (one training window at least)."""
+    n = 1
+    while True:
+        try:
+            split_counts(n, validation_fraction, horizon)
+            return n
+        except ValueError:
+            n += 1
+
+
+def training_split(
+    starts: np.ndarray, window: int, horizon: int, validation_fraction: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Block starts ``(train, validation)``: the newest blocks validate.
+
+    A training block ends (its last target) at or before the first validation block's last
+    input candle, so no training target is a validation target, holes or not.
+    """
+    _, n_validation = split_counts(len(starts), validation_fraction, horizon)
+    validation = starts[-n_validation:]
+    train = starts[starts + horizon <= validation[0]]
+    return train, validation

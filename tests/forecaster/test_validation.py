@@ -42,10 +42,14 @@ def test_duplicate_index_is_reported():
         as_candles(series)
 
 
-def test_irregular_spacing_is_reported():
-    series = _close([1.0, 2.0, 3.0, 4.0]).drop(pd.Timestamp("2022-01-03", tz="UTC"))
-    with pytest.raises(ValueError, match="not at a regular frequency: 2022-01-02.*2 days"):
-        as_candles(series)
+def test_a_hole_is_accepted_but_a_candle_off_the_grid_is_reported():
+    holed = _close([1.0, 2.0, 3.0, 4.0, 5.0]).drop(pd.Timestamp("2022-01-03", tz="UTC"))
+    assert len(as_candles(holed)) == 4
+    shifted = _close([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).rename(
+        lambda t: t + pd.Timedelta(hours=12) if t.day == 3 else t
+    )
+    with pytest.raises(ValueError, match="not on a regular grid: 2022-01-02.*1 days 12:00"):
+        as_candles(shifted)
 
 
 def test_non_positive_price_is_reported():
