@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 from pathlib import Path
 
+from pydantic import SecretStr
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 
@@ -78,30 +80,53 @@ def _cached_engine(url: str) -> Engine:
     return make_engine(url)
 
 
+_READY: set[str] = set()  # URLs whose schema was found at the newest revision
+_READY_LOCK = threading.Lock()
+
+
 def get_engine(url: str | None = None) -> Engine:
     """The service's engine (one per URL), its schema ready to use.
 
-    An empty SQLite file is migrated on first use, so the main job needs no extra step; any
-    other database that is behind raises and says to run ``cdd-forecast db upgrade``.
+    The schema is checked once per URL and process. An empty SQLite file is migrated on first
+    use, so the main job needs no extra step; any other database that is behind raises and says
+    to run ``cdd-forecast db upgrade``.
     """
     if url is None:
-        from db.settings import get_settings
+        from settings import get_settings
 
         url = get_settings().database_url.get_secret_value()
     engine = _cached_engine(url)
-    if needs_migration(engine):
-        if engine.dialect.name == "sqlite":
-            migrate(engine)
-        else:
-            from db.settings import masked_url
-
-            raise RuntimeError(
-                f"the database {masked_url(url)} is not at the newest schema revision: "
-                "run `cdd-forecast db upgrade` first"
-            )
+    if url in _READY:
+        return engine
+    with _READY_LOCK:
+        if url not in _READY:
+            _ensure_schema(engine, url)
+            _READY.add(url)
     return engine
 
 
+def _ensure_schema(engine: Engine, url: str) -> None:
+    if not needs_migration(engine):
+        return
+    if engine.dialect.name != "sqlite":
+        raise RuntimeError(
+            f"the database {masked_url(url)} is not at the newest schema revision: "
+            "run `cdd-forecast db upgrade` first"
+        )
+    migrate(engine)
+
+
 def clear_engine_cache() -> None:
-    """Dispose every cached engine (tests and settings changes)."""
+    """Dispose every cached engine and forget the schema checks (tests, settings changes)."""
+    with _READY_LOCK:
+        _READY.clear()
     _cached_engine.cache_clear()
+
+
+def masked_url(url: str | SecretStr) -> str:
+    """The database URL with its password hidden, safe for logs and error messages."""
+    raw = url.get_secret_value() if isinstance(url, SecretStr) else url
+    try:
+        return make_url(raw).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable database URL>"

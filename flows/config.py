@@ -1,15 +1,17 @@
-"""What the flows share: the forecaster config of the service and the database retry policy.
+"""What the flows share: each series' forecaster config and the retry policy.
 
-The forecaster config is the package's defaults, overridden by ``CDDF_FORECASTER`` (JSON, in
-the environment or ``.env``), e.g. ``CDDF_FORECASTER='{"units": 64, "max_epochs": 50}'``.
+A series' config is the package's defaults, the defaults of its timeframe and the overrides of
+``CDDF_FORECASTER``, ``CDDF_TIMEFRAME_SETTINGS`` and ``CDDF_SERIES_SETTINGS`` (see
+`settings.series`), e.g. ``CDDF_FORECASTER='{"units": 64, "max_epochs": 50}'``.
 
->>> forecaster_config().horizon
+>>> forecaster_config("Bitstamp_BTCUSD_d").horizon
 7
+>>> forecaster_config("Binance_ADAUSDT_1h").horizon
+24
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,64 +19,45 @@ from typing import Any
 
 from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
-from pydantic import ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.exc import DisconnectionError, OperationalError
 
 from forecaster import ForecasterConfig
+from settings import SeriesConfig, get_settings
+from settings.series import REQUIRED_LEVELS
 
-# the forecasts table has columns for these interval levels
-REQUIRED_LEVELS = (0.8, 0.95)
+__all__ = ["REQUIRED_LEVELS", "RECENT_RUNS", "DB_RETRY", "forecaster_config", "series_config"]
+
 # "recent skill" pools the newest scored runs, this many
 RECENT_RUNS = 14
 
 
-class _ForecasterOverrides(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CDDF_", env_file=".env", extra="ignore")
-
-    forecaster: dict[str, Any] = {}
-
-
-def forecaster_config() -> ForecasterConfig:
-    """The package's default config with the ``CDDF_FORECASTER`` overrides applied."""
-    try:
-        overrides = _ForecasterOverrides().forecaster
-    except ValidationError as error:
-        raise ValueError(
-            f"CDDF_FORECASTER must be a JSON object of ForecasterConfig fields, e.g. "
-            f'{{"units": 64}}: {error.errors()[0]["msg"]}'
-        ) from error
-    try:
-        config = ForecasterConfig.from_dict(ForecasterConfig().to_dict() | overrides)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"CDDF_FORECASTER={json.dumps(overrides)}: {error}") from error
-    missing = [level for level in REQUIRED_LEVELS if level not in config.interval_levels]
-    if missing:
-        raise ValueError(
-            f"CDDF_FORECASTER={json.dumps(overrides)}: interval_levels must include "
-            f"{list(REQUIRED_LEVELS)} (the forecasts table stores those bands)"
-        )
-    return config
+def series_config(series: str) -> SeriesConfig:
+    """What ``series`` trains and forecasts with (its timeframe's defaults plus overrides)."""
+    return get_settings().series_config(series)
 
 
-def database_unreachable(task: Any, task_run: TaskRun, state: State) -> bool:
-    """Retry a task only when the database could not be reached or dropped the connection."""
-    try:
-        state.result()
-    except (OperationalError, DisconnectionError):
-        return True
-    except BaseException:
-        return False
-    return False
+def forecaster_config(series: str) -> ForecasterConfig:
+    """The forecaster config of ``series``."""
+    return series_config(series).forecaster
 
 
-# For tasks that read or write the database: three retries with backoff, only when the
-# database is unreachable (a constraint violation or a bad input is never retried).
+# What a later attempt of a task can fix: the database unreachable or the connection dropped.
+# A download is not retried here: the CDD client retries it itself (CDDF_HTTP_RETRIES, one
+# layer, so its error counts every request); a bad file or a constraint violation never is.
+OUTAGES = (OperationalError, DisconnectionError)
+
+
+def outage(task: Any, task_run: TaskRun, state: State) -> bool:
+    """Retry a task only when it failed on an outage (OUTAGES), never on bad input."""
+    return isinstance(state.result(raise_on_failure=False), OUTAGES)
+
+
+# For tasks that read or write the database: three retries with backoff, only on an outage.
 DB_RETRY: dict[str, Any] = {
     "retries": 3,
     "retry_delay_seconds": [2, 8, 30],
     "retry_jitter_factor": 0.2,
-    "retry_condition_fn": database_unreachable,
+    "retry_condition_fn": outage,
 }
 
 

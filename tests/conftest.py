@@ -74,15 +74,41 @@ def database_url(request) -> str:
     return request.getfixturevalue("postgres_url")
 
 
-@pytest.fixture
-def service_database(database_url, monkeypatch) -> Iterator[str]:
-    """Point the service's settings (CDDF_DATABASE_URL) at a fresh database of each kind."""
-    from db.engine import clear_engine_cache
-    from db.settings import get_settings
+@pytest.fixture(autouse=True)
+def fresh_settings(monkeypatch) -> Iterator[None]:
+    """Every test reads the settings anew: a ``CDDF_`` variable it sets applies at once.
 
+    ``monkeypatch.setenv`` of a ``CDDF_`` variable clears the cached settings (and the
+    engines, which hang off ``CDDF_DATABASE_URL``), so no test clears a cache by hand.
+    """
+    from db.engine import clear_engine_cache
+    from settings import get_settings
+
+    def forget() -> None:
+        get_settings.cache_clear()
+        clear_engine_cache()
+
+    setenv, delenv = monkeypatch.setenv, monkeypatch.delenv
+
+    def set_and_forget(name: str, value: str, prepend: str | None = None) -> None:
+        setenv(name, value, prepend)
+        if name.startswith("CDDF_"):
+            forget()
+
+    def del_and_forget(name: str, raising: bool = True) -> None:
+        delenv(name, raising)
+        if name.startswith("CDDF_"):
+            forget()
+
+    monkeypatch.setenv, monkeypatch.delenv = set_and_forget, del_and_forget
+    forget()
+    yield
+    monkeypatch.undo()  # the environment first, then the caches built from it
+    forget()
+
+
+@pytest.fixture
+def service_database(database_url, monkeypatch) -> str:
+    """Point the service's settings (CDDF_DATABASE_URL) at a fresh database of each kind."""
     monkeypatch.setenv("CDDF_DATABASE_URL", database_url)
-    get_settings.cache_clear()
-    clear_engine_cache()
-    yield database_url
-    get_settings.cache_clear()
-    clear_engine_cache()
+    return database_url

@@ -1,0 +1,185 @@
+"""Model settings per timeframe and per series: defaults that suit each CDD timeframe, overrides.
+
+Resolution, each step overriding the one before: the package's `ForecasterConfig` defaults →
+``TIMEFRAME_DEFAULTS[timeframe]`` → ``CDDF_FORECASTER`` (every series) → the old
+``CDDF_RETRAIN_AFTER_DAYS`` (in days, converted to candles) → ``CDDF_TIMEFRAME_SETTINGS[timeframe]``
+→ ``CDDF_SERIES_SETTINGS[series]``. For example, in the environment or ``.env``::
+
+    CDDF_TIMEFRAME_SETTINGS='{"1h": {"horizon": 48, "train_candles": 4380}}'
+    CDDF_SERIES_SETTINGS='{"Bitstamp_BTCUSD_d": {"window": 14, "retrain_after": 14}}'
+
+``model_scope`` (per timeframe only): ``"series"`` (default) trains one model per series;
+``"timeframe"`` trains one global model for every series of that timeframe (its group), whose
+settings are then the timeframe's alone (a series of the group may not override them)::
+
+    CDDF_TIMEFRAME_SETTINGS='{"d": {"model_scope": "timeframe"}}'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, PositiveInt, model_validator
+
+from forecaster import ForecasterConfig
+
+# the forecasts table has columns for these interval levels
+REQUIRED_LEVELS = (0.8, 0.95)
+# the length of one candle of each CryptoDataDownload timeframe (db.series_key.TIMEFRAMES)
+CANDLE_LENGTH = {"d": timedelta(days=1), "1h": timedelta(hours=1), "minute": timedelta(minutes=1)}
+CANDLE_NAME = {"d": "day", "1h": "hour", "minute": "minute"}
+_FORECASTER_FIELDS = frozenset(f.name for f in dataclasses.fields(ForecasterConfig))
+
+
+class ModelSettings(BaseModel):
+    """Overrides for a timeframe or a series: any `ForecasterConfig` field, plus the two below.
+
+    - ``train_candles``: a retrain fits on this many newest final candles (None: all of them);
+    - ``retrain_after``: the auto policy retrains once the last retrain is this many candles
+      of the series' own timeframe old;
+    - ``model_scope`` (a timeframe's only): ``series`` or ``timeframe`` (one global model).
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    train_candles: PositiveInt | None = None
+    retrain_after: PositiveInt | None = None
+    model_scope: Literal["series", "timeframe"] | None = None
+
+    @model_validator(mode="after")
+    def _known_fields(self) -> ModelSettings:
+        unknown = sorted(set(self.model_extra or {}) - _FORECASTER_FIELDS)
+        if unknown:
+            raise ValueError(
+                f"unknown setting(s) {unknown}: use train_candles, retrain_after, model_scope or a "
+                f"ForecasterConfig field ({', '.join(sorted(_FORECASTER_FIELDS))})"
+            )
+        return self
+
+    def overrides(self) -> dict[str, Any]:
+        """The fields this object sets, as one dict."""
+        return {name: getattr(self, name) for name in self.model_fields_set} | dict(
+            self.model_extra or {}
+        )
+
+
+# Defaults that suit each timeframe. A daily series keeps the package's tuned config and all
+# its history; an hourly one forecasts the next 24 hours from the last 2 days and retrains on
+# its newest year weekly; a minute one forecasts the next hour and trains on a bounded
+# ~2 weeks of candles (training time stays bounded however long the file is).
+TIMEFRAME_DEFAULTS: dict[str, dict[str, Any]] = {
+    "d": {
+        "window": 7,
+        "horizon": 7,
+        "validation_fraction": 0.2,
+        "finetune_windows": 64,
+        "train_candles": None,
+        "retrain_after": 7,
+        "model_scope": "series",
+    },
+    "1h": {
+        "window": 48,
+        "horizon": 24,
+        "validation_fraction": 0.1,
+        "finetune_windows": 168,
+        "train_candles": 24 * 365,
+        "retrain_after": 24 * 7,
+        "model_scope": "series",
+    },
+    "minute": {
+        "window": 60,
+        "horizon": 60,
+        "validation_fraction": 0.1,
+        "finetune_windows": 720,
+        "train_candles": 20_000,
+        "retrain_after": 24 * 60,
+        "model_scope": "series",
+    },
+}
+
+
+@dataclass(frozen=True)
+class SeriesConfig:
+    """Everything one series trains and forecasts with."""
+
+    series: str
+    forecaster: ForecasterConfig
+    train_candles: int | None  # a retrain uses this many newest candles (None: all)
+    retrain_after: int  # candles of the series' timeframe between retrains
+    model_scope: str = "series"  # or "timeframe": one global model of the timeframe's group
+
+    @property
+    def group(self) -> str | None:
+        """The timeframe whose global model serves this series, or None (its own model)."""
+        return timeframe_of(self.series) if self.model_scope == "timeframe" else None
+
+    @property
+    def candle(self) -> timedelta:
+        return CANDLE_LENGTH[timeframe_of(self.series)]
+
+    def candles(self, n: int) -> str:
+        """``n`` candles in words: ``3 days``, ``1 hour``."""
+        name = CANDLE_NAME[timeframe_of(self.series)]
+        return f"{n} {name}{'' if n == 1 else 's'}"
+
+    def version_config(self) -> dict[str, Any]:
+        """What a model version stores as its config; a change of it means a retrain."""
+        extra = {} if self.train_candles is None else {"train_candles": self.train_candles}
+        return self.forecaster.to_dict() | extra
+
+
+def timeframe_of(series: str) -> str:
+    """The timeframe part of a series key (``Bitstamp_BTCUSD_1h`` → ``1h``)."""
+    return series.rsplit("_", 1)[-1]
+
+
+def resolve(
+    series: str,
+    *,
+    forecaster: dict[str, Any],
+    retrain_after_days: float | None,
+    timeframe_settings: dict[str, ModelSettings],
+    series_settings: dict[str, ModelSettings],
+) -> SeriesConfig:
+    """The config of ``series`` (see the module docstring for the order); ValueError names it."""
+    timeframe = timeframe_of(series)
+    if timeframe not in TIMEFRAME_DEFAULTS:
+        raise ValueError(
+            f"{series}: unknown timeframe {timeframe!r}, use one of {', '.join(TIMEFRAME_DEFAULTS)}"
+        )
+    merged = dict(TIMEFRAME_DEFAULTS[timeframe]) | forecaster
+    if retrain_after_days is not None:
+        merged["retrain_after"] = max(
+            1, round(timedelta(days=retrain_after_days) / CANDLE_LENGTH[timeframe])
+        )
+    if timeframe in timeframe_settings:
+        merged |= timeframe_settings[timeframe].overrides()
+    if series in series_settings:
+        own = series_settings[series].overrides()
+        if "model_scope" in own or merged["model_scope"] == "timeframe":
+            raise ValueError(
+                f"{series}: {'model_scope' if 'model_scope' in own else 'its settings'} cannot "
+                f"be set per series: the model scope is per timeframe, and the series of a "
+                f"global model share their timeframe's settings; set them in "
+                f"CDDF_TIMEFRAME_SETTINGS[{timeframe!r}]"
+            )
+        merged |= own
+    train_candles, retrain_after = merged.pop("train_candles"), merged.pop("retrain_after")
+    model_scope = merged.pop("model_scope")
+    config = ForecasterConfig.from_dict(ForecasterConfig().to_dict() | merged)
+    missing = [level for level in REQUIRED_LEVELS if level not in config.interval_levels]
+    if missing:
+        raise ValueError(
+            f"{series}: interval_levels must include {list(REQUIRED_LEVELS)} (the "
+            "forecasts table stores those bands)"
+        )
+    if train_candles is not None and train_candles < config.window + config.horizon + 1:
+        raise ValueError(
+            f"{series}: train_candles={train_candles} leaves no training window: "
+            f"use at least window + horizon + 1 = "
+            f"{config.window + config.horizon + 1}"
+        )
+    return SeriesConfig(series, config, train_candles, retrain_after, model_scope)
