@@ -33,15 +33,18 @@ FROM base AS build-cpu
 ARG TENSORFLOW_VERSION=2.21.0
 RUN python3 -m venv /opt/venv
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# (an empty README.md stands in for the real one, so that editing it keeps this layer)
+COPY pyproject.toml ./
 RUN if [ -f "$PIP_CERT_IF_PRESENT" ]; then export PIP_CERT="$PIP_CERT_IF_PRESENT"; fi \
-    && mkdir forecaster db flows migrations \
+    && mkdir forecaster db flows migrations settings && touch README.md \
     && pip install "tensorflow==${TENSORFLOW_VERSION}" . \
     && pip uninstall -y cdd-forecast
+COPY README.md ./
 COPY forecaster ./forecaster
 COPY db ./db
 COPY flows ./flows
 COPY migrations ./migrations
+COPY settings ./settings
 RUN pip install --no-deps . && cdd-forecast --help >/dev/null
 
 # The runtime: no compilers, no pip cache, the code read-only to the user that runs it.
@@ -61,6 +64,7 @@ COPY forecaster ./forecaster
 COPY db ./db
 COPY flows ./flows
 COPY migrations ./migrations
+COPY settings ./settings
 ENV PREFECT_HOME=/home/cddf/.prefect \
     PREFECT_SERVER_UI_STATIC_DIRECTORY=/var/lib/cddf/ui \
     CDDF_CHART_DIR=/var/lib/cddf/charts
