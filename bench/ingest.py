@@ -29,7 +29,8 @@ import sqlalchemy as sa
 from _postgres import scratch_schema  # bench/, the script's folder, is on sys.path
 from sqlalchemy.orm import Session
 
-from db.candles import UpsertCounts, load_candles, unix_micros, upsert_candles
+from db.candle_frames import unix_micros
+from db.candles import UpsertCounts, load_candles, upsert_candles
 from db.candles_postgresql import ROW_FIELDS
 from db.engine import make_engine, migrate
 from db.pg_binary import encode_rows

@@ -43,7 +43,7 @@ SERIES = "Bitstamp_BTCUSD_d"
 def use_database(url: str, **settings: str) -> None:
     """Point the service at ``url`` (and other CDDF_ settings) for the next flow runs."""
     from db.engine import clear_engine_cache
-    from db.settings import get_settings
+    from settings import get_settings
 
     os.environ["CDDF_DATABASE_URL"] = url
     for name in ("CDDF_RETRAIN_AFTER_DAYS",):
@@ -171,7 +171,7 @@ def fill_forecasts(engine, series: str, timeframe: str, n_rows: int, horizon: in
     import pandas as pd
     from sqlalchemy.orm import Session
 
-    from db.forecast_models import ModelVersion
+    from db.forecast_tables import ModelVersion
     from db.models import Series
     from db.series_key import SeriesKey
 

@@ -1,13 +1,18 @@
 """Forecast runs, their forecasts and their scores.
 
->>> written = write_forecast_run(engine, "Bitstamp_BTCUSD_d", version.id, forecasts)
->>> written.replaced          # True when this (series, as_of, version) had forecasts before
-False
->>> for run in unscored_runs(engine, "Bitstamp_BTCUSD_d"):
-...     write_run_metrics(engine, run, score_frame)
+For example::
+
+    written = write_forecast_run(engine, "Bitstamp_BTCUSD_d", version.id, forecasts)
+    written.replaced          # True when this (series, as_of, version) had forecasts before
+    # -> False
+    series = "Bitstamp_BTCUSD_d"
+    for run in unscored_runs(engine, series) + revised_runs(engine, series):
+        write_run_metrics(engine, run, score_frame)
 
 A run is written in one transaction: re-running it replaces its forecasts (and drops their
-stale scores), never duplicates them.
+stale scores), never duplicates them. A run's scores are stale once a candle at one of its
+targets is revised after they were written (``candle_revisions.revised_at`` later than
+``forecast_metrics.scored_at``): ``revised_runs`` lists those runs for scoring again.
 """
 
 from __future__ import annotations
@@ -24,12 +29,15 @@ from sqlalchemy import Engine, delete, func, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from db.forecast_models import (
+from db.forecast_tables import (
     METRIC_COLUMNS,
     RUN_KINDS,
+    SCORE_COLUMNS,
+    SERVING_COLUMNS,
     Forecast,
     ForecastMetric,
     ForecastRun,
+    ForecastWeight,
     ModelVersion,
 )
 from db.models import Candle, Series, UtcDateTime
@@ -65,10 +73,13 @@ def write_forecast_run(
     *,
     kind: RunKind = "daily",
     flow_run_id: str | None = None,
+    weights: pd.DataFrame | None = None,
 ) -> WrittenRun:
     """Store the forecasts of one run, replacing those of the same (series, as_of, version).
 
-    ``forecasts`` has the columns of ``LSTMForecaster.predict`` plus ``naive``, one as_of.
+    ``forecasts`` has the columns of ``LSTMForecaster.predict`` plus ``naive``, one as_of,
+    and any of ``SERVING_COLUMNS`` (a missing or NaN one is NULL); ``weights`` (horizon,
+    expert, weight, rounds, from_prior) are the served forecast's, stored with the run.
     """
     rows, as_of = _forecast_rows(forecasts, series)
     if kind not in RUN_KINDS:
@@ -88,12 +99,35 @@ def write_forecast_run(
         run_id = session.execute(statement).scalar_one()
         removed = session.execute(delete(Forecast).where(Forecast.run_id == run_id)).rowcount
         session.execute(delete(ForecastMetric).where(ForecastMetric.run_id == run_id))
+        session.execute(delete(ForecastWeight).where(ForecastWeight.run_id == run_id))
         session.execute(
             insert(Forecast),
             [row | {"run_id": run_id, "series": series, "as_of": as_of} for row in rows],
         )
+        if weights is not None and len(weights):
+            session.execute(insert(ForecastWeight), _weight_rows(weights, run_id, series))
     run = RunInfo(run_id, series, as_of, model_version_id, now, kind, flow_run_id)
     return WrittenRun(run, replaced=bool(removed), n_forecasts=len(rows))
+
+
+def _weight_rows(weights: pd.DataFrame, run_id: int, series: str) -> list[dict[str, Any]]:
+    values = weights["weight"].to_numpy(dtype=np.float64)
+    if not np.isfinite(values).all() or (values < 0).any():
+        raise ValueError(
+            f"weights of a forecast run of {series}: not finite or negative: "
+            f"{weights.to_dict('records')}"
+        )
+    return [
+        {
+            "run_id": run_id,
+            "horizon": int(row.horizon),
+            "expert": str(row.expert),
+            "weight": float(row.weight),
+            "rounds": int(row.rounds),
+            "from_prior": bool(row.from_prior),
+        }
+        for row in weights.itertuples()
+    ]
 
 
 def _upsert(session: Session, table: type, values: dict[str, Any], keys: list[str], **where):
@@ -132,6 +166,11 @@ def _forecast_rows(forecasts: pd.DataFrame, series: str) -> tuple[list[dict], dt
         | dict(zip(VALUE_COLUMNS, map(float, row), strict=True))
         for h, t, row in zip(horizons, targets, values, strict=True)
     ]
+    for name in SERVING_COLUMNS:  # optional: NULL when absent, missing or not finite
+        column = forecasts[name].to_numpy(dtype=np.float64) if name in forecasts else None
+        for i, row in enumerate(rows):
+            value = None if column is None else float(column[i])
+            row[name] = value if value is not None and math.isfinite(value) else None
     return rows, as_ofs[0].tz_convert("UTC").to_pydatetime()
 
 
@@ -144,7 +183,7 @@ def run_forecasts(engine: Engine, run_ids: Sequence[int]) -> pd.DataFrame:
             Forecast.as_of,
             Forecast.target_time,
             Forecast.horizon,
-            *(getattr(Forecast, name) for name in VALUE_COLUMNS),
+            *(getattr(Forecast, name) for name in (*VALUE_COLUMNS, *SERVING_COLUMNS)),
         )
         .join(ForecastRun, ForecastRun.id == Forecast.run_id)
         .where(Forecast.run_id.in_(list(run_ids)))
@@ -153,12 +192,17 @@ def run_forecasts(engine: Engine, run_ids: Sequence[int]) -> pd.DataFrame:
     return _frame(engine, query)
 
 
-def version_scored_forecasts(engine: Engine, model_version_id: int) -> pd.DataFrame:
-    """Every forecast of the version's runs that have been scored."""
+def version_scored_forecasts(
+    engine: Engine, model_version_id: int, series: str | None = None
+) -> pd.DataFrame:
+    """Every forecast of the version's runs that have been scored (of ``series`` only, if
+    given: a global version forecasts several series)."""
     scored = select(ForecastMetric.run_id).where(
         ForecastMetric.model_version_id == model_version_id, ForecastMetric.run_id.is_not(None)
     )
     query = select(ForecastRun.id).where(ForecastRun.id.in_(scored))
+    if series is not None:
+        query = query.where(ForecastRun.series == series)
     with engine.connect() as connection:
         run_ids = connection.execute(query).scalars().all()
     return run_forecasts(engine, run_ids)
@@ -221,6 +265,28 @@ def unscored_runs(engine: Engine, series: str) -> list[RunInfo]:
     return [RunInfo(*row) for row in rows]
 
 
+def revised_runs(engine: Engine, series: str) -> list[RunInfo]:
+    """Scored runs of ``series`` with a target candle revised since they were scored."""
+    query = text(
+        """
+        SELECT r.id, r.series, r.as_of, r.model_version_id, r.created_at, r.kind, r.flow_run_id
+        FROM forecast_runs AS r
+        WHERE r.series = :series
+          AND r.id IN (
+              SELECT f.run_id
+              FROM candle_revisions AS cr
+              JOIN series AS s ON s.id = cr.series_id
+              JOIN forecasts AS f ON f.series = s.key AND f.target_time = cr.time
+              JOIN forecast_metrics AS m ON m.run_id = f.run_id AND m.horizon = 0
+              WHERE s.key = :series AND cr.revised_at > m.scored_at)
+        ORDER BY r.as_of, r.id
+        """
+    ).columns(as_of=UtcDateTime(), created_at=UtcDateTime())
+    with engine.connect() as connection:
+        rows = connection.execute(query, {"series": series}).all()
+    return [RunInfo(*row) for row in rows]
+
+
 def write_run_metrics(engine: Engine, run: RunInfo, metrics: pd.DataFrame) -> int:
     """Store the scores of one run (``score_forecasts`` output plus first/last_target)."""
     rows = _metric_rows(metrics, f"scores of forecast run {run.id} of {run.series}")
@@ -257,7 +323,7 @@ def write_version_metrics(
                 session,
                 ForecastMetric,
                 values,
-                ["model_version_id", "horizon"],
+                ["model_version_id", "series", "horizon"],  # 0006: per series
                 index_where=ForecastMetric.run_id.is_(None),
             )
             session.execute(statement)
@@ -266,44 +332,19 @@ def write_version_metrics(
 
 def _metric_rows(metrics: pd.DataFrame, where: str) -> list[dict[str, Any]]:
     needed = ["n", *METRIC_COLUMNS, "first_target", "last_target"]
-    missing = [name for name in needed if name not in metrics.columns]
+    missing = [name for name in needed if name not in metrics.columns and name not in SCORE_COLUMNS]
     if missing:
         raise ValueError(f"{where}: missing columns {', '.join(missing)}")
     rows = []
     for horizon, record in metrics.iterrows():
         row: dict[str, Any] = {"horizon": int(horizon), "n": int(record["n"])}
-        for name in METRIC_COLUMNS:
-            value = float(record[name])
+        for name in METRIC_COLUMNS:  # the probabilistic scores may be absent: NULL
+            value = float(record[name]) if name in record.index else math.nan
             row[name] = value if math.isfinite(value) else None
         for name in ("first_target", "last_target"):
             row[name] = pd.Timestamp(record[name]).tz_convert("UTC").to_pydatetime()
         rows.append(row)
     return rows
-
-
-def run_metrics(engine: Engine, run_id: int) -> pd.DataFrame:
-    """The stored scores of one run, indexed by horizon (0: pooled)."""
-    query = select(ForecastMetric).where(ForecastMetric.run_id == run_id)
-    return _metrics_frame(engine, query)
-
-
-def version_metrics(engine: Engine, model_version_id: int) -> pd.DataFrame:
-    """The stored scores of a model version over all its scored runs, indexed by horizon."""
-    query = select(ForecastMetric).where(
-        ForecastMetric.model_version_id == model_version_id, ForecastMetric.run_id.is_(None)
-    )
-    return _metrics_frame(engine, query)
-
-
-def _metrics_frame(engine: Engine, query) -> pd.DataFrame:
-    columns = ["horizon", "n", "n_runs", *METRIC_COLUMNS, "first_target", "last_target"]
-    with Session(engine) as session:
-        records = [
-            {name: getattr(row, name) for name in columns}
-            for row in session.execute(query).scalars()
-        ]
-    frame = pd.DataFrame.from_records(records, columns=columns).set_index("horizon")
-    return frame.sort_index().astype({name: "float64" for name in METRIC_COLUMNS})
 
 
 def runs(engine: Engine, series: str) -> list[RunInfo]:
@@ -349,7 +390,7 @@ def _frame(engine: Engine, query, params: dict[str, Any] | None = None) -> pd.Da
     for name in ("as_of", "target_time"):
         if name in frame.columns:
             frame[name] = pd.to_datetime(frame[name], utc=True)
-    for name in VALUE_COLUMNS:
+    for name in (*VALUE_COLUMNS, *SERVING_COLUMNS):
         if name in frame.columns:
             frame[name] = frame[name].astype("float64")
     return frame

@@ -12,10 +12,12 @@ int64 unix microseconds.
   of one SELECT (no ORDER BY or DISTINCT inside) are fed the same rows in the same order, so
   the i-th value of each column belongs to the same row.
 
->>> fields = {"id": "int4", "time": "timestamptz", "close": "float8", "is_final": "bool"}
->>> data = b"".join(encode_rows(fields, {"id": ids, "time": micros, ...}))  # COPY ... FROM STDIN
->>> cursor.execute(f"SELECT {aggregate_columns(fields)} FROM t", binary=True)
->>> decode_columns(cursor.fetchone(), fields)["close"]                     # float64 array
+For example::
+
+    fields = {"id": "int4", "time": "timestamptz", "close": "float8", "is_final": "bool"}
+    data = b"".join(encode_rows(fields, {"id": ids, "time": micros, ...}))  # COPY ... FROM STDIN
+    cursor.execute(f"SELECT {aggregate_columns(fields)} FROM t", binary=True)
+    decode_columns(cursor.fetchone(), fields)["close"]                     # float64 array
 """
 
 from __future__ import annotations

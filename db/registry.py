@@ -1,10 +1,12 @@
 """The model registry: versions of each series' model, their artifacts in the database.
 
->>> version = register_version(engine, NewVersion(series="Bitstamp_BTCUSD_d", kind="retrain",
-...     parent_id=None, config=config.to_dict(), train_first=t0, train_last=t1, n_windows=1000,
-...     validation_metrics={}, artifact=model.to_bytes(), device="CPU", train_seconds=42.0))
->>> latest = latest_version(engine, "Bitstamp_BTCUSD_d")
->>> blob = load_artifact(engine, latest.id)     # ArtifactChecksumError when it was altered
+For example::
+
+    version = register_version(engine, NewVersion(series="Bitstamp_BTCUSD_d", kind="retrain",
+        parent_id=None, config=config.to_dict(), train_first=t0, train_last=t1, n_windows=1000,
+        validation_metrics={}, artifact=model.to_bytes(), device="CPU", train_seconds=42.0))
+    latest = latest_version(engine, "Bitstamp_BTCUSD_d")
+    blob = load_artifact(engine, latest.id)     # ArtifactChecksumError when it was altered
 
 A version is written in one transaction, after its model was trained: a crash before that
 registers nothing and the previous version keeps serving. ``drop_artifacts`` deletes the
@@ -24,7 +26,7 @@ import numpy as np
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
-from db.forecast_models import MODEL_KINDS, ModelVersion
+from db.forecast_tables import MODEL_KINDS, ModelVersion, ModelVersionSeries
 
 ModelKind = Literal["retrain", "finetune"]
 
@@ -61,6 +63,10 @@ class NewVersion:
     device: str
     train_seconds: float
     flow_run_id: str | None = None
+    # a global model: its timeframe group and {series: trained on (False: kept out)};
+    # ``series`` is then the group's first series in key order
+    model_group: str | None = None
+    members: dict[str, bool] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -83,10 +89,19 @@ class VersionInfo:
     device: str
     train_seconds: float
     flow_run_id: str | None
+    model_group: str | None = None  # a global model of this timeframe group
+    members: tuple[str, ...] = ()  # the series a global model trained on
 
     @property
     def artifact_kept(self) -> bool:
         return self.artifact_size > 0
+
+    @property
+    def label(self) -> str:
+        """``version 12 of Bitstamp_BTCUSD_d`` or ``version 12 (global d model)``."""
+        if self.model_group:
+            return f"version {self.id} (global {self.model_group} model)"
+        return f"version {self.id} of {self.series}"
 
 
 def sha256(artifact: bytes) -> str:
@@ -103,7 +118,12 @@ def register_version(engine: Engine, version: NewVersion) -> VersionInfo:
         retrain_id = None
         if version.kind == "finetune":
             parent = session.get(ModelVersion, version.parent_id)
-            if parent is None or parent.series != version.series:
+            same = (
+                parent is not None
+                and parent.model_group == version.model_group
+                and (version.model_group is not None or parent.series == version.series)
+            )
+            if not same:
                 raise UnknownModelVersionError(
                     f"model version {version.parent_id} of {version.series} does not exist: "
                     "a fine-tune needs its parent; retrain instead"
@@ -126,12 +146,17 @@ def register_version(engine: Engine, version: NewVersion) -> VersionInfo:
             device=version.device,
             train_seconds=version.train_seconds,
             flow_run_id=version.flow_run_id,
+            model_group=version.model_group,
         )
         session.add(row)
         session.flush()
         if row.retrain_id is None:
             row.retrain_id = row.id
-        return _info(row)
+        session.add_all(
+            ModelVersionSeries(model_version_id=row.id, series=key, trained=trained)
+            for key, trained in version.members.items()
+        )
+        return _info(row, tuple(sorted(key for key, yes in version.members.items() if yes)))
 
 
 def json_safe(value: Any) -> Any:
@@ -171,7 +196,9 @@ def latest_version(
     dropped never count: the answer is always a model that can be loaded.
     """
     query = select(ModelVersion).where(
-        ModelVersion.series == series, ModelVersion.artifact_size > 0
+        ModelVersion.series == series,
+        ModelVersion.artifact_size > 0,
+        ModelVersion.model_group.is_(None),  # the series' own models, not a global one
     )
     if trained_until is not None:
         query = query.where(ModelVersion.train_last <= trained_until)
@@ -181,13 +208,37 @@ def latest_version(
         return None if row is None else _info(row)
 
 
+def latest_group_version(
+    engine: Engine, group: str, *, trained_until: dt.datetime | None = None
+) -> VersionInfo | None:
+    """The newest loadable global model of timeframe ``group`` (see `latest_version`)."""
+    query = select(ModelVersion).where(
+        ModelVersion.model_group == group, ModelVersion.artifact_size > 0
+    )
+    if trained_until is not None:
+        query = query.where(ModelVersion.train_last <= trained_until)
+    query = query.order_by(ModelVersion.train_last.desc(), ModelVersion.id.desc()).limit(1)
+    with Session(engine) as session:
+        row = session.execute(query).scalar_one_or_none()
+        return None if row is None else _info(row, _trained(session, row))
+
+
+def group_members(engine: Engine, version_id: int) -> dict[str, bool]:
+    """``{series: trained on}`` of a global version (empty for a model of one series)."""
+    query = select(ModelVersionSeries.series, ModelVersionSeries.trained).where(
+        ModelVersionSeries.model_version_id == version_id
+    )
+    with engine.connect() as connection:
+        return {key: bool(trained) for key, trained in connection.execute(query)}
+
+
 def get_version(engine: Engine, version_id: int) -> VersionInfo:
     """The version with id ``version_id``; UnknownModelVersionError when there is none."""
     with Session(engine) as session:
         row = session.get(ModelVersion, version_id)
         if row is None:
             raise UnknownModelVersionError(f"model version {version_id} does not exist")
-        return _info(row)
+        return _info(row, _trained(session, row))
 
 
 def versions(engine: Engine, series: str) -> list[VersionInfo]:
@@ -253,22 +304,25 @@ def drop_artifacts(engine: Engine, version_ids: list[int]) -> int:
         return connection.execute(statement).rowcount
 
 
-def _info(row: ModelVersion) -> VersionInfo:
-    return VersionInfo(
-        id=row.id,
-        series=row.series,
-        created_at=row.created_at,
-        kind=row.kind,  # type: ignore[arg-type]
-        parent_id=row.parent_id,
-        retrain_id=row.retrain_id if row.retrain_id is not None else row.id,
-        config=dict(row.config),
-        train_first=row.train_first,
-        train_last=row.train_last,
-        n_windows=row.n_windows,
-        validation_metrics=dict(row.validation_metrics),
-        artifact_sha256=row.artifact_sha256,
-        artifact_size=row.artifact_size,
-        device=row.device,
-        train_seconds=row.train_seconds,
-        flow_run_id=row.flow_run_id,
+def _trained(session: Session, row: ModelVersion) -> tuple[str, ...]:
+    """The series a global version trained on, in key order (none for a one-series model)."""
+    if row.model_group is None:
+        return ()
+    query = (
+        select(ModelVersionSeries.series)
+        .where(ModelVersionSeries.model_version_id == row.id, ModelVersionSeries.trained)
+        .order_by(ModelVersionSeries.series)
     )
+    return tuple(session.execute(query).scalars())
+
+
+def _info(row: ModelVersion, members: tuple[str, ...] = ()) -> VersionInfo:
+    """The VersionInfo of ``row``: every column but the artifact (a new column needs a field)."""
+    values = {
+        column.key: getattr(row, column.key)
+        for column in ModelVersion.__table__.columns
+        if column.key != "artifact"
+    }
+    values["retrain_id"] = values["retrain_id"] if values["retrain_id"] is not None else row.id
+    values["config"], values["validation_metrics"] = dict(row.config), dict(row.validation_metrics)
+    return VersionInfo(**values, members=members)

@@ -9,16 +9,20 @@ candles up to it and nothing later: it is retrained at the first as_of of every 
 forward). Every model is registered and every forecast stored as a ``backfill`` run; the
 weights of a step are dropped once the next step is registered (its row, lineage and
 forecasts stay), so a finished backfill keeps the weights of its newest model only and an
-interrupted one those of each segment's last step, where a resumed run continues from.
+interrupted one those of each segment's last step, where a resumed run continues from (and
+which it drops when it finishes: one model of the range keeps its weights).
 
 Resumable and idempotent: an as_of that already has a forecast run is skipped unless
 ``force``; a resumed block fine-tunes the newest version trained up to the as_of before it.
-One backfill of a series runs at a time (a Prefect global concurrency limit per series, so
-the second of two overlapping backfills finds the shared dates done); within a run, at most
-``parallel`` blocks train at once.
+One backfill of a series runs at a time: it holds the lease ``backfill-<series>`` (db.locks,
+renewed while it runs), so the second of two overlapping backfills waits and then finds the
+shared dates done; a backfill killed with kill -9 stops renewing, and a rerun takes over at
+most ``CDDF_LOCK_LEASE_SECONDS`` later. Within a run, at most ``parallel`` blocks train at once.
+The run logs show a line per as_of and the model's per-epoch training lines.
 """
 
 import datetime as dt
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,29 +36,30 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, as_completed
+from prefect.runtime import flow_run
 
 from db.candles import UnknownSeriesError, load_candles
 from db.engine import get_engine
 from db.forecasts import runs
+from db.locks import Lease, hold, holder_name
 from db.registry import ArtifactUnavailableError, VersionInfo, drop_artifacts, latest_version
 from flows.backfill_plan import (
     BackfillError,
     BackfillPlan,
     Segment,
+    Skip,
     check_parameters,
     minimum_history,
     plan_backfill,
 )
-from flows.config import DB_RETRY, forecaster_config
+from flows.config import DB_RETRY, forecaster_config, training_progress
 from flows.evaluate import evaluate_flow
-from flows.forecast import store_forecasts
-from flows.tasks import load_model, version_record
-from flows.train import register
+from flows.tasks import load_model, register, store_forecasts, version_record
 from forecaster import ArtifactError, ForecasterConfig
 from forecaster.backtest import BacktestPolicy, walk_forward_steps
+from settings import get_settings
 
 FINETUNE_EPOCHS = 5  # as the daily flow's fine-tune (LSTMForecaster.update's default)
-LOCK_LEASE_SECONDS = 600
 __all__ = ["BackfillError", "BackfillPlan", "BackfillSummary", "backfill_flow", "minimum_history"]
 
 
@@ -79,6 +84,7 @@ class BackfillSummary:
     steps: list[StepRecord]
     scored_runs: int
     seconds: float
+    holes: tuple[Skip, ...] = ()  # times without a forecast because of a hole, and why
 
     @property
     def retrained(self) -> int:
@@ -99,6 +105,7 @@ class BackfillSummary:
             f"{len(self.steps)} forecast, {self.skipped} already done (skipped)",
             f"models: {self.retrained} retrained, {self.finetuned} fine-tuned{per_step}",
             f"scored runs: {self.scored_runs}; {self.seconds:.1f}s in all",
+            *(f"skipped {skip}" for skip in self.holes),
         ]
 
 
@@ -149,6 +156,8 @@ def backfill_segment(
     trained = model.train_seconds_ if model is not None else 0.0
     records = []
     for step in walk_forward_steps(candles, config, first, segment.as_ofs[-1], policy, model=model):
+        if step.forecast is None:  # a hole too long to fill before it: the plan skipped it
+            continue
         seconds = step.model.train_seconds_ - (trained if step.action == "finetune" else 0)
         version = register(
             version_record(
@@ -170,6 +179,25 @@ def backfill_segment(
 def drop_weights(version_ids: list[int]) -> int:
     """Drop the artifacts of these backfill versions (their rows and forecasts stay)."""
     return drop_artifacts(get_engine(), version_ids)
+
+
+@task(cache_policy=NO_CACHE, **DB_RETRY)
+def keep_newest_weights(series: str, first: pd.Timestamp, last: pd.Timestamp) -> int:
+    """Drop the weights of every backfill model of as_of ``first``..``last`` but the newest."""
+    engine = get_engine()
+    every = runs(engine, series)
+    in_range = [
+        run
+        for run in every
+        if run.kind == "backfill" and first <= pd.Timestamp(run.as_of).tz_convert("UTC") <= last
+    ]
+    if not in_range:
+        return 0
+    served = {run.model_version_id for run in every if run.kind != "backfill"}
+    newest = max(in_range, key=lambda run: (run.as_of, run.id)).model_version_id
+    return drop_artifacts(
+        engine, sorted({run.model_version_id for run in in_range} - served - {newest})
+    )
 
 
 class _Progress:
@@ -198,25 +226,31 @@ class _Progress:
 
 
 @contextmanager
-def one_backfill_per_series(series: str) -> Iterator[None]:
-    """Hold the series' backfill slot (a Prefect global concurrency limit of 1)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.concurrency.sync import concurrency
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+def one_backfill_per_series(series: str, logger: Any = None) -> Iterator[Lease]:
+    """Hold the lease ``backfill-<series>`` (table series_locks) while the backfill runs.
 
+    The lease is renewed in the background and expires ``CDDF_LOCK_LEASE_SECONDS`` after its
+    holder died (kill -9, power loss): a rerun waits at most that long, saying for whom.
+    """
+    logger = logger or logging.getLogger(__name__)
+    seconds = get_settings().lock_lease_seconds
     name = f"backfill-{series}"
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            try:
-                limit = GlobalConcurrencyLimitCreate(name=name, limit=1)
-                client.create_global_concurrency_limit(limit)
-            except ObjectAlreadyExists:  # another backfill created it just now
-                pass
-    with concurrency(name, occupy=1, strict=True, lease_duration=LOCK_LEASE_SECONDS):
-        yield
+
+    def waiting(other: Lease) -> None:
+        logger.warning(
+            "%s: waiting for %s, held by %s until %s UTC unless renewed (a holder that died "
+            "stops renewing: its lease ends within %g s)",
+            series,
+            name,
+            other.holder,
+            f"{other.expires_at:%Y-%m-%d %H:%M:%S}",
+            seconds,
+        )
+
+    holder = holder_name(flow_run.id)
+    lease = dt.timedelta(seconds=seconds)
+    with hold(get_engine(), name, lease=lease, holder=holder, on_wait=waiting) as held:
+        yield held
 
 
 def run_bounded(
@@ -251,7 +285,7 @@ def backfill_flow(
     started = time.perf_counter()
     logger = get_run_logger()
     key = check_parameters(series, start, end, retrain_every, parallel)
-    config = forecaster_config()
+    config = forecaster_config(key)
     plan = plan_backfill(stored_candles(key), key, start, end, retrain_every, config)
     logger.info(
         "%s: %d as_of times %s .. %s, retrain every %d, force=%s",
@@ -262,7 +296,7 @@ def backfill_flow(
         retrain_every,
         force,
     )
-    with one_backfill_per_series(key):
+    with one_backfill_per_series(key, logger):
         done = set() if force else done_as_ofs(key) & set(plan.as_ofs)
         pending = [as_of for as_of in plan.as_ofs if as_of not in done]
         segments = plan.segments(pending)
@@ -274,17 +308,21 @@ def backfill_flow(
             len(segments),
         )
         progress = _Progress(key, len(pending), logger)
-        records = run_bounded(
-            lambda segment: backfill_segment.submit(plan, segment, config, progress),
-            segments,
-            parallel,
-        )
-        if records:  # the newest model keeps its weights: the daily run may continue from it
-            newest = max(records, key=lambda record: record.as_of)
-            drop_weights([r.model_version_id for r in records if r is not newest])
+        # the model's per-epoch lines in the run logs, like the daily's; turned on once around
+        # every segment, so that a segment that ends first cannot silence the others
+        with training_progress():
+            records = run_bounded(
+                lambda segment: backfill_segment.submit(plan, segment, config, progress),
+                segments,
+                parallel,
+            )
+        # the newest model keeps its weights (the daily run may continue from it); so do
+        # none of those an interrupted run of this range left behind
+        keep_newest_weights(key, plan.as_ofs[0], plan.as_ofs[-1])
     scored = evaluate_flow(key).runs_scored  # also what an interrupted run left unscored
     summary = BackfillSummary(
-        key, start, end, len(plan.as_ofs), len(done), records, scored, time.perf_counter() - started
+        key, start, end, len(plan.as_ofs), len(done), records, scored,
+        time.perf_counter() - started, plan.skipped,
     )
     create_markdown_artifact(
         key=f"backfill-{key.lower().replace('_', '-')}",

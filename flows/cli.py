@@ -16,6 +16,7 @@ from flows import (  # noqa: E402, F401  (register their commands)
     cli_ops,
     cli_pipeline,
     cli_roles,
+    cli_serve,
 )
 from flows.cli_app import app  # noqa: E402
 

@@ -1,24 +1,14 @@
-"""``cdd-forecast backfill`` and ``cdd-forecast serve``: the operations commands.
-
-``serve`` is the single-machine alternative to a Prefect server with work pools and workers:
-one process registers the ``daily``, ``train`` and ``backfill`` deployments (the same names,
-schedule and parameters as ``prefect.yaml``) and runs their flow runs itself.
-"""
+"""``cdd-forecast backfill``: point-in-time forecasts over a range of dates, in this process."""
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
 from flows.cli_app import app
 
-if TYPE_CHECKING:
-    from prefect.deployments.runner import RunnerDeployment
-
-DAILY_CRON = "15 0 * * *"
-DAILY_TIMEZONE = "UTC"
 BACKFILL_DEFAULTS: dict[str, Any] = {"retrain_every": 7, "force": False}
 
 _DATE = ["%Y-%m-%d"]
@@ -60,43 +50,3 @@ def backfill(
         raise typer.Exit(1) from None
     for line in summary.lines():
         typer.echo(line)
-
-
-@app.command("serve")
-def serve(
-    limit: Annotated[
-        int | None, typer.Option(min=1, help="At most this many flow runs at a time.")
-    ] = None,
-) -> None:
-    """Serve the daily (15 0 * * * UTC), train and backfill deployments from this process.
-
-    Needs a Prefect server: set PREFECT_API_URL (e.g. after `prefect server start`). Stop with
-    Ctrl-C; the daily schedule is paused while nothing serves it.
-    """
-    from prefect import serve as prefect_serve
-    from prefect.settings import PREFECT_API_URL
-
-    if not PREFECT_API_URL.value():
-        typer.echo(
-            "error: PREFECT_API_URL is not set: `cdd-forecast serve` registers its deployments "
-            "with a Prefect server; start one (`prefect server start`) and export "
-            "PREFECT_API_URL=http://127.0.0.1:4200/api",
-            err=True,
-        )
-        raise typer.Exit(1)
-    prefect_serve(*served_deployments(), limit=limit)
-
-
-def served_deployments() -> list[RunnerDeployment]:
-    """The deployments of prefect.yaml, as one process serves them (no work pools)."""
-    from prefect.schedules import Cron
-
-    from flows.backfill import backfill_flow
-    from flows.daily import daily_flow
-    from flows.train import train_flow
-
-    return [
-        daily_flow.to_deployment(name="daily", schedule=Cron(DAILY_CRON, timezone=DAILY_TIMEZONE)),
-        train_flow.to_deployment(name="train"),
-        backfill_flow.to_deployment(name="backfill", parameters=dict(BACKFILL_DEFAULTS)),
-    ]

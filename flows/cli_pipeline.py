@@ -107,7 +107,7 @@ def unreachable_source(keys: list[str], source: str | None) -> str | None:
 
     from db.series_key import SeriesKey
     from db.settings import get_settings
-    from flows.cdd.client import is_http
+    from flows.cdd.client import is_http, shown_url
     from flows.ingest import resolve_source
 
     settings = get_settings()
@@ -122,8 +122,8 @@ def unreachable_source(keys: list[str], source: str | None) -> str | None:
             requests.head(url, timeout=(settings.http_connect_timeout, 30), allow_redirects=True)
         except requests.RequestException as error:
             return (
-                f"cannot reach {urlsplit(url).hostname} ({type(error).__name__}: {error}).\n"
-                + source_hint(key, url)
+                f"cannot reach {urlsplit(url).hostname} ({type(error).__name__}: "
+                f"{shown_url(str(error))}).\n" + source_hint(key, shown_url(url))
             )
     return None
 

@@ -3,11 +3,22 @@
 >>> daily_flow()                                   # every CDDF_SERIES
 >>> daily_flow(["Bitstamp_BTCUSD_d"], source="./Bitstamp_BTCUSD_d.csv")
 
-A series that fails stops there and the others go on; the run ends failed when any series
-failed. Training runs in-process unless ``CDDF_TRAIN_DEPLOYMENT`` names a deployment (such as
-``train/train`` on the ``gpu`` pool), which the flow then runs and waits for. Artifacts: a
-markdown summary, a table of the new forecasts and a chart per series (PNG, in
-``CDDF_CHART_DIR``, linked from the summary).
+The settings are validated before any work (a bad one fails the run and names it). Series run
+side by side, at most ``CDDF_MAX_PARALLEL_SERIES`` at once (a Prefect thread-pool task
+runner; one task run per series); a series that fails stops there and the others go on; the
+run ends failed when any series failed and names them. Training runs in-process unless
+``CDDF_TRAIN_DEPLOYMENT`` names a deployment (such as ``train/train`` on the ``gpu`` pool):
+then every series' train run is dispatched at once and the pool's concurrency limit decides how
+many run together. With ``CDDF_SERIES_DEPLOYMENT`` (such as ``series/series`` on the ``cpu``
+pool) each series instead runs as a flow run of that deployment (`flows/series.py`), all
+dispatched at once, so that every worker of the pool can pick some up. No wait is endless: a
+dispatched run that has not ended within ``CDDF_TRAIN_DISPATCH_TIMEOUT`` /
+``CDDF_SERIES_DISPATCH_TIMEOUT`` is cancelled and its series fails naming the work pool and how
+to start a worker (`flows/dispatch.py`); the flow itself times out after ``DAILY_TIMEOUT_S``.
+The forecast uses the version the training step handed over. Artifacts: a
+markdown summary with a chart per series (a PNG embedded as a ``data:`` image, so that the
+Prefect UI shows it on any machine; also written to ``CDDF_CHART_DIR``) and a table of the
+new forecasts.
 """
 
 # No `from __future__ import annotations` here: a served deployment may pickle the flow
@@ -21,21 +32,26 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from db.engine import get_engine
-from db.registry import VersionInfo, latest_version, versions_of_flow_run
-from db.settings import get_settings
-from flows.charts import forecast_chart
+from db.registry import VersionInfo, latest_group_version, latest_version, versions_of_flow_run
+from flows.charts import forecast_png, markdown_image
 from flows.config import DB_RETRY
+from flows.dispatch import DispatchError, dispatch
 from flows.evaluate import EvaluateOutcome, evaluate_flow
 from flows.forecast import ForecastOutcome, forecast_flow
 from flows.ingest import IngestResult, ingest_series_task, plan_series
 from flows.tasks import final_candles
 from flows.train import train_flow
+from forecaster import forecast_problem
+from settings import SettingsError, get_settings
 
 DEFAULT_CHART_DIR = Path("cddf-data/charts")
+# a run must end before the next day's is due (docs/deploy.md: the timeouts); the benchmarks'
+# N = 8 daily run took minutes (docs/benchmarks.md)
+DAILY_TIMEOUT_S = 23 * 3600
 
 
 @dataclass(frozen=True)
@@ -56,7 +72,10 @@ class SeriesOutcome:
     trained: Trained | None = None
     forecast: ForecastOutcome | None = None
     evaluate: EvaluateOutcome | None = None
-    chart: Path | None = field(default=None)
+    chart: Path | None = field(default=None)  # the PNG file in CDDF_CHART_DIR
+    chart_png: bytes | None = field(default=None, repr=False)  # its bytes, for the summary
+    flow_run: str | None = None  # the series deployment's run that did the work, if dispatched
+    skipped: str | None = None  # why a global model's series was not forecast (too short)
 
 
 class DailyRunFailed(RuntimeError):
@@ -68,25 +87,31 @@ class DailyRunFailed(RuntimeError):
 
 
 @task(cache_policy=NO_CACHE, **DB_RETRY)
-def trained_by(series: str, child_run_id: str, deployment: str) -> Trained:
-    """The version a train deployment's flow run registered, or the one it kept."""
+def trained_by(
+    series: str, child_run_id: str, deployment: str, group: str | None = None
+) -> Trained:
+    """The version a train deployment's flow run registered, or the one it kept (``group``:
+    the timeframe of a global model, ``series`` its name)."""
     engine = get_engine()
     registered = versions_of_flow_run(engine, child_run_id)
     if registered:
         return Trained(registered[-1].kind, registered[-1], f"{deployment} run {child_run_id}")
-    kept = latest_version(engine, series)
+    kept = latest_version(engine, series) if group is None else latest_group_version(engine, group)
     if kept is None:
         raise LookupError(f"{series}: the {deployment} run {child_run_id} left no model version")
     return Trained("keep", kept, f"{deployment} run {child_run_id}")
 
 
 @task(cache_policy=NO_CACHE)
-def draw_chart(series: str, candles: pd.DataFrame, forecasts: pd.DataFrame) -> Path:
-    """Draw the last 90 candles with the forecast and its bands into the chart directory."""
+def draw_chart(series: str, candles: pd.DataFrame, forecasts: pd.DataFrame) -> tuple[Path, bytes]:
+    """Draw the last 90 candles with the forecast and its bands; write it to the chart dir."""
+    png = forecast_png(candles, forecasts, series)
     folder = get_settings().chart_dir or DEFAULT_CHART_DIR
     as_of = pd.Timestamp(forecasts["as_of"].iloc[0])
     path = folder / f"{series}_{as_of:%Y%m%d_%H%M}.png"
-    return forecast_chart(candles, forecasts, series, path).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png)
+    return path.resolve(), png
 
 
 def train(series: str) -> Trained:
@@ -95,52 +120,114 @@ def train(series: str) -> Trained:
     if not deployment:
         outcome = train_flow(series, mode="auto")
         return Trained(outcome.action, outcome.version, "in-process")
-    child = run_deployment(
-        deployment, parameters={"series": series, "mode": "auto"}, timeout=None
+    child = dispatch(
+        deployment,
+        {"series": series, "mode": "auto"},
+        key=f"train {series}",
+        timeout=get_settings().train_dispatch_timeout,
+        via="CDDF_TRAIN_DEPLOYMENT",
+        timeout_setting="CDDF_TRAIN_DISPATCH_TIMEOUT",
     )
-    if child.state is None or not child.state.is_completed():
-        state = child.state.name if child.state else "unknown"
-        message = child.state.message if child.state else ""
-        raise RuntimeError(
-            f"{series}: the {deployment} flow run {child.name} ({child.id}) ended {state}: "
-            f"{message} — see its logs on the {deployment} deployment's work pool"
-        )
     return trained_by(series, str(child.id), deployment)
 
 
-def run_series(series: str, source: str | None) -> SeriesOutcome:
-    """One series through every step; the first failing step ends it (recorded, not raised)."""
-    outcome = SeriesOutcome(series)
+def train_global(timeframe: str, members: list[str]) -> Trained:
+    """Train the timeframe's global model once for its series, in-process or dispatched."""
+    deployment = get_settings().train_deployment
+    if not deployment:
+        outcome = train_flow(timeframe, mode="auto", group=members)
+        return Trained(outcome.action, outcome.version, "in-process")
+    child = dispatch(
+        deployment,
+        {"series": timeframe, "mode": "auto", "group": members},
+        key=f"train global {timeframe}",
+        timeout=get_settings().train_dispatch_timeout,
+        via="CDDF_TRAIN_DEPLOYMENT",
+        timeout_setting="CDDF_TRAIN_DISPATCH_TIMEOUT",
+    )
+    return trained_by(f"global {timeframe}", str(child.id), deployment, group=timeframe)
+
+
+@task(cache_policy=NO_CACHE, task_run_name="series {series}")
+def run_series(
+    series: str,
+    source: str | None,
+    trained: Trained | None = None,
+    ingest: IngestResult | None = None,
+) -> SeriesOutcome:
+    """One series through every step; the first failing step ends it (recorded, not raised).
+
+    A series of a global model comes with its group's ``trained`` model and ``ingest``
+    result: it only forecasts, evaluates and draws (or is skipped when too short).
+    """
+    outcome = SeriesOutcome(series, ingest=ingest, trained=trained)
     step = "ingest"
     try:
-        outcome.ingest = ingest_series_task(series, source)
-        step = "train"
-        outcome.trained = train(series)
+        if trained is None:
+            outcome.ingest = ingest_series_task(series, source)
+            step = "train"
+            outcome.trained = train(series)
+        elif problem := too_short(series):
+            outcome.skipped = problem
+            get_run_logger().warning("%s: not forecast: %s", series, problem)
+            return outcome
         step = "forecast"
-        outcome.forecast = forecast_flow(series)
+        outcome.forecast = forecast_flow(series, version_id=outcome.trained.version.id)
         step = "evaluate"
         outcome.evaluate = evaluate_flow(series)
         step = "chart"
         candles = final_candles(series, None)
-        outcome.chart = draw_chart(series, candles, outcome.forecast.forecasts)
+        outcome.chart, outcome.chart_png = draw_chart(series, candles, outcome.forecast.forecasts)
     except Exception as error:  # isolate the series: record and log, the others go on
         outcome.failed_step, outcome.error = step, error
         get_run_logger().error("%s: %s failed: %s: %s", series, step, type(error).__name__, error)
     return outcome
 
 
+@task(cache_policy=NO_CACHE, task_run_name="dispatch {series}")
+def dispatch_series(series: str, source: str | None) -> SeriesOutcome:
+    """One series as a flow run of ``CDDF_SERIES_DEPLOYMENT``; waits for it (failure recorded)."""
+    settings = get_settings()
+    outcome = SeriesOutcome(series)
+    try:
+        child = dispatch(
+            settings.series_deployment,
+            {"series": series, "source": source},
+            key=f"series {series}",
+            timeout=settings.series_dispatch_timeout,
+            via="CDDF_SERIES_DEPLOYMENT",
+            timeout_setting="CDDF_SERIES_DISPATCH_TIMEOUT",
+        )
+        outcome.flow_run = f"{child.name} ({child.id})"
+    except DispatchError as error:
+        outcome.failed_step, outcome.error = "series run", error
+        get_run_logger().error("%s: %s", series, error)
+    return outcome
+
+
 def _run_name() -> str:
-    series = flow_run.parameters.get("series") or get_settings().series
+    series = flow_run.parameters.get("series")
+    if not series:
+        try:
+            series = get_settings().series
+        except SettingsError:  # the run itself fails on it and says why
+            return "daily (invalid settings)"
     return f"daily {','.join(series)}"
 
 
-@flow(name="daily", flow_run_name=_run_name)
-def daily_flow(
-    series: list[str] | None = None, source: str | None = None
-) -> list[SeriesOutcome]:
+@flow(name="daily", flow_run_name=_run_name, timeout_seconds=DAILY_TIMEOUT_S)
+def daily_flow(series: list[str] | None = None, source: str | None = None) -> list[SeriesOutcome]:
     """Ingest, train or fine-tune, forecast and evaluate each series (default CDDF_SERIES)."""
+    settings = get_settings()  # a bad setting fails here, before any work
     keys = plan_series(series, source)
-    outcomes = [run_series(key, source) for key in keys]
+    for key in keys:
+        settings.series_config(key)  # so does a series' bad model settings
+    groups = global_groups(keys)
+    grouped = {key for members in groups.values() for key in members}
+    outcomes = run_side_by_side([key for key in keys if key not in grouped], source)
+    for timeframe, members in groups.items():
+        outcomes += run_group(timeframe, members, source)
+    outcomes.sort(key=lambda outcome: keys.index(outcome.series))
     publish(outcomes)
     failed = [outcome for outcome in outcomes if outcome.failed_step]
     if failed:
@@ -151,11 +238,79 @@ def daily_flow(
     return outcomes
 
 
+def global_groups(keys: list[str]) -> dict[str, list[str]]:
+    """The series of ``keys`` that a global model serves, by timeframe (model_scope)."""
+    groups: dict[str, list[str]] = {}
+    for key in keys:
+        if group := get_settings().series_config(key).group:
+            groups.setdefault(group, []).append(key)
+    return groups
+
+
+def too_short(series: str) -> str | None:
+    """Why a global model's series cannot be forecast yet (too little history), or None."""
+    config = get_settings().series_config(series).forecaster
+    return forecast_problem(final_candles(series, None).index, config)
+
+
+def run_group(timeframe: str, members: list[str], source: str | None) -> list[SeriesOutcome]:
+    """A global model's series: ingest each, train the model once, then forecast each."""
+    parallel = max(1, min(get_settings().max_parallel_series, len(members)))
+    with ThreadPoolTaskRunner(max_workers=parallel) as runner:
+        ingests = [runner.submit(ingest_step, {"series": key, "source": source}) for key in members]
+        outcomes = [future.result() for future in ingests]
+    try:
+        trained = train_global(timeframe, members)
+    except Exception as error:  # every series of the group fails at its training
+        get_run_logger().error("global %s model: training failed: %s", timeframe, error)
+        for outcome in outcomes:
+            if outcome.failed_step is None:
+                outcome.failed_step, outcome.error = "train", error
+        return outcomes
+    ready = [o for o in outcomes if o.failed_step is None]
+    with ThreadPoolTaskRunner(max_workers=parallel) as runner:
+        futures = [
+            runner.submit(
+                run_series,
+                {"series": o.series, "source": source, "trained": trained, "ingest": o.ingest},
+            )
+            for o in ready
+        ]
+        done = {outcome.series: outcome for outcome in (f.result() for f in futures)}
+    return [done.get(outcome.series, outcome) for outcome in outcomes]
+
+
+@task(cache_policy=NO_CACHE, task_run_name="ingest {series}")
+def ingest_step(series: str, source: str | None) -> SeriesOutcome:
+    """Ingest one series of a global model (a failure is recorded, not raised)."""
+    outcome = SeriesOutcome(series)
+    try:
+        outcome.ingest = ingest_series_task(series, source)
+    except Exception as error:
+        outcome.failed_step, outcome.error = "ingest", error
+        get_run_logger().error("%s: ingest failed: %s: %s", series, type(error).__name__, error)
+    return outcome
+
+
+def run_side_by_side(keys: list[str], source: str | None) -> list[SeriesOutcome]:
+    """Run every series, at most ``CDDF_MAX_PARALLEL_SERIES`` at once in this process; every
+    one at once when training or whole series go to a deployment (its work pool's workers and
+    concurrency limits bound them)."""
+    settings = get_settings()
+    step = dispatch_series if settings.series_deployment else run_series
+    elsewhere = settings.series_deployment or settings.train_deployment
+    parallel = len(keys) if elsewhere else settings.max_parallel_series
+    with ThreadPoolTaskRunner(max_workers=max(1, min(parallel, len(keys)))) as runner:
+        futures = [runner.submit(step, {"series": key, "source": source}) for key in keys]
+        return [future.result() for future in futures]
+
+
 def publish(outcomes: list[SeriesOutcome]) -> None:
     """The run's artifacts: the markdown summary and the table of new forecasts."""
     create_markdown_artifact(
-        key="daily-summary", markdown=summary_markdown(outcomes),
-        description="Per series: rows ingested, model version, skill, chart",
+        key="daily-summary",
+        markdown=summary_markdown(outcomes),
+        description="Per series: rows ingested, model version, skill; the charts",
     )
     rows = forecast_rows(outcomes)
     if rows:
@@ -165,24 +320,28 @@ def publish(outcomes: list[SeriesOutcome]) -> None:
 
 
 def summary_markdown(outcomes: list[SeriesOutcome]) -> str:
-    """A markdown table of every series' outcome with links to the charts."""
+    """A markdown table of every series' outcome, then each series' chart as an image."""
     lines = [
-        "# Daily forecast run", "",
-        "| series | status | rows ingested | model version | as of | recent skill | chart |",
-        "|---|---|---|---|---|---|---|",
+        "# Daily forecast run",
+        "",
+        "| series | status | rows ingested | model version | as of | recent skill |",
+        "|---|---|---|---|---|---|",
     ]
     for o in outcomes:
         status = "ok" if o.failed_step is None else f"**failed at {o.failed_step}**"
+        if o.skipped:
+            status = f"skipped: {o.skipped}"
+        if o.flow_run:  # dispatched: the details are in that run's own summary
+            status += f" in flow run {o.flow_run}"
         ingested = "" if o.ingest is None else str(o.ingest.inserted + o.ingest.updated)
-        model = "" if o.trained is None else (
-            f"{o.trained.version.id} ({'kept' if o.trained.action == 'keep' else o.trained.action})"
-        )
+        model = ""
+        if o.trained is not None:
+            action = "kept" if o.trained.action == "keep" else o.trained.action
+            model = f"{o.trained.version.id} ({action})"
         as_of = "" if o.forecast is None else f"{pd.Timestamp(o.forecast.as_of):%Y-%m-%d %H:%M}"
         skill = o.evaluate.recent_skill if o.evaluate else None
         shown = "n/a" if skill is None else f"{skill:+.3f}"
-        chart = "" if o.chart is None else f"[{o.chart.name}]({o.chart.as_uri()})"
-        lines.append(f"| {o.series} | {status} | {ingested} | {model} | {as_of} | {shown} "
-                     f"| {chart} |")
+        lines.append(f"| {o.series} | {status} | {ingested} | {model} | {as_of} | {shown} |")
     errors = [o for o in outcomes if o.error is not None]
     if errors:
         lines += ["", "## Errors", ""]
@@ -190,6 +349,13 @@ def summary_markdown(outcomes: list[SeriesOutcome]) -> str:
             f"- **{o.series}** ({o.failed_step}): {type(o.error).__name__}: {o.error}"
             for o in errors
         ]
+    charted = [o for o in outcomes if o.chart_png is not None]
+    if charted:
+        lines += ["", "## Charts"]
+        for o in charted:
+            lines += ["", f"### {o.series}", "", markdown_image(o.chart_png, f"{o.series} chart")]
+            if o.chart is not None:
+                lines += ["", f"Also saved on the worker as `{o.chart}`."]
     return "\n".join(lines) + "\n"
 
 
@@ -200,12 +366,24 @@ def forecast_rows(outcomes: list[SeriesOutcome]) -> list[dict[str, Any]]:
         if o.forecast is None:
             continue
         for record in o.forecast.forecasts.to_dict("records"):
-            rows.append({
-                "series": o.series, "model_version": o.forecast.model_version_id,
-                "as_of": pd.Timestamp(record["as_of"]).isoformat(),
-                "target_time": pd.Timestamp(record["target_time"]).isoformat(),
-                "horizon": int(record["horizon"]),
-                **{name: round(float(record[name]), 6) for name in (
-                    "value", "lower_80", "upper_80", "lower_95", "upper_95", "naive")},
-            })
+            rows.append(
+                {
+                    "series": o.series,
+                    "model_version": o.forecast.model_version_id,
+                    "as_of": pd.Timestamp(record["as_of"]).isoformat(),
+                    "target_time": pd.Timestamp(record["target_time"]).isoformat(),
+                    "horizon": int(record["horizon"]),
+                    **{
+                        name: round(float(record[name]), 6)
+                        for name in (
+                            "value",
+                            "lower_80",
+                            "upper_80",
+                            "lower_95",
+                            "upper_95",
+                            "naive",
+                        )
+                    },
+                }
+            )
     return rows

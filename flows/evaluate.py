@@ -4,7 +4,10 @@
 7
 
 Each run gets its scores per horizon (0: all pooled) beside the naive forecast's; then each
-model version with newly scored runs is scored again over all its scored runs.
+model version with newly scored runs is scored again over all its scored runs. A run scored
+before one of its target candles was revised (db/revisions.py) is scored again, and so is its
+model version: ``runs_rescored`` says how many, so that forecast_metrics and the
+forecast_vs_actual view agree again.
 """
 
 # No `from __future__ import annotations` here: a served deployment may pickle the flow
@@ -20,6 +23,7 @@ from db.engine import get_engine
 from db.forecasts import (
     RunInfo,
     recent_run_forecasts,
+    revised_runs,
     run_forecasts,
     unscored_runs,
     version_scored_forecasts,
@@ -35,9 +39,10 @@ from forecaster.metrics import score_forecasts
 @dataclass(frozen=True)
 class EvaluateOutcome:
     series: str
-    runs_scored: int
+    runs_scored: int  # including the re-scored ones
     versions_scored: int
     recent_skill: float | None  # pooled over the newest RECENT_RUNS scoreable runs
+    runs_rescored: int = 0  # scored before, scored again: a candle at a target was revised
 
 
 def scores(forecasts: pd.DataFrame, actuals: pd.Series) -> pd.DataFrame:
@@ -59,13 +64,27 @@ def find_unscored(series: str) -> list[RunInfo]:
 
 
 @task(cache_policy=NO_CACHE, **DB_RETRY)
+def find_revised(series: str) -> list[RunInfo]:
+    """The scored runs with a target candle revised since they were scored."""
+    return revised_runs(get_engine(), series)
+
+
+@task(cache_policy=NO_CACHE, **DB_RETRY)
 def score_runs(runs: list[RunInfo], actuals: pd.Series) -> list[RunInfo]:
     """Score and store each run; returns the runs that had actuals to score."""
     engine, logger = get_engine(), get_run_logger()
     forecasts = run_forecasts(engine, [run.id for run in runs])
     done = []
     for run in runs:
-        metrics = scores(forecasts[forecasts["run_id"] == run.id], actuals)
+        run_rows = forecasts[forecasts["run_id"] == run.id]
+        in_holes = run_rows.loc[~run_rows["target_time"].isin(actuals.index), "target_time"]
+        if len(in_holes):  # later candles are final: these targets never got a candle
+            logger.warning(
+                "%s: run %d: %d forecast(s) unscorable, the series has no candle at %s (a "
+                "hole); forecast_vs_actual lists them with scorable = 0", run.series, run.id,
+                len(in_holes), ", ".join(f"{t:%Y-%m-%d %H:%M}" for t in in_holes),
+            )
+        metrics = scores(run_rows, actuals)
         if metrics.empty:
             logger.warning("%s: run %d has no final candle at its targets", run.series, run.id)
             continue
@@ -78,10 +97,18 @@ def score_runs(runs: list[RunInfo], actuals: pd.Series) -> list[RunInfo]:
 def score_version(series: str, model_version_id: int, actuals: pd.Series) -> float | None:
     """Score a model version over all its scored runs; returns its pooled skill."""
     engine = get_engine()
-    forecasts = version_scored_forecasts(engine, model_version_id)
+    forecasts = version_scored_forecasts(engine, model_version_id, series)
     metrics = scores(forecasts, actuals)
     n_runs = forecasts["run_id"].nunique()
     write_version_metrics(engine, series, model_version_id, metrics, n_runs=n_runs)
+    if 0 in metrics.index and pd.notna(metrics.loc[0, "dm_p_value"]):
+        pooled = metrics.loc[0]
+        get_run_logger().info(
+            "%s: model version %d against naive: served DM %+.2f (p %.3f), the LSTM's own "
+            "skill %s, DM %+.2f (p %.3f)", series, model_version_id, pooled["dm_statistic"],
+            pooled["dm_p_value"], _fmt(pooled["lstm_skill"]), pooled["lstm_dm_statistic"],
+            pooled["lstm_dm_p_value"],
+        )
     skill = metrics.loc[0, "skill"] if 0 in metrics.index else None
     return None if skill is None or pd.isna(skill) else float(skill)
 
@@ -101,20 +128,27 @@ def evaluate_flow(series: str) -> EvaluateOutcome:
     """Score the forecasts of ``series`` that have final candles at all their targets."""
     logger = get_run_logger()
     series = SeriesKey.parse(series).key
-    runs = find_unscored(series)
+    revised = find_revised(series)
+    runs = find_unscored(series) + revised
     actuals = final_candles(series, None)["close"]
     scored = score_runs(runs, actuals) if runs else []
+    rescored = len({run.id for run in revised} & {run.id for run in scored})
     version_ids = sorted({run.model_version_id for run in scored})
     for version_id in version_ids:
         skill = score_version(series, version_id, actuals)
         logger.info("%s: model version %d skill %s", series, version_id, _fmt(skill))
     recent = series_recent_skill(series, actuals)
     logger.info(
-        "%s: scored %d runs of %d versions; recent skill %s", series, len(scored),
-        len(version_ids), _fmt(recent),
+        "%s: scored %d runs (%d again: candles at their targets were revised) of %d versions; "
+        "recent skill %s",
+        series,
+        len(scored),
+        rescored,
+        len(version_ids),
+        _fmt(recent),
     )
-    return EvaluateOutcome(series, len(scored), len(version_ids), recent)
+    return EvaluateOutcome(series, len(scored), len(version_ids), recent, rescored)
 
 
 def _fmt(skill: float | None) -> str:
-    return "n/a" if skill is None else f"{skill:+.3f}"
+    return "n/a" if skill is None or pd.isna(skill) else f"{skill:+.3f}"

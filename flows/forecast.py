@@ -1,10 +1,18 @@
-"""Forecast one series with its latest model version and store the run.
+"""Forecast one series with a model version and store the run.
 
->>> forecast_flow("Bitstamp_BTCUSD_d")             # as of the last final candle
+>>> forecast_flow("Bitstamp_BTCUSD_d")             # as of the last final candle, latest version
+>>> forecast_flow("Bitstamp_BTCUSD_d", version_id=12)  # the version the caller just trained
 >>> forecast_flow("Bitstamp_BTCUSD_d", as_of=datetime(2024, 6, 30, tzinfo=UTC), kind="backfill")
 
 Point in time: only candles up to ``as_of`` and a version trained on data up to it are used.
-Re-running for the same (series, as_of, version) replaces the run's forecasts.
+The stored ``value`` and bounds are the served forecast: the LSTM's, naive and drift
+aggregated with weights learnt from the series' forecasts scored by ``as_of``, with
+intervals whose scale tracks their realised coverage (flows/aggregate.py); the LSTM's own
+forecast is stored beside it (``lstm_value`` …) and the weights in ``forecast_weights``.
+Without ``version_id`` the newest such version serves (a forecast run on its own); a caller
+that holds a version passes it, so that another run registering a newer one in between cannot
+change which model forecasts. Re-running for the same (series, as_of, version) replaces the
+run's forecasts.
 """
 
 # No `from __future__ import annotations` here: a served deployment may pickle the flow
@@ -15,16 +23,19 @@ from datetime import datetime
 
 import pandas as pd
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from db.engine import get_engine
-from db.forecasts import RunKind, WrittenRun, write_forecast_run
-from db.registry import VersionInfo, latest_version
+from db.forecasts import RunKind
+from db.registry import VersionInfo, get_version, latest_group_version, latest_version
 from db.series_key import SeriesKey
-from flows.config import DB_RETRY
-from flows.tasks import final_candles, load_model
-from forecaster import LSTMForecaster, NaiveForecaster
+from flows.config import DB_RETRY, series_config
+from flows.tasks import final_candles, load_model, store_forecasts
+from forecaster import LSTMForecaster
+from forecaster.baselines import naive_forecast
+from settings.series import timeframe_of
 
 
 @dataclass(frozen=True)
@@ -34,46 +45,59 @@ class ForecastOutcome:
     model_version_id: int
     as_of: datetime
     replaced: bool
-    forecasts: pd.DataFrame = field(repr=False)
+    forecasts: pd.DataFrame = field(repr=False)  # the served forecast, lstm_* beside it
+    weights: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+    summary: str = ""  # where the weights came from: the prior (a new series) or the record
 
 
 @task(cache_policy=NO_CACHE, **DB_RETRY)
-def serving_version(series: str, data_end: datetime) -> VersionInfo:
-    """The newest version trained on data up to ``data_end``."""
-    version = latest_version(get_engine(), series, trained_until=data_end)
-    if version is None:
-        raise LookupError(
-            f"{series} has no model version trained on data up to {data_end:%Y-%m-%d %H:%M}: "
-            f"run train_flow('{series}') first"
+def serving_version(series: str, data_end: datetime, version_id: int | None) -> VersionInfo:
+    """Version ``version_id``, or the newest version trained on data up to ``data_end``."""
+    group = series_config(series).group  # a global model's timeframe, or None
+    if version_id is None:
+        if group is None:
+            version = latest_version(get_engine(), series, trained_until=data_end)
+        else:
+            version = latest_group_version(get_engine(), group, trained_until=data_end)
+        if version is None:
+            raise LookupError(
+                f"{series} has no model version trained on data up to "
+                f"{data_end:%Y-%m-%d %H:%M}: run train_flow('{series}') first"
+            )
+        return version
+    version = get_version(get_engine(), version_id)
+    # a global version forecasts every series of its timeframe, new ones at once
+    serves = version.series == series and version.model_group is None
+    if version.model_group is not None:
+        serves = version.model_group == timeframe_of(series)
+    if not serves or version.train_last > data_end:
+        raise ValueError(
+            f"model {version.label}, trained up to "
+            f"{version.train_last:%Y-%m-%d %H:%M}: it cannot forecast {series} as of "
+            f"{data_end:%Y-%m-%d %H:%M}; pass a version of this series trained up to then"
         )
     return version
 
 
 @task(cache_policy=NO_CACHE)
-def make_forecasts(model: LSTMForecaster, candles: pd.DataFrame) -> pd.DataFrame:
-    """The model's forecasts after the last candle, with the naive forecast beside each."""
-    horizon = model.config.horizon
-    forecasts = model.predict(candles)
-    naive = NaiveForecaster(horizon=horizon).fit(candles.iloc[-(2 * horizon + 1) :])
-    forecasts["naive"] = naive.predict(candles)["value"].to_numpy()
+def make_forecasts(
+    model: LSTMForecaster, candles: pd.DataFrame, series: str | None = None
+) -> pd.DataFrame:
+    """The model's forecasts after the last candle, with the naive forecast beside each.
+
+    A hole of a few candles just before it is filled (the forecasts' ``filled`` column says
+    how many, and a warning); a longer one is a HoleError naming the hole.
+    """
+    forecasts = model.predict(candles, series=series)  # a global model's own calibration
+    forecasts["naive"] = naive_forecast(candles)  # "the next close = the last one"
+    filled = int(forecasts["filled"].iloc[0])
+    if filled:
+        get_run_logger().warning(
+            "forecast as of %s: %d of the %d input candles were missing (a hole) and were "
+            "filled with the last close and zero volume", candles.index[-1], filled,
+            model.config.window,
+        )
     return forecasts
-
-
-@task(cache_policy=NO_CACHE, **DB_RETRY)
-def store_forecasts(
-    series: str, version: VersionInfo, forecasts: pd.DataFrame, kind: RunKind
-) -> WrittenRun:
-    """Write the run and its forecasts, replacing an earlier run of the same as_of and version."""
-    run_id = str(flow_run.id) if flow_run.id else None
-    written = write_forecast_run(
-        get_engine(), series, version.id, forecasts, kind=kind, flow_run_id=run_id
-    )
-    get_run_logger().info(
-        "%s: %s run %d as of %s with model version %d (%d forecasts)", series,
-        "replaced" if written.replaced else "wrote", written.run.id, written.run.as_of,
-        version.id, written.n_forecasts,
-    )
-    return written
 
 
 def _run_name() -> str:
@@ -85,15 +109,38 @@ def _run_name() -> str:
 
 @flow(name="forecast", flow_run_name=_run_name)
 def forecast_flow(
-    series: str, as_of: datetime | None = None, kind: RunKind = "daily"
+    series: str,
+    as_of: datetime | None = None,
+    kind: RunKind = "daily",
+    version_id: int | None = None,
 ) -> ForecastOutcome:
-    """Forecast ``series`` from its final candles up to ``as_of`` with the latest version."""
+    """Forecast ``series`` from its final candles up to ``as_of`` with version ``version_id``
+    (default: the newest version trained on data up to then)."""
     series = SeriesKey.parse(series).key
     candles = final_candles(series, as_of)
-    version = serving_version(series, candles.index[-1].to_pydatetime())
+    version = serving_version(series, candles.index[-1].to_pydatetime(), version_id)
     model = load_model(version)
-    forecasts = make_forecasts(model, candles)
+    forecasts = make_forecasts(model, candles, series)
     written = store_forecasts(series, version, forecasts, kind)
-    return ForecastOutcome(
-        series, written.run.id, version.id, written.run.as_of, written.replaced, forecasts
+    served = written.served
+    create_markdown_artifact(
+        key=f"forecast-{series.lower().replace('_', '-')}",
+        markdown=f"# Forecast {series} as of {written.run.as_of:%Y-%m-%d %H:%M}\n\n"
+        f"{served.summary()}\n\n{_weights_table(served.weights)}",
+        description=f"The served forecast of {series}: weights of the LSTM, naive and drift",
     )
+    return ForecastOutcome(
+        series, written.run.id, version.id, written.run.as_of, written.replaced,
+        served.forecasts, served.weights, served.summary(),
+    )
+
+
+def _weights_table(weights: pd.DataFrame) -> str:
+    table = weights.pivot(index="horizon", columns="expert", values="weight")
+    rounds = weights.groupby("horizon")["rounds"].first()
+    lines = ["| horizon | lstm | naive | drift | scored rounds |", "|---:|---:|---:|---:|---:|"]
+    lines += [
+        f"| {h} | {row['lstm']:.3f} | {row['naive']:.3f} | {row['drift']:.3f} | {rounds[h]} |"
+        for h, row in table.iterrows()
+    ]
+    return "\n".join(lines)

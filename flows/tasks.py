@@ -1,17 +1,20 @@
-"""What more than one flow uses: final candles, loading a model version, a version's record."""
+"""The tasks several flows use: final candles, model versions in and out, storing forecasts."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import pandas as pd
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from db.candles import load_candles
 from db.engine import get_engine
-from db.registry import NewVersion, VersionInfo, load_artifact
+from db.forecasts import RunKind, write_forecast_run
+from db.registry import NewVersion, VersionInfo, load_artifact, register_version
+from flows.aggregate import ServedRun, served_forecast
 from flows.config import DB_RETRY
 from forecaster import LSTMForecaster
 
@@ -49,25 +52,29 @@ def version_record(
     candles: pd.DataFrame,
     parent: VersionInfo | None,
     seconds: float,
+    *,
+    config: dict[str, Any] | None = None,
 ) -> NewVersion:
-    """The registry row of ``model``, just retrained or fine-tuned on ``candles`` (up to as_of)."""
+    """The registry row of ``model``, just retrained or fine-tuned on ``candles`` (up to as_of).
+
+    ``config`` is what the version stores as its settings (default: the model's config).
+    """
     cfg = model.config
     if action == "retrain":
         n_windows, metrics = model.n_windows_, model.validation_metrics_
         seconds = model.train_seconds_
     else:
-        n_windows = min(cfg.finetune_windows, len(candles) - cfg.window - cfg.horizon + 1)
-        losses = model.history_.get("finetune_loss", [])
+        n_windows = model.update_windows_
         metrics = {
             **model.validation_metrics_,
             "validated_version": parent.retrain_id if parent else None,
-            "finetune_loss": losses[-1] if losses else None,
+            "finetune_loss": model.last_update_loss_,
         }
     return NewVersion(
         series=series,
         kind=action,  # type: ignore[arg-type]
         parent_id=parent.id if parent is not None and action == "finetune" else None,
-        config=cfg.to_dict(),
+        config=cfg.to_dict() if config is None else config,
         train_first=pd.Timestamp(model.training_range_[0]).to_pydatetime(),
         train_last=candles.index[-1].to_pydatetime(),
         n_windows=int(n_windows),
@@ -77,3 +84,46 @@ def version_record(
         train_seconds=float(seconds),
         flow_run_id=str(flow_run.id) if flow_run.id else None,
     )
+
+
+@task(cache_policy=NO_CACHE, **DB_RETRY)
+def register(version: NewVersion) -> VersionInfo:
+    """Store the new version and its artifact in one transaction."""
+    registered = register_version(get_engine(), version)
+    get_run_logger().info(
+        "%s: registered model version %d (%s, %s, trained up to %s)",
+        version.series,
+        registered.id,
+        registered.kind,
+        registered.device,
+        registered.train_last,
+    )
+    return registered
+
+
+@task(cache_policy=NO_CACHE, **DB_RETRY)
+def store_forecasts(
+    series: str, version: VersionInfo, forecasts: pd.DataFrame, kind: RunKind
+) -> ServedRun:
+    """Serve the aggregate of the LSTM's ``forecasts`` (flows/aggregate.py) and write the run
+    with its weights, replacing an earlier run of the same as_of and version."""
+    run_id = str(flow_run.id) if flow_run.id else None
+    served = served_forecast(series, forecasts)
+    written = write_forecast_run(
+        get_engine(), series, version.id, served.forecasts, kind=kind, flow_run_id=run_id,
+        weights=served.weights,
+    )
+    logger = get_run_logger()
+    (logger.warning if served.from_prior else logger.info)(
+        "%s as of %s: served forecast: %s", series, written.run.as_of, served.summary()
+    )
+    logger.info(
+        "%s: %s run %d as of %s with model version %d (%d forecasts)",
+        series,
+        "replaced" if written.replaced else "wrote",
+        written.run.id,
+        written.run.as_of,
+        version.id,
+        written.n_forecasts,
+    )
+    return ServedRun(written.run, written.replaced, written.n_forecasts, served)

@@ -1,5 +1,5 @@
 """Windowed-LSTM forecasting of candle closes: train, fine-tune, predict with intervals,
-baselines, metrics and walk-forward backtests. Standalone: numpy, pandas, scikit-learn and
+baselines, metrics and walk-forward backtests. Standalone: numpy, pandas, SciPy and
 TensorFlow/Keras only (never prefect, sqlalchemy, db or flows).
 
 >>> from forecaster import ForecasterConfig, LSTMForecaster
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from forecaster.artifact import ArtifactError
 from forecaster.baselines import DriftForecaster, NaiveForecaster, SeasonalNaiveForecaster
 from forecaster.config import ForecasterConfig
+from forecaster.holes import Hole, HoleError, find_holes, first_trainable, forecast_problem
 
 if TYPE_CHECKING:
     from forecaster.model import LSTMForecaster
@@ -28,9 +29,14 @@ __all__ = [
     "ArtifactError",
     "DriftForecaster",
     "ForecasterConfig",
+    "Hole",
+    "HoleError",
     "LSTMForecaster",
     "NaiveForecaster",
     "SeasonalNaiveForecaster",
+    "find_holes",
+    "first_trainable",
+    "forecast_problem",
 ]
 
 logging.getLogger("forecaster").addHandler(logging.NullHandler())

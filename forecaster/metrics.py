@@ -15,9 +15,12 @@ import re
 import numpy as np
 import pandas as pd
 
+from forecaster.probabilistic import SCORE_COLUMNS, probabilistic_scores
+
 COLUMNS = [
     "n", "rmse", "mae", "mape", "smape", "mase", "direction",
     "coverage_80", "width_80", "coverage_95", "width_95", "naive_rmse", "skill",
+    *SCORE_COLUMNS,
 ]
 _BOUND = re.compile(r"^lower_(?P<level>[0-9.]+)$")
 
@@ -30,7 +33,10 @@ def score_forecasts(forecasts: pd.DataFrame, actuals: pd.Series) -> pd.DataFrame
     ignored. Returns one row per horizon plus horizon 0 for all pooled, with
     n, rmse, mae, mape and smape (percent), mase (MAE / naive MAE), direction (share of
     forecasts moving the same way from the naive value as the actual), coverage_XX and
-    width_XX for each interval level, naive_rmse and skill (1 - rmse / naive_rmse).
+    width_XX for each interval level, naive_rmse and skill (1 - rmse / naive_rmse), and the
+    `SCORE_COLUMNS` of `forecaster.probabilistic` (interval scores, pinball losses, coverage
+    per volatility tercile, Diebold–Mariano against naive; for the LSTM's own forecast and the
+    naive's empirical intervals too when ``lstm_*`` / ``naive_lower_XX`` columns are given).
     """
     missing = [c for c in ("target_time", "horizon", "value", "naive") if c not in forecasts]
     if missing:
@@ -92,4 +98,4 @@ def _score(frame: pd.DataFrame, levels: list[str]) -> dict[str, float]:
             row[f"coverage_{level}"] = row[f"width_{level}"] = np.nan
     row["naive_rmse"] = float(np.sqrt(np.mean(naive_error**2)))
     row["skill"] = 1 - row["rmse"] / row["naive_rmse"] if row["naive_rmse"] > 0 else np.nan
-    return row
+    return row | probabilistic_scores(frame)

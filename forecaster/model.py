@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import pandas as pd
 
 from forecaster import artifact
 from forecaster.config import ForecasterConfig
-from forecaster.intervals import residual_quantiles, shrinkage
+from forecaster.holes import fill_window, find_holes
 from forecaster.network import (
     EpochLog,
     build_network,
@@ -29,12 +30,30 @@ from forecaster.network import (
     member_targets,
     set_learning_rate,
 )
+from forecaster.pooled import (
+    MIN_SERIES_CALIBRATION,
+    SeriesBlocks,
+    SeriesCalibration,
+    calibrate,
+    common_period,
+    group_blocks,
+    own_slices,
+    validation_scores,
+)
+from forecaster.state import fitted_state, restore_state
 from forecaster.transforms import WindowTransform
 from forecaster.validation import as_candles, cut_at, infer_period, require_length, target_times
-from forecaster.windowing import feature_matrix, required_columns, sliding, split_counts
+from forecaster.windowing import (
+    block_starts,
+    feature_matrix,
+    required_columns,
+    sliding,
+    training_split,
+)
 
 logger = logging.getLogger("forecaster")
 KIND = "LSTMForecaster"
+Candles = pd.DataFrame | pd.Series
 
 
 class LSTMForecaster:
@@ -45,6 +64,13 @@ class LSTMForecaster:
     windows calibrate two things per horizon: ``shrinkage_``, the factor in [0, 1] on the
     network's move away from the naive forecast, and ``quantiles_``, the split-conformal
     interval half-widths (scaled by each window's relative volatility at forecast time).
+
+    Holes (missing candle times) are allowed: a window and its targets are always
+    ``window + horizon`` consecutive periods inside one contiguous stretch, so training,
+    fine-tuning and the calibration use every stretch and never span a hole. A forecast
+    whose input window misses a few candles fills them (see `forecaster.holes`: the last
+    close carried forward with zero volume, at most ``config.max_filled``, reported in the
+    ``filled`` column); more is a `HoleError`. Target times are always as_of + h periods.
     """
 
     def __init__(self, config: ForecasterConfig | None = None) -> None:
@@ -62,25 +88,41 @@ class LSTMForecaster:
 
     # training ---------------------------------------------------------------------------
 
-    def fit(self, candles: pd.DataFrame | pd.Series) -> LSTMForecaster:
-        """Train from scratch on every window of ``candles`` (the newest part validates)."""
+    def fit(self, candles: Candles | Mapping[str, Candles]) -> LSTMForecaster:
+        """Train from scratch on every window of ``candles`` (the newest part validates).
+
+        ``candles`` is one series' candles, or ``{series key: candles}`` of several series
+        of one timeframe for one global model (see `forecaster.pooled`): ``series_`` are the
+        series trained on, ``skipped_series_`` those with too little history (and why),
+        ``calibration_`` says per series whether its intervals are its own or pooled.
+        """
         cfg = self.config
-        frame = self._candles(candles, same_period=False)
-        require_length(frame, cfg.window + cfg.horizon, "fitting (window + horizon)")
-        raw = feature_matrix(frame, cfg.features, cfg.target)  # (time, feature)
-        blocks = sliding(raw, cfg.window + cfg.horizon)  # (n, window + horizon, feature)
-        n_train, n_validation = split_counts(len(blocks), cfg.validation_fraction, cfg.horizon)
-        train, validation = blocks[:n_train], blocks[-n_validation:]
+        if isinstance(candles, Mapping):
+            frames = self._frames(candles, same_period=False)
+            period = common_period(frames)
+            parts, skipped = group_blocks(frames, cfg, period)
+        else:
+            frame = self._candles(candles, same_period=False)
+            require_length(frame, cfg.window + cfg.horizon, "fitting (window + horizon)")
+            period = infer_period(frame.index)
+            try:
+                parts, skipped = [self._one_series(frame, period)], {}
+            except ValueError as error:
+                raise ValueError(f"{error}{_holes_note(frame.index, period)}") from None
+        train = np.concatenate([part.train for part in parts])  # (n, L, feature)
+        validation = np.concatenate([part.validation for part in parts])  # (n_val, L, feature)
         transform = WindowTransform.fit(train, cfg.window, cfg.target, cfg.features)
-        x_train, y_train = transform.inputs(train[:, : cfg.window]), transform.targets(
-            train, cfg.window
+        x_train, y_train = (
+            transform.inputs(train[:, : cfg.window]),
+            transform.targets(train, cfg.window),
         )
-        x_val, y_val = transform.inputs(validation[:, : cfg.window]), transform.targets(
-            validation, cfg.window
+        x_val, y_val = (
+            transform.inputs(validation[:, : cfg.window]),
+            transform.targets(validation, cfg.window),
         )
 
         keras.utils.set_random_seed(cfg.seed)  # the order fit shuffles the windows in
-        network = build_network(cfg, raw.shape[1])
+        network = build_network(cfg, train.shape[2])
         stopper = keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=cfg.patience, restore_best_weights=True
         )
@@ -99,38 +141,102 @@ class LSTMForecaster:
 
         self.network_ = network
         self.transform_ = transform
-        self.period_ = infer_period(frame.index)
-        self.training_range_ = (frame.index[0], frame.index[-1])
-        self.n_windows_ = len(blocks)
+        self.period_ = period
+        self.training_range_ = (min(part.first for part in parts), max(part.last for part in parts))
+        self.n_windows_ = sum(part.n_windows for part in parts)
         self.device_ = device()
         self.history_ = {k: [float(x) for x in v] for k, v in history.history.items()}
         self.epochs_trained_ = len(self.history_["loss"])
-        raw = forecast(network, x_val)  # (n_validation, horizon)
-        windows = validation[:, : cfg.window]
-        anchor = transform.anchor(windows)
-        self.shrinkage_ = shrinkage(raw, y_val, anchor)  # (horizon,)
-        scaled = anchor + self.shrinkage_ * (raw - anchor)
-        scores = (scaled - y_val) / transform.spread(windows)[:, None]
-        self.quantiles_ = residual_quantiles(scores, cfg.interval_levels)
-        self.validation_metrics_ = self._validation_metrics(scaled, y_val, validation, stopper)
+        self._calibrate(parts, validation, y_val, stopper, grouped=isinstance(candles, Mapping))
+        self.skipped_series_ = skipped
         logger.info(
             "fitted on %d windows (%s .. %s) in %.1fs on %s, %d epochs, validation %s",
-            self.n_windows_, *self.training_range_, self.train_seconds_, self.device_,
+            self.n_windows_,
+            *self.training_range_,
+            self.train_seconds_,
+            self.device_,
             self.epochs_trained_,
             " ".join(f"{k} {v:.4g}" for k, v in self.validation_metrics_.items()),
         )
         return self
 
+    def _one_series(self, frame: pd.DataFrame, period: pd.Timedelta | None) -> SeriesBlocks:
+        """The training and validation blocks of a single series (the single-series fit)."""
+        cfg = self.config
+        starts = block_starts(frame.index, period, cfg.window + cfg.horizon)
+        train_at, validation_at = training_split(
+            starts, cfg.window, cfg.horizon, cfg.validation_fraction
+        )
+        raw = feature_matrix(frame, cfg.features, cfg.target)  # (time, feature)
+        blocks = sliding(raw, cfg.window + cfg.horizon)  # (time - L + 1, L, feature)
+        return SeriesBlocks(
+            "",
+            blocks[train_at],
+            blocks[validation_at],
+            len(starts),
+            frame.index[0],
+            frame.index[-1],
+        )
+
+    def _calibrate(
+        self,
+        parts: list[SeriesBlocks],
+        validation: np.ndarray,
+        y_val: np.ndarray,
+        stopper: keras.callbacks.EarlyStopping,
+        grouped: bool,
+    ) -> None:
+        """Pooled shrinkage and intervals; a group's series also get their own where they can."""
+        cfg, transform = self.config, self.transform_
+        windows = validation[:, : cfg.window]  # (n_val, window, feature)
+        raw = forecast(self.network_, transform.inputs(windows))  # (n_val, horizon)
+        anchor, spread = transform.anchor(windows), transform.spread(windows)
+        pooled = calibrate(raw, y_val, anchor, spread, cfg.interval_levels)
+        self.shrinkage_, self.quantiles_ = pooled.shrinkage, pooled.quantiles
+        self.series_ = tuple(part.key for part in parts) if grouped else ()
+        self.series_calibration_: dict[str, SeriesCalibration] = {}
+        self.calibration_: dict[str, str] = {}
+        self.series_metrics_: dict[str, dict[str, float]] = {}
+        scaled = anchor + pooled.shrinkage * (raw - anchor)
+        best_epoch = stopper.best_epoch + 1
+        self.validation_metrics_ = validation_scores(
+            transform, scaled, y_val, validation, pooled.shrinkage, best_epoch, relative=grouped
+        )
+        if not grouped:
+            return
+        for key, rows in own_slices(parts).items():
+            own = len(validation[rows]) >= MIN_SERIES_CALIBRATION
+            chosen = pooled
+            if own:
+                chosen = calibrate(
+                    raw[rows], y_val[rows], anchor[rows], spread[rows], cfg.interval_levels
+                )
+                self.series_calibration_[key] = chosen
+            self.calibration_[key] = "series" if own else "pooled"
+            series_scaled = anchor[rows] + chosen.shrinkage * (raw[rows] - anchor[rows])
+            self.series_metrics_[key] = validation_scores(
+                transform,
+                series_scaled,
+                y_val[rows],
+                validation[rows],
+                chosen.shrinkage,
+                best_epoch,
+            )
+
     def update(
         self,
-        candles: pd.DataFrame | pd.Series,
+        candles: Candles | Mapping[str, Candles],
         epochs: int = 5,
         learning_rate: float | None = None,
     ) -> LSTMForecaster:
         """Fine-tune from the current weights on the newest ``finetune_windows`` windows.
 
         The fitted transform and intervals stay as they are; the learning rate defaults
-        to ``config.finetune_learning_rate``.
+        to ``config.finetune_learning_rate``. ``update_windows_`` is how many windows it used
+        (fewer than ``finetune_windows`` on a short or holed history), ``last_update_loss_``
+        its last epoch's training loss. Given
+        ``{series key: candles}``, it takes each series' newest windows (a series new to
+        the model too; one without a window is left out) and trains on them together.
         """
         self._check_fitted()
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
@@ -138,39 +244,82 @@ class LSTMForecaster:
         if learning_rate is not None and not learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
         cfg = self.config
-        frame = self._candles(candles)
         length = cfg.window + cfg.horizon
-        require_length(frame, length, "fine-tuning (window + horizon)")
+        if isinstance(candles, Mapping):
+            frames = self._frames(candles)
+            recent = {key: self._recent_blocks(frame) for key, frame in frames.items()}
+            recent = {key: blocks for key, blocks in recent.items() if len(blocks)}
+            if not recent:
+                raise ValueError(
+                    f"no series has {length} consecutive candles (window + horizon) to "
+                    f"fine-tune on ({', '.join(frames)})"
+                )
+            blocks = np.concatenate(list(recent.values()))  # (n, window + horizon, feature)
+            newest = max(frames[key].index[-1] for key in recent)
+            self.update_series_ = tuple(recent)
+        else:
+            frame = self._candles(candles)
+            require_length(frame, length, "fine-tuning (window + horizon)")
+            blocks = self._recent_blocks(frame)
+            if len(blocks) == 0:
+                raise ValueError(
+                    f"no {length} consecutive candles (window + horizon) to fine-tune on"
+                    f"{_holes_note(frame.index, self.period_)}"
+                )
+            newest = frame.index[-1]
         if epochs == 0:
             return self
-        recent = frame.iloc[-(cfg.finetune_windows + length - 1) :]
-        blocks = sliding(feature_matrix(recent, cfg.features, cfg.target), length)
+        self.update_windows_ = len(blocks)
         x = self.transform_.inputs(blocks[:, : cfg.window])
         y = member_targets(self.transform_.targets(blocks, cfg.window), cfg.ensemble)
         set_learning_rate(self.network_, learning_rate or cfg.finetune_learning_rate)
         losses = self.history_.setdefault("finetune_loss", [])
         started = time.perf_counter()
         losses += fine_tune(self.network_, x, y, epochs, cfg.batch_size, cfg.seed + len(losses))
+        self.last_update_loss_ = losses[-1]
         self.train_seconds_ += time.perf_counter() - started
         first, last = self.training_range_
-        self.training_range_ = (first, max(last, frame.index[-1]))
+        self.training_range_ = (first, max(last, newest))
         return self
+
+    def _recent_blocks(self, frame: pd.DataFrame) -> np.ndarray:
+        """The newest ``finetune_windows`` blocks ``(n, window + horizon, feature)`` of a series."""
+        cfg = self.config
+        length = cfg.window + cfg.horizon
+        starts = block_starts(frame.index, self.period_, length)[-cfg.finetune_windows :]
+        if len(starts) == 0:
+            return np.zeros((0, length, len(cfg.features)))
+        recent = frame.iloc[starts[0] :]  # the newest windows' candles
+        return sliding(feature_matrix(recent, cfg.features, cfg.target), length)[starts - starts[0]]
 
     # forecasting ------------------------------------------------------------------------
 
-    def predict(self, candles: pd.DataFrame | pd.Series, as_of: Any = None) -> pd.DataFrame:
+    def predict(
+        self,
+        candles: Candles,
+        as_of: Any = None,
+        max_filled: int | None = None,
+        series: str | None = None,
+    ) -> pd.DataFrame:
         """Forecasts for as_of + 1..horizon periods, using candles up to ``as_of`` only.
 
-        ``as_of`` defaults to the last candle. Columns: as_of, target_time, horizon, value
-        and lower_/upper_ bounds for each interval level.
+        ``as_of`` defaults to the last candle. Columns: as_of, target_time, horizon, value,
+        lower_/upper_ bounds for each interval level, and ``filled``: how many of the
+        window's candles were missing and filled (at most ``max_filled``, by default
+        ``config.max_filled``; more is a `HoleError`). ``series``: whose candles these are,
+        for a global model's per-series calibration (unknown or None: the pooled one).
         """
         self._check_fitted()
         cfg = self.config
         frame = self._candles(cut_at(candles, as_of))
-        require_length(frame, cfg.window, "a forecast (window)")
-        windows = sliding(feature_matrix(frame.iloc[-cfg.window :], cfg.features, cfg.target),
-                          cfg.window)  # (1, window, feature)
-        scaled = self._calibrated(windows)  # (1, horizon)
+        require_length(frame, 1, "a forecast")
+        limit = cfg.max_filled if max_filled is None else max_filled
+        recent, filled = fill_window(frame, self.period_, cfg.window, limit)
+        windows = sliding(
+            feature_matrix(recent, cfg.features, cfg.target), cfg.window
+        )  # (1, window, feature)
+        calibration = self.calibration_for(series)
+        scaled = self._calibrated(windows, calibration.shrinkage)  # (1, horizon)
         spread = self.transform_.spread(windows)[:, None]
         as_of_time = frame.index[-1]
         horizons = np.arange(1, cfg.horizon + 1)
@@ -183,9 +332,10 @@ class LSTMForecaster:
             }
         )
         for level, lower, upper in cfg.interval_names:
-            q = self.quantiles_[level] * spread
+            q = calibration.quantiles[level] * spread
             result[lower] = self.transform_.to_price(scaled - q, windows)[0]
             result[upper] = self.transform_.to_price(scaled + q, windows)[0]
+        result["filled"] = filled
         return result
 
     # storage ----------------------------------------------------------------------------
@@ -197,7 +347,7 @@ class LSTMForecaster:
             path = Path(folder) / "model.keras"
             self.network_.save(path)
             model_bytes = path.read_bytes()
-        return artifact.pack(model_bytes, self._metadata())
+        return artifact.pack(model_bytes, {"kind": KIND, **fitted_state(self)})
 
     @classmethod
     def from_bytes(cls, blob: bytes, source: str = "artifact") -> LSTMForecaster:
@@ -205,20 +355,7 @@ class LSTMForecaster:
         model_bytes, meta = artifact.unpack(blob, KIND, source)
         try:
             model = cls(ForecasterConfig.from_dict(meta["config"]))
-            model.transform_ = WindowTransform.from_state(meta["transform"])
-            model.quantiles_ = {
-                float(level): np.asarray(q, dtype="float64")
-                for level, q in meta["quantiles"].items()
-            }
-            model.shrinkage_ = np.asarray(meta["shrinkage"], dtype="float64")
-            model.period_ = pd.Timedelta(int(meta["period_ns"]), unit="ns")
-            model.training_range_ = tuple(pd.Timestamp(t) for t in meta["training_range"])
-            model.n_windows_ = int(meta["n_windows"])
-            model.device_ = str(meta["device"])
-            model.train_seconds_ = float(meta["train_seconds"])
-            model.epochs_trained_ = int(meta["epochs_trained"])
-            model.validation_metrics_ = {k: float(v) for k, v in meta["validation_metrics"].items()}
-            model.history_ = meta["history"]
+            restore_state(model, meta)
         except (KeyError, TypeError, ValueError) as error:
             raise artifact.ArtifactError(f"{source}: metadata does not match ({error})") from error
         with tempfile.TemporaryDirectory() as folder:
@@ -252,9 +389,21 @@ class LSTMForecaster:
 
     # helpers ----------------------------------------------------------------------------
 
-    def _candles(
-        self, candles: pd.DataFrame | pd.Series, same_period: bool = True
-    ) -> pd.DataFrame:
+    def _frames(
+        self, candles: Mapping[str, Candles], same_period: bool = True
+    ) -> dict[str, pd.DataFrame]:
+        """Each series' checked candles; a ValueError names the series."""
+        if not candles:
+            raise ValueError("no series given: pass {series key: candles} of one series at least")
+        frames = {}
+        for key, one in candles.items():
+            try:
+                frames[str(key)] = self._candles(one, same_period)
+            except ValueError as error:
+                raise ValueError(f"{key}: {error}") from None
+        return frames
+
+    def _candles(self, candles: Candles, same_period: bool = True) -> pd.DataFrame:
         frame = as_candles(candles, required_columns(self.config.features))
         period = infer_period(frame.index)
         known = getattr(self, "period_", None) if same_period else None
@@ -265,67 +414,27 @@ class LSTMForecaster:
             )
         return frame
 
-    def _calibrated(self, windows: np.ndarray) -> np.ndarray:
+    def calibration_for(self, series: str | None) -> SeriesCalibration:
+        """The shrinkage and intervals ``series`` forecasts with: its own, or the pooled ones."""
+        own = getattr(self, "series_calibration_", {}).get(series) if series else None
+        return own or SeriesCalibration(self.shrinkage_, self.quantiles_)
+
+    def _calibrated(self, windows: np.ndarray, factor: np.ndarray | None = None) -> np.ndarray:
         """Scaled forecasts ``(n, horizon)``: the network's, shrunk toward naive."""
         raw = forecast(self.network_, self.transform_.inputs(windows))
         anchor = self.transform_.anchor(windows)
-        return anchor + self.shrinkage_ * (raw - anchor)
+        return anchor + (self.shrinkage_ if factor is None else factor) * (raw - anchor)
 
     def _check_fitted(self) -> None:
         if not self.is_fitted:
             raise RuntimeError("this LSTMForecaster is not fitted yet; call fit(candles) first")
 
-    def _validation_metrics(
-        self,
-        scaled: np.ndarray,
-        y_val: np.ndarray,
-        validation: np.ndarray,
-        stopper: keras.callbacks.EarlyStopping,
-    ) -> dict[str, float]:
-        """Loss (scaled space) and price RMSE/MAE against naive on the validation windows."""
-        window = self.config.window
-        transform = self.transform_
-        predicted = transform.to_price(scaled, validation[:, :window])  # (n, horizon)
-        raw_future = validation[:, window:, 0]
-        actual = np.exp(raw_future) if transform.target == "logreturn" else raw_future
-        naive = transform.last_close(validation[:, :window])[:, None]
-        rmse = float(np.sqrt(np.mean((predicted - actual) ** 2)))
-        naive_rmse = float(np.sqrt(np.mean((naive - actual) ** 2)))
-        return {
-            "loss": float(np.mean((scaled - y_val) ** 2)),
-            "rmse": rmse,
-            "mae": float(np.mean(np.abs(predicted - actual))),
-            "naive_rmse": naive_rmse,
-            "skill": 1.0 - rmse / naive_rmse if naive_rmse > 0 else float("nan"),
-            "shrinkage": float(self.shrinkage_.mean()),
-            "best_epoch": float(stopper.best_epoch + 1),
-            "n_windows": float(len(validation)),
-        }
 
-    def _metadata(self) -> dict[str, Any]:
-        import tensorflow as tf
-
-        from forecaster import __version__
-
-        return {
-            "kind": KIND,
-            "config": self.config.to_dict(),
-            "transform": self.transform_.to_state(),
-            "quantiles": {str(level): q.tolist() for level, q in self.quantiles_.items()},
-            "shrinkage": self.shrinkage_.tolist(),
-            "period_ns": int(self.period_.value),
-            "training_range": [t.isoformat() for t in self.training_range_],
-            "n_windows": self.n_windows_,
-            "device": self.device_,
-            "train_seconds": self.train_seconds_,
-            "epochs_trained": self.epochs_trained_,
-            "validation_metrics": self.validation_metrics_,
-            "history": self.history_,
-            "versions": {
-                "forecaster": __version__,
-                "keras": keras.__version__,
-                "tensorflow": tf.__version__,
-                "numpy": np.__version__,
-                "pandas": pd.__version__,
-            },
-        }
+def _holes_note(index: pd.DatetimeIndex, period: pd.Timedelta | None) -> str:
+    """`` (the candles have N holes: ...)`` for an error message, or nothing."""
+    holes = find_holes(index, period)
+    if not holes:
+        return ""
+    shown = ", ".join(str(hole) for hole in holes[:3])
+    more = f" and {len(holes) - 3} more" if len(holes) > 3 else ""
+    return f" (the candles have {len(holes)} hole(s): {shown}{more}; windows never span a hole)"

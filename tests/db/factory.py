@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
 
+from db.forecast_tables import METRIC_COLUMNS, ForecastMetric
 from db.series_key import TIMEFRAMES
 
 TABLES = {
@@ -56,3 +59,29 @@ def table_rows(engine: sa.Engine, table: str) -> list[tuple]:
 
 def snapshot(engine: sa.Engine) -> dict[str, list[tuple]]:
     return {table: table_rows(engine, table) for table in TABLES}
+
+
+def run_metrics(engine: Engine, run_id: int) -> pd.DataFrame:
+    """The stored scores of one run, indexed by horizon (0: pooled)."""
+    query = select(ForecastMetric).where(ForecastMetric.run_id == run_id)
+    return _metrics_frame(engine, query)
+
+
+def version_metrics(engine: Engine, model_version_id: int) -> pd.DataFrame:
+    """The stored scores of a model version over all its scored runs, indexed by horizon."""
+    query = select(ForecastMetric).where(
+        ForecastMetric.model_version_id == model_version_id, ForecastMetric.run_id.is_(None)
+    )
+    return _metrics_frame(engine, query)
+
+
+def _metrics_frame(engine: Engine, query: sa.Select) -> pd.DataFrame:
+    """The ForecastMetric rows of ``query`` as a frame indexed by horizon."""
+    columns = ["horizon", "n", "n_runs", *METRIC_COLUMNS, "first_target", "last_target"]
+    with Session(engine) as session:
+        records = [
+            {name: getattr(row, name) for name in columns}
+            for row in session.execute(query).scalars()
+        ]
+    frame = pd.DataFrame.from_records(records, columns=columns).set_index("horizon")
+    return frame.sort_index().astype({name: "float64" for name in METRIC_COLUMNS})

@@ -16,16 +16,15 @@ from db.forecasts import (
     latest_forecasts,
     recent_run_forecasts,
     run_forecasts,
-    run_metrics,
     runs,
     unscored_runs,
-    version_metrics,
     write_forecast_run,
     write_run_metrics,
     write_version_metrics,
 )
 from db.registry import NewVersion, register_version
 from db.series_key import SeriesKey
+from tests.db.factory import run_metrics, version_metrics
 from tests.flows.cdd_files import make_candles
 
 SERIES = "Bitstamp_BTCUSD_d"

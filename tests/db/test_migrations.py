@@ -8,7 +8,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect
 
-import db.forecast_models  # noqa: F401  (registers the forecast tables on Base.metadata)
+import db.forecast_tables  # noqa: F401  (registers the forecast tables on Base.metadata)
 import db.models  # noqa: F401  (registers the ingestion tables)
 from db.base import Base
 from db.engine import alembic_config, downgrade, make_engine, migrate, needs_migration

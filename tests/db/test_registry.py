@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from db.candles import upsert_candles
 from db.engine import make_engine, migrate
-from db.forecast_models import ModelVersion
+from db.forecast_tables import ModelVersion
 from db.registry import (
     ArtifactChecksumError,
     ArtifactNotKeptError,

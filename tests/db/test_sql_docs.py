@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,8 @@ from sqlalchemy.orm import Session
 from db.candles import upsert_candles
 from db.engine import make_engine, migrate
 from db.forecasts import runs, write_forecast_run, write_run_metrics, write_version_metrics
+from db.ingest_rejects import store_rejects
+from db.ingest_runs import finish_run, start_run
 from db.registry import NewVersion, register_version
 from db.series_key import SeriesKey
 from tests.flows.cdd_files import make_candles
@@ -53,6 +56,15 @@ def _filled(url: str):
     migrate(engine)
     with Session(engine) as session, session.begin():
         upsert_candles(session, KEY, CANDLES)
+    restated = CANDLES.copy()  # CryptoDataDownload restated a volume: one candle_revisions row
+    restated.loc[CANDLES.index[-2], "volume_base"] += 1.0
+    with Session(engine) as session, session.begin():
+        assert upsert_candles(session, KEY, restated).revised == 1
+    rejecting = start_run(engine, KEY, "Bitstamp_BTCUSD_d.csv")  # a file with one bad row
+    with Session(engine) as session, session.begin():
+        bad_row = SimpleNamespace(line=7, time=None, reason="high is empty", raw="1,x,BTC/USD")
+        store_rejects(session, rejecting, KEY, [bad_row])
+    finish_run(engine, rejecting, status="success", rejected_rows=1)
     closes = CANDLES["close"]
     for first_day, last_day in ((20, 34), (35, 46)):
         version = register_version(engine, NewVersion(
@@ -70,7 +82,11 @@ def _filled(url: str):
                 "horizon": h, "value": value, "lower_80": value * 0.97, "upper_80": value * 1.03,
                 "lower_95": value * 0.95, "upper_95": value * 1.05, "naive": closes.iloc[day],
             })
-            run = write_forecast_run(engine, KEY.key, version.id, frame).run
+            weights = pd.DataFrame({  # the served forecast's weights (schema 0005)
+                "horizon": np.repeat(h, 3), "expert": ["lstm", "naive", "drift"] * 3,
+                "weight": [0.2, 0.7, 0.1] * 3, "rounds": day - first_day, "from_prior": False,
+            })
+            run = write_forecast_run(engine, KEY.key, version.id, frame, weights=weights).run
             scores = pd.DataFrame({name: [0.5] for name in METRICS} | {
                 "n": [3], "first_target": [frame["target_time"].min()],
                 "last_target": [frame["target_time"].max()],

@@ -16,8 +16,7 @@ import prefect.settings
 import pytest
 from sqlalchemy.engine import make_url
 
-from db.roles import RoleSettings
-from db.settings import Settings
+from settings import Settings
 from tests.deploy.compose import (
     COMPOSE_FILE,
     DOCKERIGNORE,
@@ -48,7 +47,8 @@ POSTGRES_IMAGE_VARIABLES = {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}
 def filled_env() -> dict[str, str]:
     """.env.example with a made-up value for each password, as an operator fills it."""
     values = env_file(ENV_EXAMPLE)
-    return {**values, **{name: f"test{name.lower().replace('_', '')}" for name in PASSWORDS}}
+    passwords = {name: f"test{name.lower().replace('_', '')}" for name in PASSWORDS}
+    return {**values, **passwords, "SERVER_AUTH": "operator:testserverauth"}
 
 
 def compose_command() -> list[str] | None:
@@ -156,6 +156,8 @@ def test_every_service_command_is_a_real_command_of_the_project_or_prefect():
         ("deploy", "prefect work-pool inspect"),
         ("deploy", "prefect work-pool create"),
         ("deploy", "prefect deploy"),
+        ("deploy", "prefect work-pool set-concurrency-limit gpu"),
+        ("deploy", "prefect automation create"),
         ("worker-cpu", "prefect worker start"),
         ("worker-gpu", "prefect worker start"),
     }
@@ -175,14 +177,15 @@ def test_workers_poll_the_pools_of_prefect_yaml():
         words = command_line(services()[f"worker-{pool}"])
         assert words[words.index("--pool") + 1] == pool
         assert words[words.index("--type") + 1] == "process"
-    deploy_script = command_line(services()["deploy"])[-1]
+    deploy_script = (ROOT / command_line(services()["deploy"])[-1]).read_text()
     assert "for pool in cpu gpu" in deploy_script and "--no-prompt deploy --all" in deploy_script
+    assert 'set-concurrency-limit gpu "$gpu_count"' in deploy_script
 
 
 def _known_setting(name: str) -> bool:
     if name.startswith("CDDF_"):
         field = name.removeprefix("CDDF_").lower()
-        return field in Settings.model_fields or field in RoleSettings.model_fields
+        return field in Settings.model_fields
     if name.startswith("PREFECT_"):
         return hasattr(prefect.settings, name)
     return False
@@ -218,7 +221,7 @@ def test_every_variable_the_services_read_is_a_known_setting():
     )
     assert others == {
         ("postgres", v) for v in POSTGRES_IMAGE_VARIABLES | (init_reads - {"POSTGRES_USER"})
-    }
+    } | {("deploy", "GPU_COUNT")}  # deploy/deploy.sh: the gpu pool's concurrency limit
 
 
 def test_the_services_settings_parse_with_the_documented_env(monkeypatch):
@@ -237,13 +240,13 @@ def test_the_services_settings_parse_with_the_documented_env(monkeypatch):
             "cddf",
         )
         if name == "migrate":  # the superuser, who creates the roles with these passwords
-            roles = RoleSettings(_env_file=None)
+            roles = settings
             assert url.username == values["POSTGRES_USER"]
             assert roles.app_password.get_secret_value() == values["PG_APP_PASSWORD"]
             assert roles.reader_password.get_secret_value() == values["PG_READER_PASSWORD"]
         else:  # the application role, with the password the migrate step gave it
             assert (url.username, url.password) == (
-                RoleSettings().app_role,
+                settings.app_role,
                 values["PG_APP_PASSWORD"],
             )
             assert settings.series == ["Bitstamp_BTCUSD_d"]

@@ -11,8 +11,7 @@ import pytest
 import yaml
 from prefect.events.schemas.automations import AutomationCore
 
-from db.roles import RoleSettings
-from db.settings import Settings
+from settings import Settings
 from tests.deploy.compose import (
     DEPLOY_DOC,
     ENV_EXAMPLE,
@@ -120,7 +119,7 @@ def test_the_deployments_the_doc_names_exist():
 
 def test_the_settings_variables_and_files_the_doc_names_are_real():
     cddf = set(re.findall(r"\b(CDDF_[A-Z_]+)\b", DOC))
-    fields = set(Settings.model_fields) | set(RoleSettings.model_fields)
+    fields = set(Settings.model_fields)
     assert {name for name in cddf if name.removeprefix("CDDF_").lower() not in fields} == set()
     unknown_prefect = {
         name

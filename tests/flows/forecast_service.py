@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from db.candles import upsert_candles
 from db.engine import get_engine, make_engine, migrate
 from db.series_key import SeriesKey
-from db.settings import get_settings
+from settings import get_settings
 from tests.flows.cdd_files import make_candles
 
 SERIES = "Bitstamp_BTCUSD_d"

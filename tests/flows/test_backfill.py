@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,11 +21,11 @@ from typer.testing import CliRunner
 
 from db.candles import upsert_candles
 from db.engine import get_engine
-from db.forecast_models import ForecastRun, ModelVersion
+from db.forecast_tables import ForecastRun, ModelVersion
 from db.forecasts import run_forecasts, runs
 from db.registry import versions
 from db.series_key import SeriesKey
-from flows.backfill import backfill_flow
+from flows.backfill import FINETUNE_EPOCHS, backfill_flow
 from flows.backfill_plan import BackfillError, BackfillPlan, Segment, minimum_history
 from flows.cli import app
 from forecaster import ForecasterConfig
@@ -52,23 +59,16 @@ def service(service_database, monkeypatch, prefect_harness):
 @pytest.fixture
 def sqlite_service(sqlite_url, monkeypatch, prefect_harness):
     """As ``service``, on SQLite only (for the tests that do not depend on the database)."""
-    from db.engine import clear_engine_cache
-    from db.settings import get_settings
-
     monkeypatch.setenv("CDDF_DATABASE_URL", sqlite_url)
     monkeypatch.setenv("CDDF_FORECASTER", TINY)
-    get_settings.cache_clear()
-    clear_engine_cache()
     engine = get_engine_migrated()
     store(engine, make_candles(KEY, N_CANDLES, start=str(FIRST_DAY)))
-    yield engine
-    get_settings.cache_clear()
-    clear_engine_cache()
+    return engine
 
 
 def get_engine_migrated():
     from db.engine import make_engine, migrate
-    from db.settings import get_settings
+    from settings import get_settings
 
     migrate(make_engine(get_settings().database_url.get_secret_value()))
     return get_engine()
@@ -166,7 +166,7 @@ def test_resume_skips_done_dates_and_fine_tunes_from_the_last_one(sqlite_service
     now = runs_by_as_of(engine)
     assert {k: v for k, v in now.items() if k in done} == done  # untouched
     assert all(len(ids) == 1 for ids in now.values())
-    assert weights_kept(engine) == {version_of(engine, at(41)), version_of(engine, at(43))}
+    assert weights_kept(engine) == {version_of(engine, at(43))}  # still the newest only
     assert len(versions(engine, SERIES)) == 4  # every step's row and lineage stay
 
     n_versions, n_runs = count(engine, ModelVersion), count(engine, ForecastRun)
@@ -239,6 +239,73 @@ def test_two_overlapping_backfills_at_once_write_each_date_once(service):
     assert count(engine, ModelVersion) == 4
 
 
+def test_a_resumed_interrupted_backfill_keeps_one_model_with_weights(sqlite_service):
+    engine = sqlite_service
+    backfill_flow(SERIES, day(40), day(43), retrain_every=2)
+    # as a run of 40..45 interrupted after its second block leaves them: each segment's last
+    # step kept its weights (41 and 43), and 44, 45 were not done
+    v41, v43 = version_of(engine, at(41)), version_of(engine, at(43))
+    weights = select(ModelVersion.artifact).where(ModelVersion.id == v43).scalar_subquery()
+    size = select(ModelVersion.artifact_size).where(ModelVersion.id == v43).scalar_subquery()
+    with Session(engine) as session, session.begin():
+        session.execute(
+            update(ModelVersion)
+            .where(ModelVersion.id == v41)
+            .values(artifact=weights, artifact_size=size)
+        )
+    assert weights_kept(engine) == {v41, v43}
+
+    resumed = backfill_flow(SERIES, day(40), day(45), retrain_every=2)
+    assert [s.as_of for s in resumed.steps] == [at(44), at(45)]
+    assert weights_kept(engine) == {version_of(engine, at(45))}
+
+
+def test_a_killed_backfill_is_rerun_after_its_lease(sqlite_service, monkeypatch, caplog):
+    """A backfill killed with kill -9 holding the series' lock: the rerun waits, then runs."""
+    from prefect.settings import PREFECT_API_URL
+
+    from settings import get_settings
+
+    monkeypatch.setenv("CDDF_LOCK_LEASE_SECONDS", "2")
+    get_settings.cache_clear()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", KILLED_BACKFILL, SERIES],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_API_URL": PREFECT_API_URL.value()},
+    )
+    try:
+        assert holder.stdout.readline().strip() == "holding", "the killed backfill never started"
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+
+    finished: list[object] = []
+    rerun = threading.Thread(
+        target=lambda: finished.append(backfill_flow(SERIES, day(40), day(41), retrain_every=7))
+    )
+    started = time.monotonic()
+    rerun.start()
+    rerun.join(timeout=120)
+    assert finished, "the rerun still waits for the killed backfill's lock"
+    assert time.monotonic() - started < 100
+    assert len(finished[0].steps) == 2
+    waits = [r.getMessage() for r in caplog.records if "waiting for backfill-" in r.getMessage()]
+    assert waits and f"pid {holder.pid}" in waits[0]
+
+
+# the killed process takes the series' backfill lock as the flow does, then stops responding
+KILLED_BACKFILL = """
+import sys, time
+from flows.backfill import one_backfill_per_series
+with one_backfill_per_series(sys.argv[1]):
+    print("holding", flush=True)
+    time.sleep(600)
+"""
+ROOT = Path(__file__).resolve().parents[2]
+
+
 # bad parameters ---------------------------------------------------------------------------
 
 
@@ -293,6 +360,62 @@ def test_cli_backfill_reports_and_fails_clearly(sqlite_service):
     )
     assert result.exit_code == 0, result.output
     assert "2 as_of times, 0 forecast, 2 already done (skipped)" in result.output
+
+
+def test_a_backfill_run_logs_each_training_epoch(sqlite_service):
+    """The CLI's backfill, as an operator runs it: its flow run logs on the Prefect API hold
+    the model's per-epoch lines, of the retrain and of the fine-tune, like the daily's."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterName,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+    from prefect.client.schemas.sorting import LogSort
+    from prefect.settings import PREFECT_API_URL
+
+    name = f"backfill {SERIES} {day(47)}..{day(48)}"
+    runs_named = FlowRunFilter(name=FlowRunFilterName(any_=[name]))
+    with get_client(sync_client=True) as client:
+        before = {run.id for run in client.read_flow_runs(flow_run_filter=runs_named)}
+    # the CLI, not this test, turns the forecaster logger on for the run logs
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_LOGGING_EXTRA_LOGGERS"}
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("cdd-forecast")),
+            "backfill",
+            "--series",
+            SERIES,
+            "--start",
+            str(day(47)),
+            "--end",
+            str(day(48)),
+            "--retrain-every",
+            "7",
+        ],
+        cwd=ROOT,
+        env={**env, "PREFECT_API_URL": PREFECT_API_URL.value()},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 retrained, 1 fine-tuned" in result.stdout
+    with get_client(sync_client=True) as client:
+        [run] = [r for r in client.read_flow_runs(flow_run_filter=runs_named) if r.id not in before]
+        logs = client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])),
+            sort=LogSort.TIMESTAMP_ASC,
+        )
+    messages = [log.message for log in logs]
+    epochs = ForecasterConfig.from_dict(json.loads(TINY)).max_epochs
+    fit_lines = [m for m in messages if m.startswith("fit epoch ")]
+    update_lines = [m for m in messages if m.startswith("update epoch ")]
+    assert fit_lines and fit_lines[0].startswith(f"fit epoch 1/{epochs} loss "), messages
+    assert [m.split()[2] for m in update_lines] == [
+        f"{n}/{FINETUNE_EPOCHS}" for n in range(1, FINETUNE_EPOCHS + 1)
+    ], messages
 
 
 # the plan -------------------------------------------------------------------------------

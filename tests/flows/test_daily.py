@@ -7,14 +7,17 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from prefect import get_client
+from prefect import flow, get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterFlowRunId,
+    DeploymentFilter,
+    DeploymentFilterId,
     FlowRunFilter,
     FlowRunFilterId,
 )
@@ -23,15 +26,19 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
+import flows.daily as daily_module
 import flows.train as train_module
-from db.engine import clear_engine_cache, make_engine
-from db.forecast_models import ForecastMetric, ForecastRun, ModelVersion
+from db.engine import make_engine
+from db.forecast_tables import ForecastMetric, ForecastRun, ModelVersion
 from db.forecasts import latest_forecasts
+from db.models import IngestRun
 from db.registry import versions
-from db.settings import get_settings
+from db.series_key import SeriesKey
 from flows.cli import app
 from flows.daily import DailyRunFailed, daily_flow
+from flows.dispatch import DispatchError, DispatchFailed, DispatchTimeout, dispatch
 from flows.train import train_flow
+from settings import SettingsError, get_settings
 from tests.flows.cdd_files import make_cdd_csv
 from tests.flows.forecast_service import (
     ALL_CANDLES,
@@ -42,6 +49,7 @@ from tests.flows.forecast_service import (
     candles_until,
     start_service,
 )
+from tests.flows.test_charts import images_in
 
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 POSTGRES_ONLY = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -57,7 +65,6 @@ def service(service_database, monkeypatch, prefect_harness, tmp_path):
 def cdd(httpserver, monkeypatch):
     """A CryptoDataDownload stand-in: ``cdd(n)`` serves the first n candles of the series."""
     monkeypatch.setenv("CDDF_CDD_BASE_URL", httpserver.url_for("/cdd/"))
-    get_settings.cache_clear()
 
     def serve(n: int) -> None:
         httpserver.clear()
@@ -96,7 +103,9 @@ def test_daily_ingests_trains_forecasts_scores_and_reports(service, cdd, tmp_pat
     artifacts = artifacts_of(state.state_details.flow_run_id)
     summary = artifacts["daily-summary"]
     assert f"| {SERIES} | ok | 5 | {outcome.trained.version.id} (retrain)" in summary
-    assert outcome.chart.as_uri() in summary
+    # the chart as an image any browser shows, read back from the API: no file:// link
+    assert "file://" not in summary
+    assert images_in(summary) == {f"{SERIES} chart": outcome.chart.read_bytes()}
     assert "daily-forecasts" in artifacts and SERIES in artifacts["daily-forecasts"]
 
     cdd(N_CANDLES + 5 + HORIZON)  # the next days: the first run's targets are final
@@ -126,6 +135,59 @@ def test_a_failing_series_does_not_stop_the_others(service, cdd):
 
 
 @SQLITE_ONLY
+def test_a_bad_setting_fails_the_run_before_any_work(service, cdd, httpserver, monkeypatch):
+    cdd(N_CANDLES)
+    monkeypatch.setenv("CDDF_SERIES_SETTINGS", '{"Kraken_ETHUSD_d": {"horizon": 2}}')
+    state = daily_flow(return_state=True)
+    assert state.is_failed()
+    error = state.result(raise_on_failure=False)
+    assert isinstance(error, SettingsError) and "CDDF_SERIES_SETTINGS" in str(error)
+    assert httpserver.log == [] and count(service, IngestRun) == 0
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_series_run_side_by_side_bounded_by_max_parallel_series(
+    service, httpserver, monkeypatch, parallel
+):
+    eth = SeriesKey.parse("Bitstamp_ETHUSD_d")
+    monkeypatch.setenv("CDDF_CDD_BASE_URL", httpserver.url_for("/cdd/"))
+    monkeypatch.setenv("CDDF_MAX_PARALLEL_SERIES", str(parallel))
+    for key in (KEY, eth):
+        body = make_cdd_csv(key, candles_until(N_CANDLES))
+        httpserver.expect_request(f"/cdd/{key.key}.csv").respond_with_data(body)
+    state = daily_flow([SERIES, eth.key], return_state=True)
+    assert state.is_completed()
+    assert [o.forecast is not None for o in state.result()] == [True, True]
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+            )
+        )
+    spans = sorted((r.start_time, r.end_time) for r in task_runs if r.name.startswith("series "))
+    assert len(spans) == 2
+    (_, first_end), (second_start, _) = spans
+    assert (second_start < first_end) == (parallel == 2)  # overlapping only when allowed
+
+
+@SQLITE_ONLY
+def test_daily_forecasts_with_the_version_its_training_step_handed_over(service, cdd, monkeypatch):
+    handed_over = daily_module.train
+
+    def train_then_another_run_registers_a_newer_version(series: str):
+        trained = handed_over(series)
+        train_flow(series, mode="retrain")  # e.g. a backfill finishing right now
+        return trained
+
+    monkeypatch.setattr(daily_module, "train", train_then_another_run_registers_a_newer_version)
+    cdd(N_CANDLES)
+    [outcome] = daily_flow()
+    assert outcome.forecast.model_version_id == outcome.trained.version.id
+    assert versions(service, SERIES)[-1].id != outcome.trained.version.id
+
+
+@SQLITE_ONLY
 def test_cli_run_on_a_downloaded_file_then_forecasts(service, tmp_path, monkeypatch):
     monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     path = tmp_path / f"{SERIES}.csv"
@@ -149,7 +211,6 @@ def test_cli_run_names_an_unreachable_host_and_shows_source(service, monkeypatch
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]
     monkeypatch.setenv("CDDF_CDD_BASE_URL", f"http://127.0.0.1:{port}/cdd/")
-    get_settings.cache_clear()
     ran = CliRunner().invoke(app, ["run"])
     assert ran.exit_code == 1
     assert "cannot reach 127.0.0.1" in ran.output
@@ -163,13 +224,17 @@ def test_training_runs_in_the_train_deployment_when_one_is_configured(service, c
     from prefect.settings import PREFECT_API_URL
 
     environment = os.environ | {
-        "PREFECT_API_URL": str(PREFECT_API_URL.value()), "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
         "PYTHONUNBUFFERED": "1",
     }
     worker = subprocess.Popen(
         [sys.executable, "-c", "from flows.train import train_flow; train_flow.serve('train')"],
-        cwd=Path(__file__).parents[2], env=environment, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
+        cwd=Path(__file__).parents[2],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     watchdog = threading.Timer(300, worker.kill)  # a hung worker fails the test
     watchdog.start()
@@ -183,7 +248,6 @@ def test_training_runs_in_the_train_deployment_when_one_is_configured(service, c
             pytest.fail("the train deployment was not served:\n" + "".join(seen[-30:]))
         threading.Thread(target=worker.stdout.read, daemon=True).start()  # keep the pipe flowing
         monkeypatch.setenv("CDDF_TRAIN_DEPLOYMENT", "train/train")
-        get_settings.cache_clear()
         cdd(N_CANDLES)
         [outcome] = daily_flow()
     finally:
@@ -219,8 +283,6 @@ def attempts(flow_run_id, task_prefix: str) -> list[int]:
 
 def use_database(monkeypatch, url: str) -> None:
     monkeypatch.setenv("CDDF_DATABASE_URL", url)
-    get_settings.cache_clear()
-    clear_engine_cache()
 
 
 @POSTGRES_ONLY
@@ -252,9 +314,10 @@ def test_database_lost_mid_run_registers_nothing_then_next_run_completes(
     proxy = TcpProxy(parts.hostname, parts.port or 5432)
     original = train_module.retrain
     try:
-        use_database(monkeypatch, urlunsplit(parts._replace(
-            netloc=f"{parts.username}@127.0.0.1:{proxy.port}"
-        )))
+        use_database(
+            monkeypatch,
+            urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}")),
+        )
         no_retry_wait(monkeypatch, "register")
         cut = original.with_options(on_completion=[lambda *_: proxy.close()])
         monkeypatch.setattr(train_module, "retrain", cut)  # the database goes once trained
@@ -326,3 +389,106 @@ class TcpProxy:
             except OSError:
                 pass
             end.close()
+
+
+# dispatching to deployments: never an endless wait, never a second child -----------------
+
+
+def runs_of(deployment_id) -> list:
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+        )
+
+
+@SQLITE_ONLY
+def test_a_train_run_nobody_picks_up_fails_its_series_in_time_and_is_cancelled(
+    service, cdd, monkeypatch
+):
+    deployment_id = train_flow.to_deployment(name="unserved").apply()
+    monkeypatch.setenv("CDDF_TRAIN_DEPLOYMENT", "train/unserved")
+    monkeypatch.setenv("CDDF_TRAIN_DISPATCH_TIMEOUT", "2")
+    cdd(N_CANDLES)
+    started = time.monotonic()
+    state = daily_flow(return_state=True)
+    assert state.is_failed() and time.monotonic() - started < 60
+    [outcome] = state.result(raise_on_failure=False).outcomes
+    assert outcome.failed_step == "train" and isinstance(outcome.error, DispatchTimeout)
+    [child] = runs_of(deployment_id)
+    assert str(child.id) in str(outcome.error)
+    assert "did not end within 2 s (CDDF_TRAIN_DISPATCH_TIMEOUT) and was cancelled" in str(
+        outcome.error
+    )
+    assert child.state.is_cancelled() and count(service, ModelVersion) == 0
+
+
+def test_a_retried_dispatcher_gets_back_the_child_it_started(prefect_harness):
+    """The idempotency key (calling flow run id + key): the second call finds the first child."""
+    deployment_id = train_flow.to_deployment(name="unserved-twice").apply()
+
+    @flow
+    def dispatching_twice() -> list[DispatchError]:
+        errors = []
+        for _ in range(2):
+            try:
+                dispatch(
+                    "train/unserved-twice",
+                    {"series": SERIES},
+                    key=f"train {SERIES}",
+                    timeout=1,
+                    via="CDDF_TRAIN_DEPLOYMENT",
+                    timeout_setting="CDDF_TRAIN_DISPATCH_TIMEOUT",
+                )
+            except DispatchError as error:
+                errors.append(error)
+        return errors
+
+    first, second = dispatching_twice()
+    [child] = runs_of(deployment_id)
+    assert isinstance(first, DispatchTimeout) and str(child.id) in str(first)
+    assert isinstance(second, DispatchFailed)
+    assert f"({child.id}) ended Cancelled" in str(second)
+
+
+@SQLITE_ONLY
+def test_series_sent_to_a_series_deployment_nobody_serves_fail_in_time_named(
+    service, httpserver, monkeypatch
+):
+    from flows.series import series_flow
+
+    deployment_id = series_flow.to_deployment(name="unserved").apply()
+    monkeypatch.setenv("CDDF_SERIES_DEPLOYMENT", "series/unserved")
+    monkeypatch.setenv("CDDF_SERIES_DISPATCH_TIMEOUT", "2")
+    state = daily_flow([SERIES, "Bitstamp_ETHUSD_d"], return_state=True)
+    assert state.is_failed()
+    failure = state.result(raise_on_failure=False)
+    assert str(failure).startswith("2 of 2 series failed: Bitstamp_BTCUSD_d at series run")
+    assert [o.failed_step for o in failure.outcomes] == ["series run", "series run"]
+    children = runs_of(deployment_id)
+    assert sorted(c.parameters["series"] for c in children) == [SERIES, "Bitstamp_ETHUSD_d"]
+    assert all(child.state.is_cancelled() for child in children)
+    assert httpserver.log == [] and count(service, IngestRun) == 0  # nothing ran in-process
+
+
+@SQLITE_ONLY
+def test_the_series_flow_runs_one_series_and_fails_naming_its_step(service, cdd):
+    from flows.series import SeriesRunFailed, series_flow
+
+    cdd(N_CANDLES)
+    outcome = series_flow(SERIES)
+    assert outcome.forecast.model_version_id == outcome.trained.version.id
+    state = series_flow("Bitstamp_ETHUSD_d", return_state=True)  # it answers 404
+    error = state.result(raise_on_failure=False)
+    assert isinstance(error, SeriesRunFailed)
+    assert str(error).startswith("Bitstamp_ETHUSD_d failed at ingest: ")
+    summary = artifacts_of(state.state_details.flow_run_id)["daily-summary"]
+    assert "| Bitstamp_ETHUSD_d | **failed at ingest** |" in summary
+
+
+def test_a_series_dispatch_timeout_not_above_the_train_one_is_refused(monkeypatch):
+    monkeypatch.setenv("CDDF_SERIES_DEPLOYMENT", "series/series")
+    monkeypatch.setenv("CDDF_TRAIN_DEPLOYMENT", "train/train")
+    monkeypatch.setenv("CDDF_SERIES_DISPATCH_TIMEOUT", "600")
+    monkeypatch.setenv("CDDF_TRAIN_DISPATCH_TIMEOUT", "600")
+    with pytest.raises(SettingsError, match="CDDF_SERIES_DISPATCH_TIMEOUT=600 must be above"):
+        get_settings()

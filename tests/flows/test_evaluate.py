@@ -5,13 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
-from db.forecasts import run_forecasts, run_metrics, version_metrics
+from db.candles import upsert_candles
+from db.forecasts import run_forecasts
+from db.revisions import RevisionLimits
 from flows.evaluate import evaluate_flow
 from flows.forecast import forecast_flow
 from flows.train import train_flow
+from tests.db.factory import run_metrics, version_metrics
 from tests.flows.forecast_service import (
     HORIZON,
+    KEY,
     N_CANDLES,
     SERIES,
     candles_until,
@@ -60,14 +65,52 @@ def test_a_run_is_scored_once_its_targets_have_final_candles(service):
     assert version_metrics(service, version.id).loc[0, "rmse"] == pytest.approx(rmse)
 
     with service.connect() as connection:
-        vs_actual = connection.execute(sa.text(
-            "SELECT horizon, error FROM forecast_vs_actual ORDER BY horizon"
-        )).all()
-        board = connection.execute(sa.text(
-            "SELECT model_version_id, skill_rank, skill FROM model_leaderboard"
-        )).all()
+        vs_actual = connection.execute(
+            sa.text("SELECT horizon, error FROM forecast_vs_actual ORDER BY horizon")
+        ).all()
+        board = connection.execute(
+            sa.text("SELECT model_version_id, skill_rank, skill FROM model_leaderboard")
+        ).all()
     np.testing.assert_allclose([e for _, e in vs_actual], -error)
     assert [(v, rank) for v, rank, _ in board] == [(version.id, 1)]
     assert board[0][2] == pytest.approx(1 - rmse / naive_rmse)
 
     assert evaluate_flow(SERIES).runs_scored == 0  # scored once
+
+
+def view_rmse(engine: sa.Engine, run_id: int) -> float:
+    """The RMSE of a run computed from the forecast_vs_actual view."""
+    with engine.connect() as connection:
+        errors = connection.execute(
+            sa.text("SELECT error FROM forecast_vs_actual WHERE run_id = :run"), {"run": run_id}
+        ).scalars()
+        return float(np.sqrt(np.mean(np.square(list(errors)))))
+
+
+def test_a_revised_actual_is_scored_again_and_the_scores_match_the_view(service):
+    version = train_flow(SERIES).version
+    run = forecast_flow(SERIES)
+    later = candles_until(N_CANDLES + HORIZON)
+    store(service, later)
+    assert evaluate_flow(SERIES).runs_scored == 1
+    scored = run_metrics(service, run.run_id).loc[0, "rmse"]
+    assert scored == pytest.approx(view_rmse(service, run.run_id))
+
+    restated = later.copy()
+    target = later.index[-2]  # the close of one target day, restated by CryptoDataDownload
+    restated.loc[target, ["close", "high"]] += 900.0
+    with Session(service) as session, session.begin():
+        assert upsert_candles(session, KEY, restated, limits=RevisionLimits()).revised == 1
+    assert view_rmse(service, run.run_id) != pytest.approx(scored)  # stale until evaluated
+
+    outcome = evaluate_flow(SERIES)
+
+    assert (outcome.runs_scored, outcome.runs_rescored, outcome.versions_scored) == (1, 1, 1)
+    rmse = view_rmse(service, run.run_id)
+    assert run_metrics(service, run.run_id).loc[0, "rmse"] == pytest.approx(rmse)
+    assert version_metrics(service, version.id).loc[0, "rmse"] == pytest.approx(rmse)
+    with service.connect() as connection:
+        board = connection.execute(sa.text("SELECT rmse FROM model_leaderboard")).scalar_one()
+    assert board == pytest.approx(rmse)
+    again = evaluate_flow(SERIES)
+    assert (again.runs_scored, again.runs_rescored) == (0, 0)  # scored again once

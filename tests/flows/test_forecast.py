@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from db.forecast_models import Forecast, ForecastRun
+from db.forecast_tables import Forecast, ForecastRun
 from db.forecasts import run_forecasts, runs
 from flows.forecast import forecast_flow
 from flows.train import train_flow
@@ -53,3 +53,15 @@ def test_forecasting_without_a_model_says_to_train_first(service):
     with pytest.raises(LookupError, match=f"run train_flow\\('{SERIES}'\\) first"):
         forecast_flow(SERIES)
     assert runs(service, SERIES) == []
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_forecast_handed_a_version_uses_it_not_a_newer_one(service):
+    handed = train_flow(SERIES).version
+    newer = train_flow(SERIES, mode="retrain").version  # as a backfill registering one meanwhile
+    outcome = forecast_flow(SERIES, version_id=handed.id)
+    assert outcome.model_version_id == handed.id != newer.id
+    assert forecast_flow(SERIES).model_version_id == newer.id  # a run on its own: the newest
+    early = candles_until(60).index[-1].to_pydatetime()
+    with pytest.raises(ValueError, match=f"model version {newer.id} is of {SERIES}, trained up"):
+        forecast_flow(SERIES, as_of=early, version_id=newer.id)

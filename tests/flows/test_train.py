@@ -17,7 +17,7 @@ from prefect.exceptions import ParameterTypeError
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from db.forecast_models import ModelVersion
+from db.forecast_tables import ModelVersion
 from db.registry import ArtifactChecksumError, latest_version, load_artifact, versions
 from flows.evaluate import evaluate_flow
 from flows.forecast import forecast_flow
@@ -47,7 +47,6 @@ def test_train_registers_a_version_then_auto_fine_tunes_keeps_and_retrains(
     service, monkeypatch
 ):
     monkeypatch.setenv("CDDF_RETRAIN_AFTER_DAYS", "3")
-    _clear_settings()
     first = train_flow(SERIES)
     assert (first.action, first.reason) == ("retrain", "there is no model yet")
     version = first.version
@@ -78,13 +77,47 @@ def test_train_registers_a_version_then_auto_fine_tunes_keeps_and_retrains(
 
 
 @SQLITE_ONLY
+def test_changing_a_series_settings_retrains_it_and_counts_age_in_its_candles(
+    service, monkeypatch
+):
+    monkeypatch.setenv("CDDF_SERIES", SERIES)
+    monkeypatch.setenv("CDDF_SERIES_SETTINGS", f'{{"{SERIES}": {{"retrain_after": 2}}}}')
+    first = train_flow(SERIES).version
+    store(service, candles_until(N_CANDLES + 1))
+    assert train_flow(SERIES).action == "finetune"  # 1 candle old
+    store(service, candles_until(N_CANDLES + 2))
+    aged = train_flow(SERIES)
+    assert aged.action == "retrain" and "2 days of data old (retrain_after=2 days)" in aged.reason
+
+    # a setting outside the forecaster config changes too: the series retrains
+    monkeypatch.setenv(
+        "CDDF_SERIES_SETTINGS", f'{{"{SERIES}": {{"retrain_after": 2, "train_candles": 40}}}}'
+    )
+    store(service, candles_until(N_CANDLES + 3))
+    capped = train_flow(SERIES)
+    assert capped.action == "retrain"
+    assert capped.reason == f"the series' settings changed since version {aged.version.id}"
+    assert capped.version.config["train_candles"] == 40  # the newest 40 candles only
+    assert capped.version.train_first == candles_until(N_CANDLES + 3).index[-40]
+    assert first.train_first == candles_until(1).index[0]
+
+    monkeypatch.setenv(  # and so does a forecaster setting of the series
+        "CDDF_SERIES_SETTINGS",
+        f'{{"{SERIES}": {{"retrain_after": 2, "train_candles": 40, "finetune_windows": 8}}}}',
+    )
+    store(service, candles_until(N_CANDLES + 4))
+    again = train_flow(SERIES)
+    assert again.action == "retrain" and "settings changed" in again.reason
+    assert again.version.config["finetune_windows"] == 8
+
+
+@SQLITE_ONLY
 def test_auto_retrains_when_the_recent_skill_falls_below_the_threshold(service, monkeypatch):
     train_flow(SERIES)
     forecast_flow(SERIES)
     store(service, candles_until(N_CANDLES + HORIZON))
     assert evaluate_flow(SERIES).runs_scored == 1
     monkeypatch.setenv("CDDF_RETRAIN_BELOW_SKILL", "1.5")  # no model reaches a skill of 1.5
-    _clear_settings()
     outcome = train_flow(SERIES)
     assert outcome.action == "retrain" and "below retrain_below_skill=1.5" in outcome.reason
 
@@ -216,7 +249,4 @@ def _child_environment() -> dict[str, str]:
     }
 
 
-def _clear_settings() -> None:
-    from db.settings import get_settings
 
-    get_settings.cache_clear()

@@ -9,12 +9,22 @@ import random
 import numpy as np
 import pandas as pd
 import pytest
+import tensorflow as tf
 
 from forecaster import ArtifactError, ForecasterConfig, LSTMForecaster
 from tests.forecaster.synthetic import TINY, random_walk, sine_candles
 
-COLUMNS = ["as_of", "target_time", "horizon", "value", "lower_80", "upper_80", "lower_95",
-           "upper_95"]
+COLUMNS = [
+    "as_of",
+    "target_time",
+    "horizon",
+    "value",
+    "lower_80",
+    "upper_80",
+    "lower_95",
+    "upper_95",
+    "filled",
+]
 
 
 def _copy(model: LSTMForecaster) -> LSTMForecaster:
@@ -39,15 +49,18 @@ def test_intervals_widen_after_turbulent_candles(fitted, candles):
     turbulent["high"] = turbulent[["high", "close"]].max(axis=1)
     turbulent["low"] = turbulent[["low", "close"]].min(axis=1)
     rough = fitted.predict(turbulent)
+
     def relative_width(f):
         return ((f["upper_80"] - f["lower_80"]) / f["value"]).to_numpy()
+
     assert (relative_width(rough) > 1.5 * relative_width(calm)).all()
 
 
 def test_fitted_attributes(fitted, candles):
     assert fitted.training_range_ == (candles.index[0], candles.index[-1])
     assert fitted.n_windows_ == len(candles) - TINY.window - TINY.horizon + 1
-    assert fitted.device_ == "CPU"
+    # where the test runs: the GPU when TensorFlow sees one (the device machine), else the CPU
+    assert fitted.device_ == ("GPU" if tf.config.list_physical_devices("GPU") else "CPU")
     assert fitted.epochs_trained_ == len(fitted.history_["loss"]) <= TINY.max_epochs
     assert fitted.train_seconds_ > 0
     assert all(isinstance(v, float) for v in fitted.validation_metrics_.values())
@@ -129,6 +142,10 @@ def test_update_changes_the_weights_and_keeps_the_transform(fitted, candles):
     assert model.transform_.to_state() == state
     assert model.training_range_ == (candles.index[0], newer.index[-1])
     assert len(model.history_["finetune_loss"]) == 2
+    assert model.last_update_loss_ == model.history_["finetune_loss"][-1]
+    assert model.update_windows_ == min(
+        TINY.finetune_windows, len(newer) - TINY.window - TINY.horizon + 1
+    )
     assert not model.predict(newer).equals(fitted.predict(newer))
 
 
@@ -153,8 +170,10 @@ def test_to_bytes_round_trip(fitted, candles):
 
 def test_corrupted_artifacts_are_artifact_errors(fitted):
     blob = bytearray(fitted.to_bytes())
-    flipped = bytes(blob[: len(blob) // 2]) + bytes([blob[len(blob) // 2] ^ 0xFF]) + bytes(
-        blob[len(blob) // 2 + 1 :]
+    flipped = (
+        bytes(blob[: len(blob) // 2])
+        + bytes([blob[len(blob) // 2] ^ 0xFF])
+        + bytes(blob[len(blob) // 2 + 1 :])
     )
     for bad in (flipped, bytes(blob[:-100]), b"not a model", b""):
         with pytest.raises(ArtifactError):
@@ -199,8 +218,7 @@ def test_forecasts_at_price_levels_never_seen_in_training():
 def test_unfitted_and_mismatched_use_is_refused(fitted, candles):
     with pytest.raises(RuntimeError, match="not fitted"):
         LSTMForecaster(TINY).predict(candles)
-    hourly = candles.set_axis(pd.date_range("2021-01-01", periods=len(candles), freq="h",
-                                            tz="UTC"))
+    hourly = candles.set_axis(pd.date_range("2021-01-01", periods=len(candles), freq="h", tz="UTC"))
     with pytest.raises(ValueError, match="trained on 1 days"):
         fitted.predict(hourly)
     with pytest.raises(ValueError, match="epochs"):
@@ -231,4 +249,4 @@ def test_mixed_precision_trains_stores_and_fine_tunes(candles):
     again = _copy(model)
     pd.testing.assert_frame_equal(again.predict(candles), model.predict(candles))
     again.update(candles, epochs=1, learning_rate=1e-3)
-    assert np.isfinite(again.predict(candles)[COLUMNS[3:]].to_numpy()).all()
+    assert np.isfinite(again.predict(candles)[COLUMNS[3:-1]].to_numpy()).all()

@@ -148,22 +148,15 @@ class PrefectStack:
                     WorkPoolCreate(name=name, type="process", base_job_template=template)
                 )
 
-    def start_worker(self, pool: str, **extra_env: str) -> Process:
-        return self.start(
-            f"worker-{pool}",
-            [
-                PREFECT,
-                "worker",
-                "start",
-                "--pool",
-                pool,
-                "--type",
-                "process",
-                "--name",
-                f"system-test-{pool}",
-            ],
-            **extra_env,
-        )
+    def start_worker(
+        self, pool: str, *, name: str | None = None, limit: int | None = None, **extra_env: str
+    ) -> Process:
+        """A process worker on ``pool`` named ``name`` (default system-test-<pool>)."""
+        name = name or f"system-test-{pool}"
+        argv = [PREFECT, "worker", "start", "--pool", pool, "--type", "process", "--name", name]
+        if limit is not None:
+            argv += ["--limit", str(limit)]
+        return self.start(f"worker-{name}", argv, **extra_env)
 
     def wait_for_worker(self, pool: str, process: Process, deadline_s: float = 60.0) -> None:
         """Until the worker of ``pool`` has sent its first heartbeat to the server."""

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from db.candles import upsert_candles
 from db.engine import make_engine, migrate
-from db.forecast_models import Forecast, ForecastMetric, ForecastRun, ModelVersion
+from db.forecast_tables import Forecast, ForecastMetric, ForecastRun, ModelVersion
 from db.models import Candle, IngestRun
 from db.registry import versions_of_flow_run
 from db.series_key import SeriesKey

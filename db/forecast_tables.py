@@ -1,4 +1,7 @@
-"""Forecasting tables: ``model_versions``, ``forecast_runs``, ``forecasts``, ``forecast_metrics``.
+"""Forecasting tables: model versions, forecast runs, forecasts, their scores and weights.
+
+Tables ``model_versions``, ``forecast_runs``, ``forecasts``, ``forecast_metrics`` and
+``forecast_weights`` (the weights behind each served forecast, revision 0005).
 
 Every timestamp is UTC (:class:`db.models.UtcDateTime`). A model version keeps its artifact
 (the forecaster's ``to_bytes``) in the database with its sha256, so that workers on different
@@ -14,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     Double,
     ForeignKey,
@@ -31,9 +35,31 @@ from db.models import UtcDateTime
 
 MODEL_KINDS = ("retrain", "finetune")
 RUN_KINDS = ("daily", "backfill")
+EXPERTS = ("lstm", "naive", "drift")  # the forecasts the served one aggregates
+# Columns of ``forecasts`` added by revision 0005 (NULL on rows written before it but the
+# lstm_* ones, which it copied from the LSTM's forecast that value then was).
+SERVING_COLUMNS = (
+    "lstm_value", "lstm_lower_80", "lstm_upper_80", "lstm_lower_95", "lstm_upper_95",
+    "drift", "naive_lower_80", "naive_upper_80", "naive_lower_95", "naive_upper_95",
+    "volatility", "scale_80", "scale_95",
+)
+# Probabilistic scores, each for the served forecast, the LSTM's (lstm_) and the naive with
+# empirical intervals (naive_): interval score and pinball loss at the bounds (÷ the close at
+# as_of) and 80 % coverage per volatility tercile of the scored as_of times.
+PROBABILISTIC = (
+    "interval_score_80", "interval_score_95", "pinball_80", "pinball_95",
+    "coverage_80_low_vol", "coverage_80_mid_vol", "coverage_80_high_vol",
+)
+SCORE_COLUMNS = (
+    *PROBABILISTIC, "dm_statistic", "dm_p_value",
+    "lstm_rmse", "lstm_skill", "lstm_coverage_80", "lstm_coverage_95",
+    *(f"lstm_{name}" for name in PROBABILISTIC), "lstm_dm_statistic", "lstm_dm_p_value",
+    "naive_coverage_80", "naive_coverage_95", *(f"naive_{name}" for name in PROBABILISTIC),
+)
 METRIC_COLUMNS = (
     "rmse", "mae", "mape", "smape", "mase", "direction",
     "coverage_80", "width_80", "coverage_95", "width_95", "naive_rmse", "skill",
+    *SCORE_COLUMNS,
 )
 
 
@@ -49,6 +75,7 @@ class ModelVersion(Base):
         CheckConstraint(f"kind IN {MODEL_KINDS!r}", name="kind"),
         Index("ix_model_versions_series_train_last", "series", "train_last", "id"),
         Index("ix_model_versions_flow_run_id", "flow_run_id"),
+        Index("ix_model_versions_group_train_last", "model_group", "train_last", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -72,6 +99,23 @@ class ModelVersion(Base):
     device: Mapped[str] = mapped_column(String(32))
     train_seconds: Mapped[float] = mapped_column(Double)
     flow_run_id: Mapped[str | None] = mapped_column(String(36))
+    # a global model of this timeframe's group (0006; None: a model of ``series`` alone)
+    model_group: Mapped[str | None] = mapped_column(String(16))
+
+
+class ModelVersionSeries(Base):
+    """The series a global model version was given: trained on, or kept out (too short)."""
+
+    __tablename__ = "model_version_series"
+    __table_args__ = (Index("ix_model_version_series_series", "series"),)
+
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    series: Mapped[str] = mapped_column(
+        ForeignKey("series.key", ondelete="CASCADE"), primary_key=True
+    )
+    trained: Mapped[bool] = mapped_column(Boolean)
 
 
 class ForecastRun(Base):
@@ -116,6 +160,19 @@ class Forecast(Base):
     lower_95: Mapped[float] = mapped_column(Double)
     upper_95: Mapped[float] = mapped_column(Double)
     naive: Mapped[float] = mapped_column(Double)
+    lstm_value: Mapped[float | None] = mapped_column(Double)
+    lstm_lower_80: Mapped[float | None] = mapped_column(Double)
+    lstm_upper_80: Mapped[float | None] = mapped_column(Double)
+    lstm_lower_95: Mapped[float | None] = mapped_column(Double)
+    lstm_upper_95: Mapped[float | None] = mapped_column(Double)
+    drift: Mapped[float | None] = mapped_column(Double)
+    naive_lower_80: Mapped[float | None] = mapped_column(Double)
+    naive_upper_80: Mapped[float | None] = mapped_column(Double)
+    naive_lower_95: Mapped[float | None] = mapped_column(Double)
+    naive_upper_95: Mapped[float | None] = mapped_column(Double)
+    volatility: Mapped[float | None] = mapped_column(Double)
+    scale_80: Mapped[float | None] = mapped_column(Double)
+    scale_95: Mapped[float | None] = mapped_column(Double)
 
 
 class ForecastMetric(Base):
@@ -129,8 +186,9 @@ class ForecastMetric(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "horizon"),
         Index(
-            "uq_forecast_metrics_version_horizon",
+            "uq_forecast_metrics_version_series_horizon",  # 0006: a global version, per series
             "model_version_id",
+            "series",
             "horizon",
             unique=True,
             sqlite_where=text("run_id IS NULL"),
@@ -162,4 +220,55 @@ class ForecastMetric(Base):
     width_95: Mapped[float | None] = mapped_column(Double)
     naive_rmse: Mapped[float | None] = mapped_column(Double)
     skill: Mapped[float | None] = mapped_column(Double)
+    interval_score_80: Mapped[float | None] = mapped_column(Double)
+    interval_score_95: Mapped[float | None] = mapped_column(Double)
+    pinball_80: Mapped[float | None] = mapped_column(Double)
+    pinball_95: Mapped[float | None] = mapped_column(Double)
+    coverage_80_low_vol: Mapped[float | None] = mapped_column(Double)
+    coverage_80_mid_vol: Mapped[float | None] = mapped_column(Double)
+    coverage_80_high_vol: Mapped[float | None] = mapped_column(Double)
+    dm_statistic: Mapped[float | None] = mapped_column(Double)
+    dm_p_value: Mapped[float | None] = mapped_column(Double)
+    lstm_rmse: Mapped[float | None] = mapped_column(Double)
+    lstm_skill: Mapped[float | None] = mapped_column(Double)
+    lstm_coverage_80: Mapped[float | None] = mapped_column(Double)
+    lstm_coverage_95: Mapped[float | None] = mapped_column(Double)
+    lstm_interval_score_80: Mapped[float | None] = mapped_column(Double)
+    lstm_interval_score_95: Mapped[float | None] = mapped_column(Double)
+    lstm_pinball_80: Mapped[float | None] = mapped_column(Double)
+    lstm_pinball_95: Mapped[float | None] = mapped_column(Double)
+    lstm_coverage_80_low_vol: Mapped[float | None] = mapped_column(Double)
+    lstm_coverage_80_mid_vol: Mapped[float | None] = mapped_column(Double)
+    lstm_coverage_80_high_vol: Mapped[float | None] = mapped_column(Double)
+    lstm_dm_statistic: Mapped[float | None] = mapped_column(Double)
+    lstm_dm_p_value: Mapped[float | None] = mapped_column(Double)
+    naive_coverage_80: Mapped[float | None] = mapped_column(Double)
+    naive_coverage_95: Mapped[float | None] = mapped_column(Double)
+    naive_interval_score_80: Mapped[float | None] = mapped_column(Double)
+    naive_interval_score_95: Mapped[float | None] = mapped_column(Double)
+    naive_pinball_80: Mapped[float | None] = mapped_column(Double)
+    naive_pinball_95: Mapped[float | None] = mapped_column(Double)
+    naive_coverage_80_low_vol: Mapped[float | None] = mapped_column(Double)
+    naive_coverage_80_mid_vol: Mapped[float | None] = mapped_column(Double)
+    naive_coverage_80_high_vol: Mapped[float | None] = mapped_column(Double)
     scored_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+
+
+class ForecastWeight(Base):
+    """The weight an expert had in the served forecast of one run and horizon.
+
+    ``rounds``: the scored forecasts of that horizon the weights were learnt from;
+    ``from_prior``: fewer than ``forecaster.online.MIN_ROUNDS``, so the prior weights served.
+    """
+
+    __tablename__ = "forecast_weights"
+    __table_args__ = (CheckConstraint(f"expert IN {EXPERTS!r}", name="expert"),)
+
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("forecast_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    horizon: Mapped[int] = mapped_column(Integer, primary_key=True)
+    expert: Mapped[str] = mapped_column(String(16), primary_key=True)
+    weight: Mapped[float] = mapped_column(Double)
+    rounds: Mapped[int] = mapped_column(Integer)
+    from_prior: Mapped[bool] = mapped_column(Boolean)

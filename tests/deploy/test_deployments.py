@@ -10,12 +10,14 @@ import yaml
 from typer.testing import CliRunner
 
 from flows.cli import app
-from flows.cli_ops import BACKFILL_DEFAULTS, DAILY_CRON, DAILY_TIMEZONE, served_deployments
+from flows.cli_ops import BACKFILL_DEFAULTS
+from flows.cli_serve import DAILY_CRON, DAILY_TIMEZONE, served_deployments
 
 REPO = Path(__file__).resolve().parents[2]
 EXPECTED = {  # deployment: (entrypoint, pool, schedules)
     "daily": ("flows/daily.py:daily_flow", "cpu", [{"cron": "15 0 * * *", "timezone": "UTC"}]),
     "train": ("flows/train.py:train_flow", "gpu", []),
+    "series": ("flows/series.py:series_flow", "cpu", []),
     "backfill": ("flows/backfill.py:backfill_flow", "cpu", []),
 }
 

@@ -1,0 +1,165 @@
+"""Issue 14: one global model for every daily series vs one model per series, side by side.
+
+The daily series of ../shared/data/ and ../shared/data/multi/ are walked forward over their
+last --days days (default two years), point in time: at each as-of day every model sees the
+candles up to that day only. Both sides follow the same policy: a retrain every
+--retrain-every days (from scratch on the newest --train-candles candles of each series, all
+when unset), a fine-tune of --finetune-epochs on the days between. Local: one model per
+series. Global: one model on every series' windows (`LSTMForecaster.fit({series: candles})`),
+each series forecast with its own calibration. Printed per series and pooled: the RMSE ratio
+to naive persistence and the 80 % / 95 % interval scores (in % of the as-of close, so series
+pool without one price level drowning the others), and training seconds per retrain day and
+per fine-tune day (local: all series' trainings together).
+
+    .venv/bin/python bench/global_model.py --days 3 --config '{"max_epochs": 2}'   # smoke
+    nice .venv/bin/python bench/global_model.py                                    # full run
+    nice .venv/bin/python bench/global_model.py --train-candles 1500               # window cap
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from _data import DATA, load_daily, load_series  # noqa: E402
+
+from forecaster import ForecasterConfig, HoleError, LSTMForecaster  # noqa: E402
+from forecaster.scores import interval_score  # noqa: E402
+
+MULTI = DATA.parent / "multi"
+
+
+def daily_series() -> dict[str, pd.DataFrame]:
+    """Every daily series of the shared data, keyed by series."""
+    frames = {DATA.name.removesuffix(".csv"): load_daily(DATA)}
+    for path in sorted(MULTI.glob("*_d.csv")):
+        frames[path.name.removesuffix(".csv")] = load_series(path)
+    return frames
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--days", type=int, default=730, help="as-of days walked (the test)")
+    parser.add_argument("--retrain-every", type=int, default=7)
+    parser.add_argument("--finetune-epochs", type=int, default=1)
+    parser.add_argument(
+        "--train-candles",
+        type=int,
+        default=None,
+        help="per-series cap: retrain on each series' newest N candles",
+    )
+    parser.add_argument("--config", default="{}", help="ForecasterConfig overrides as JSON")
+    args = parser.parse_args()
+    config = ForecasterConfig.from_dict(ForecasterConfig().to_dict() | json.loads(args.config))
+    frames = daily_series()
+    # every series has this day and the horizon after it: every forecast is scored
+    end = min(frame.index[-1] for frame in frames.values()) - pd.Timedelta(days=config.horizon)
+    days = pd.date_range(end=end, periods=args.days, freq="D")
+    print(f"# bench/global_model.py  {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+    print(
+        f"{len(frames)} daily series, as-of {days[0]:%Y-%m-%d} .. {days[-1]:%Y-%m-%d}, "
+        f"retrain every {args.retrain_every}, fine-tune {args.finetune_epochs} epoch(s), "
+        f"train_candles {args.train_candles}\nconfig {config}"
+    )
+    rows, seconds = [], {"local": [], "global": []}
+    local: dict[str, LSTMForecaster] = {}
+    shared: LSTMForecaster | None = None
+    for step, as_of in enumerate(days):
+        seen = {key: frame.loc[:as_of] for key, frame in frames.items()}
+        seen = {key: frame for key, frame in seen.items() if len(frame)}
+        retrain = step % args.retrain_every == 0
+        cut = {
+            k: f.iloc[-args.train_candles :] if args.train_candles else f for k, f in seen.items()
+        }
+        started = time.perf_counter()
+        for key, frame in seen.items():
+            if retrain or key not in local:
+                try:
+                    local[key] = LSTMForecaster(config).fit(cut[key])
+                except ValueError as error:
+                    print(f"  {as_of:%Y-%m-%d} {key}: local fit skipped: {error}", file=sys.stderr)
+            else:
+                local[key].update(frame, epochs=args.finetune_epochs)
+        seconds["local"].append((retrain, time.perf_counter() - started))
+        started = time.perf_counter()
+        if retrain or shared is None:
+            shared = LSTMForecaster(config).fit(cut)
+        else:
+            shared.update(seen, epochs=args.finetune_epochs)
+        seconds["global"].append((retrain, time.perf_counter() - started))
+        for key, frame in seen.items():
+            for side, model, name in (("local", local.get(key), None), ("global", shared, key)):
+                if model is None:
+                    continue
+                try:
+                    forecast = model.predict(frame, series=name)
+                except (HoleError, ValueError):
+                    continue
+                rows.append(
+                    forecast.assign(series=key, side=side, last=float(frame["close"].iloc[-1]))
+                )
+        print(
+            f"  {as_of:%Y-%m-%d} {'retrain' if retrain else 'finetune'}: local "
+            f"{seconds['local'][-1][1]:.1f}s global {seconds['global'][-1][1]:.1f}s",
+            file=sys.stderr,
+            flush=True,
+        )
+    report(pd.concat(rows, ignore_index=True), frames, seconds)
+
+
+def report(forecasts: pd.DataFrame, frames: dict[str, pd.DataFrame], seconds: dict) -> None:
+    """Per series and pooled: RMSE ratio to naive, interval scores; training seconds."""
+    actual = (
+        pd.concat(
+            [
+                frame["close"].rename("actual").to_frame().assign(series=key)
+                for key, frame in frames.items()
+            ]
+        )
+        .reset_index()
+        .rename(columns={"time": "target_time"})
+    )
+    scored = forecasts.merge(actual, on=["series", "target_time"], how="inner")
+    rel = {
+        name: scored[name] / scored["last"]
+        for name in ("value", "actual", "lower_80", "upper_80", "lower_95", "upper_95")
+    }
+    scored = scored.assign(
+        err=(rel["value"] - rel["actual"]) ** 2,
+        naive_err=(1 - rel["actual"]) ** 2,
+        is80=100 * interval_score(rel["lower_80"], rel["upper_80"], rel["actual"], level=0.8),
+        is95=100 * interval_score(rel["lower_95"], rel["upper_95"], rel["actual"], level=0.95),
+    )
+    print(f"\n{'series':24} {'side':6} {'n':>6} {'rmse/naive':>10} {'IS80 %':>8} {'IS95 %':>8}")
+    for (key, side), group in [
+        *scored.groupby(["series", "side"]),
+        *(((" pooled", s), g) for s, g in scored.groupby("side")),
+    ]:
+        ratio = np.sqrt(group["err"].mean() / group["naive_err"].mean())
+        print(
+            f"{key:24} {side:6} {len(group):6d} {ratio:10.4f} {group['is80'].mean():8.3f} "
+            f"{group['is95'].mean():8.3f}"
+        )
+    print()
+    for side, timings in seconds.items():
+        retrain = [s for r, s in timings if r]
+        tune = [s for r, s in timings if not r]
+        print(
+            f"{side:6} training: retrain day {np.mean(retrain) if retrain else 0:.1f} s "
+            f"(n={len(retrain)}), fine-tune day {np.mean(tune) if tune else 0:.2f} s "
+            f"(n={len(tune)})"
+        )
+
+
+if __name__ == "__main__":
+    main()

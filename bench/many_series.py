@@ -1,0 +1,142 @@
+"""Many series side by side (issue 9.5): the daily flow on N real daily series, serial vs parallel.
+
+    nice .venv/bin/python bench/many_series.py [--n 1,4,8] [--parallel 4] [--skip-second]
+
+For each N and each parallelism (1 = serial, then ``--parallel``), on a fresh SQLite database:
+the daily run on N real CryptoDataDownload daily files (../shared/data/Bitstamp_BTCUSD_d.csv
+first, then ../shared/data/multi/*_d.csv in name order) passed as a ``--source`` directory,
+
+1. first run: the files without their newest final day -> every series retrains;
+2. second run: the whole files, one more final day -> every series fine-tunes.
+
+Reported: wall seconds, CPU seconds of the process (every thread, TensorFlow's included), the
+per-series cost of both, and the parallel/serial ratios. Targets: first run N=8 parallel <=
+0.8x serial; fine-tune day N=8 parallel <= 0.6x serial; per-series CPU seconds of the
+fine-tune day no higher in parallel. The forecaster runs with the service's config per series
+(the daily defaults unless CDDF_FORECASTER / CDDF_TIMEFRAME_SETTINGS say otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH.parent))
+SHARED = BENCH.parents[1] / "shared" / "data"
+
+
+def daily_files() -> list[Path]:
+    """The real daily files: Bitstamp BTC/USD, then the other pairs' in name order."""
+    files = [SHARED / "Bitstamp_BTCUSD_d.csv", *sorted((SHARED / "multi").glob("*_d.csv"))]
+    missing = [path for path in files[:1] if not path.exists()]
+    if missing:
+        raise SystemExit(f"benchmark data {missing[0]} not found; it lives in ../shared/data/")
+    return files
+
+
+def write_source(folder: Path, files: list[Path], drop_newest: int) -> Path:
+    """A source directory holding each file without its ``drop_newest`` newest data rows."""
+    folder.mkdir(parents=True)
+    for path in files:
+        lines = path.read_text().splitlines(keepends=True)
+        first_data = next(i for i, line in enumerate(lines) if line[:1].isdigit())
+        (folder / path.name).write_text(
+            "".join(lines[:first_data] + lines[first_data + drop_newest :])
+        )
+    return folder
+
+
+@dataclass(frozen=True)
+class Measured:
+    wall: float
+    cpu: float
+    failed: list[str]
+    actions: list[str]
+
+
+def daily_run(keys: list[str], source: Path) -> Measured:
+    from flows.daily import daily_flow
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    state = daily_flow(keys, source=str(source), return_state=True)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    result = state.result(raise_on_failure=False)
+    outcomes = getattr(result, "outcomes", result)
+    failed = [f"{o.series} at {o.failed_step}: {o.error}" for o in outcomes if o.failed_step]
+    actions = sorted({o.trained.action for o in outcomes if o.trained})
+    return Measured(wall, cpu, failed, actions)
+
+
+def warm_up() -> None:
+    """Start Prefect's temporary API before timing anything (the first flow run starts it)."""
+    from prefect import flow
+
+    flow(name="warm-up")(lambda: None)()
+
+
+def use(database: Path, parallel: int) -> None:
+    """Point the service at a fresh database with the given parallelism."""
+    from db.engine import clear_engine_cache
+    from settings import get_settings
+
+    os.environ["CDDF_DATABASE_URL"] = f"sqlite:///{database}"
+    os.environ["CDDF_MAX_PARALLEL_SERIES"] = str(parallel)
+    get_settings.cache_clear()
+    clear_engine_cache()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", default="1,4,8", help="numbers of series, comma-separated")
+    parser.add_argument("--parallel", type=int, default=4, help="CDDF_MAX_PARALLEL_SERIES")
+    parser.add_argument("--skip-second", action="store_true", help="first run only")
+    args = parser.parse_args()
+    sizes = [int(n) for n in args.n.split(",")]
+    folder = Path(tempfile.mkdtemp(prefix="cddf-many-"))
+    os.environ.setdefault("PREFECT_HOME", str(folder / "prefect"))
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ["CDDF_CHART_DIR"] = str(folder / "charts")
+    files = daily_files()
+    warm_up()
+    if max(sizes) > len(files):
+        raise SystemExit(f"only {len(files)} daily files in {SHARED}: lower --n")
+    print(f"work folder {folder}; {os.cpu_count()} CPUs; parallel = {args.parallel}")
+    print("N | parallel | run | wall s | CPU s | wall/series | CPU/series | actions | failed")
+    rows: dict[tuple[int, int, str], Measured] = {}
+    for n in sizes:
+        chosen = files[:n]
+        keys = [path.stem for path in chosen]
+        first = write_source(folder / f"n{n}" / "first", chosen, drop_newest=2)
+        second = write_source(folder / f"n{n}" / "second", chosen, drop_newest=1)
+        for parallel in (1, args.parallel):
+            use(folder / f"n{n}_p{parallel}.sqlite", parallel)
+            runs = [("first", first)] + ([] if args.skip_second else [("second", second)])
+            for name, source in runs:
+                m = daily_run(keys, source)
+                rows[n, parallel, name] = m
+                print(
+                    f"{n} | {parallel} | {name} | {m.wall:.1f} | {m.cpu:.1f} | {m.wall / n:.1f} "
+                    f"| {m.cpu / n:.1f} | {','.join(m.actions)} | {'; '.join(m.failed) or '-'}",
+                    flush=True,
+                )
+    print("\nparallel / serial (wall; CPU per series)")
+    for (n, parallel, name), m in rows.items():
+        if parallel != 1 and (n, 1, name) in rows:
+            serial = rows[n, 1, name]
+            print(
+                f"N={n} {name} run: wall {m.wall / serial.wall:.2f}x, "
+                f"CPU/series {m.cpu / serial.cpu:.2f}x"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""The served forecast of a run, from the LSTM's forecast and the series' own scored record.
+
+>>> served = served_forecast("Bitstamp_BTCUSD_d", lstm_forecasts)
+>>> served.forecasts["value"], served.weights, served.summary()
+
+Every forecast the service stores goes through here (`flows.tasks.store_forecasts`: the
+forecast flow, the daily flow and backfills alike), so that history is reproducible: the
+served forecast as of t depends only on the candles up to t and the forecasts scored by then
+(`forecaster.aggregate`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from db.aggregation import recent_closes, scored_record
+from db.engine import get_engine
+from db.forecasts import WrittenRun
+from db.series_key import SeriesKey
+from forecaster.aggregate import RECORD_ROUNDS, REFERENCE_PERIODS, Served, serve
+
+
+@dataclass(frozen=True)
+class ServedRun(WrittenRun):
+    """A stored run and the served forecast it holds (``served.forecasts``, ``.weights``)."""
+
+    served: Served = field(repr=False)
+
+
+def served_forecast(series: str, forecasts: pd.DataFrame) -> Served:
+    """Aggregate ``forecasts`` (the LSTM's, with ``naive``, one as_of) into the served one."""
+    engine = get_engine()
+    period = SeriesKey.parse(series).period
+    as_of = pd.Timestamp(forecasts["as_of"].iloc[0]).tz_convert("UTC")
+    horizon = int(forecasts["horizon"].max())
+    since = as_of - period * (REFERENCE_PERIODS + horizon + 1)
+    close = recent_closes(engine, series, as_of.to_pydatetime(), since=since.to_pydatetime())
+    if close.empty or close.index[-1] != as_of:
+        raise ValueError(
+            f"{series} has no final candle at the forecast's as_of {as_of:%Y-%m-%d %H:%M}: "
+            "forecast from stored final candles (ingest the series first)"
+        )
+    record = scored_record(
+        engine, series, as_of.to_pydatetime(), period=period, rounds=RECORD_ROUNDS
+    )
+    return serve(forecasts, close, record)

@@ -1,0 +1,148 @@
+"""The served forecast: prior for a new series, point in time, NaN guard, adaptive intervals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from forecaster.aggregate import EXPERTS, PRIOR, RECORD_COLUMNS, references, serve
+
+H = 3
+DAYS = pd.date_range("2021-01-01", periods=900, freq="D", tz="UTC")
+
+
+def closes(seed: int = 0) -> pd.Series:
+    rng = np.random.default_rng(seed)
+    return pd.Series(100 * np.exp(np.cumsum(rng.normal(0, 0.03, len(DAYS)))), index=DAYS)
+
+
+def lstm_forecast(close: pd.Series, i: int, noise: np.ndarray, half: float) -> pd.DataFrame:
+    """An 'LSTM' forecast as of day ``i``: the close moved by ``noise``, bands ± ``half`` √h."""
+    h = np.arange(1, H + 1)
+    c, as_of = float(close.iloc[i]), close.index[i]
+    centre = c * np.exp(noise)
+    return pd.DataFrame(
+        {
+            "as_of": as_of,
+            "target_time": as_of + pd.to_timedelta(h, unit="D"),
+            "horizon": h,
+            "value": centre,
+            "naive": c,
+            "lower_80": centre * np.exp(-half * np.sqrt(h)),
+            "upper_80": centre * np.exp(half * np.sqrt(h)),
+            "lower_95": centre * np.exp(-2 * half * np.sqrt(h)),
+            "upper_95": centre * np.exp(2 * half * np.sqrt(h)),
+        }
+    )
+
+
+def replay(close: pd.Series, first: int, last: int, *, half: float = 0.03, seed: int = 1):
+    """Serve every day first..last from the record of the earlier ones; returns the record."""
+    rng = np.random.default_rng(seed)
+    record = pd.DataFrame(columns=list(RECORD_COLUMNS))
+    rows = []
+    for i in range(first, last):
+        served = serve(
+            lstm_forecast(close, i, rng.normal(0, 0.03, H), half), close.iloc[: i + 1], record
+        ).forecasts
+        served["actual"] = close.reindex(served["target_time"]).to_numpy()
+        rows.append(served[list(RECORD_COLUMNS)])
+        record = pd.concat(rows, ignore_index=True)
+    return record
+
+
+@pytest.fixture(scope="module")
+def record() -> pd.DataFrame:
+    """Days 500..699 served one after the other; the model's bands a third too narrow."""
+    return replay(closes(), 500, 700, half=0.01)
+
+
+def test_a_new_series_is_served_with_the_prior_weights_and_says_so():
+    close = closes()
+    served = serve(
+        lstm_forecast(close, 400, np.zeros(H), 0.03),
+        close.iloc[:401],
+        pd.DataFrame(columns=list(RECORD_COLUMNS)),
+    )
+    assert served.from_prior
+    weights = served.weights.pivot(index="horizon", columns="expert", values="weight")
+    for expert in EXPERTS:
+        assert weights[expert].tolist() == pytest.approx([PRIOR[expert]] * H)
+    assert "weights from the prior at h=1..3 (0 scored forecasts" in served.summary()
+    assert "a new series" in served.summary()
+
+
+def test_weights_leave_naive_noise_out_and_never_do_much_worse_than_naive(record):
+    scored = record[record["target_time"] >= DAYS[560]]  # past the prior rounds
+    served = np.mean(((scored["value"] - scored["actual"]) / scored["naive"]) ** 2)
+    naive = np.mean(((scored["naive"] - scored["actual"]) / scored["naive"]) ** 2)
+    lstm = np.mean(((scored["lstm_value"] - scored["actual"]) / scored["naive"]) ** 2)
+    assert lstm > 1.3 * naive  # the "LSTM" is noise
+    assert served < 1.05 * naive
+
+
+def test_a_forecast_whose_target_is_after_as_of_never_counts(record):
+    close = closes()
+    i = 540  # record rows with targets after day 540 exist: they must change nothing
+    forecast = lstm_forecast(close, i, np.full(H, 0.01), 0.03)
+    cut = record[record["target_time"] <= DAYS[i]]
+    later = record[record["target_time"] > DAYS[i]]
+    assert len(later) and len(cut) >= 3 * 30
+    served = serve(forecast, close.iloc[: i + 1], record)
+    alone = serve(forecast, close.iloc[: i + 1], cut)
+    pd.testing.assert_frame_equal(served.weights, alone.weights)
+    pd.testing.assert_frame_equal(served.forecasts, alone.forecasts)
+    assert served.weights.groupby("horizon")["rounds"].first().tolist() == [
+        int((cut["horizon"] == h).sum()) for h in range(1, H + 1)
+    ]
+
+
+def test_a_nan_or_infinite_value_in_the_record_never_reaches_a_weight(record):
+    close = closes()
+    i = 540
+    record = record[record["target_time"] <= DAYS[i]]
+    forecast = lstm_forecast(close, i, np.full(H, 0.01), 0.03)
+    broken = record.copy()
+    broken.loc[3, "drift"] = np.nan  # an old row without a drift
+    broken.loc[7, "actual"] = np.inf
+    broken.loc[11, "lstm_value"] = 0.0  # log(0) = -inf
+    clean = record.drop(index=[3, 7, 11])
+    served = serve(forecast, close.iloc[: i + 1], broken)
+    assert np.isfinite(served.weights["weight"]).all()
+    np.testing.assert_allclose(
+        served.weights["weight"], serve(forecast, close.iloc[: i + 1], clean).weights["weight"]
+    )
+    assert np.isfinite(served.forecasts[["value", "lower_80", "upper_95"]].to_numpy()).all()
+
+
+def test_interval_scale_grows_when_the_models_bands_miss_too_often(record):
+    close = closes()
+    recent = record[record["target_time"] >= DAYS[600]]
+    lstm_inside = (
+        (recent["lstm_lower_80"] <= recent["actual"])
+        & (recent["actual"] <= recent["lstm_upper_80"])
+    ).mean()
+    forecast = lstm_forecast(close, 700, np.zeros(H), 0.01)
+    served = serve(forecast, close.iloc[:701], record).forecasts
+    assert lstm_inside < 0.5
+    assert (served["scale_80"] > 1.5).all()
+    width = np.log(served["upper_80"] / served["lower_80"])
+    lstm_width = np.log(served["lstm_upper_80"] / served["lstm_lower_80"])
+    np.testing.assert_allclose(width, served["scale_80"] * lstm_width)
+    assert (served["lower_95"] <= served["lower_80"]).all()
+    assert (served["upper_95"] >= served["upper_80"]).all()
+
+
+def test_references_are_drift_and_trailing_empirical_quantiles():
+    close = closes()
+    refs = references(close.iloc[:500], np.arange(1, H + 1), periods=365)
+    logs = np.log(close.iloc[:500].to_numpy())
+    moves = (logs[2:] - logs[:-2])[-365:]
+    low, high = np.quantile(moves, [0.1, 0.9])
+    last = close.iloc[499]
+    assert refs.loc[2, "naive_lower_80"] == pytest.approx(last * np.exp(low))
+    assert refs.loc[2, "naive_upper_80"] == pytest.approx(last * np.exp(high))
+    step = np.diff(logs)[-365:].mean()
+    assert refs.loc[3, "drift"] == pytest.approx(last * np.exp(3 * step))
+    assert refs.loc[1, "volatility"] == pytest.approx(np.diff(logs)[-30:].std(ddof=1))

@@ -1,0 +1,169 @@
+"""One global model for several series: windows per series, calibration per series, storage."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from forecaster import ForecasterConfig
+from forecaster.pooled import MIN_SERIES_CALIBRATION
+from tests.forecaster.synthetic import TINY, sine_candles
+
+GLOBAL = dataclasses.replace(TINY, max_epochs=2, patience=2)
+LENGTH = GLOBAL.window + GLOBAL.horizon
+
+
+def scaled(candles: pd.DataFrame, factor: float) -> pd.DataFrame:
+    """The same shape of candles at another price level (BTC vs ADA)."""
+    out = candles.copy()
+    out[["open", "high", "low", "close"]] *= factor
+    return out
+
+
+@pytest.fixture(scope="module")
+def group() -> dict[str, pd.DataFrame]:
+    return {
+        "Bitstamp_BTCUSD_d": scaled(sine_candles(240, seed=1), 600.0),
+        "Binance_ADAUSDT_d": scaled(sine_candles(240, seed=2), 0.004),
+        "Binance_SOLUSDT_d": sine_candles(150, seed=3),  # too few validation windows of its own
+        "Kraken_NEWUSD_d": sine_candles(LENGTH + 2, seed=4),  # 3 windows: kept out
+    }
+
+
+@pytest.fixture(scope="module")
+def fitted(group):
+    from forecaster import LSTMForecaster
+
+    return LSTMForecaster(GLOBAL).fit(group)
+
+
+def test_a_global_fit_uses_every_series_windows_never_across_two(fitted, group):
+    windows = {key: len(frame) - LENGTH + 1 for key, frame in group.items()}
+    trained = ("Bitstamp_BTCUSD_d", "Binance_ADAUSDT_d", "Binance_SOLUSDT_d")
+    assert fitted.series_ == trained
+    # windows are counted per series: joining the frames would add windows across series
+    assert fitted.n_windows_ == sum(windows[key] for key in trained)
+    assert list(fitted.skipped_series_) == ["Kraken_NEWUSD_d"]
+    assert "3 window(s)" in fitted.skipped_series_["Kraken_NEWUSD_d"]
+    assert fitted.training_range_ == (
+        min(frame.index[0] for frame in group.values()),
+        max(group[key].index[-1] for key in trained),
+    )
+
+
+def test_series_with_enough_validation_windows_get_their_own_calibration(fitted):
+    assert fitted.calibration_ == {
+        "Bitstamp_BTCUSD_d": "series",
+        "Binance_ADAUSDT_d": "series",
+        "Binance_SOLUSDT_d": "pooled",  # round(141 * 0.2) = 28 < MIN_SERIES_CALIBRATION
+    }
+    assert set(fitted.series_calibration_) == {"Bitstamp_BTCUSD_d", "Binance_ADAUSDT_d"}
+    assert MIN_SERIES_CALIBRATION > 28
+    for key in fitted.series_:
+        assert fitted.series_metrics_[key]["n_windows"] >= 1
+    assert fitted.validation_metrics_["naive_rmse"] < 1  # relative prices: scale-free
+
+
+def test_predict_takes_one_series_and_its_key(fitted, group):
+    btc = group["Bitstamp_BTCUSD_d"]
+    own = fitted.predict(btc, series="Bitstamp_BTCUSD_d")
+    pooled = fitted.predict(btc)
+    unknown = fitted.predict(btc, series="Nowhere_XYZUSD_d")
+    pd.testing.assert_frame_equal(pooled, unknown)
+    assert (own["value"] > 100 * 600 * 0.5).all()  # BTC's price level, not ADA's
+    width = own["upper_95"] - own["lower_95"]
+    assert not np.allclose(width, pooled["upper_95"] - pooled["lower_95"])
+    ada = fitted.predict(group["Binance_ADAUSDT_d"], series="Binance_ADAUSDT_d")
+    assert (ada["value"] < 1).all()
+
+
+def test_a_series_kept_out_of_training_is_forecast_when_it_has_a_window(fitted, group):
+    new = group["Kraken_NEWUSD_d"]
+    forecast = fitted.predict(new, series="Kraken_NEWUSD_d")  # pooled calibration
+    assert len(forecast) == GLOBAL.horizon
+    with pytest.raises(ValueError, match="too short"):
+        fitted.predict(new.iloc[:1], series="Kraken_NEWUSD_d")
+
+
+def test_a_group_of_different_timeframes_is_refused_naming_them(group):
+    from forecaster import LSTMForecaster
+
+    hourly = sine_candles(300, seed=5)
+    hourly.index = pd.date_range("2021-01-01", periods=300, freq="h", tz="UTC", name="time")
+    mixed = {"Bitstamp_BTCUSD_d": group["Bitstamp_BTCUSD_d"], "Binance_BTCUSDT_1h": hourly}
+    with pytest.raises(ValueError, match="one timeframe") as caught:
+        LSTMForecaster(GLOBAL).fit(mixed)
+    assert "Bitstamp_BTCUSD_d: 1 days" in str(caught.value)
+    assert "Binance_BTCUSDT_1h: 0 days 01:00:00" in str(caught.value)
+
+
+def test_bad_candles_of_one_series_name_it(group):
+    from forecaster import LSTMForecaster
+
+    broken = group["Binance_ADAUSDT_d"].copy()
+    broken.iloc[5, broken.columns.get_loc("close")] = np.nan
+    with pytest.raises(ValueError, match="^Binance_ADAUSDT_d: candles column 'close'"):
+        LSTMForecaster(GLOBAL).fit(
+            {"Bitstamp_BTCUSD_d": group["Bitstamp_BTCUSD_d"], "Binance_ADAUSDT_d": broken}
+        )
+
+
+def test_no_series_with_enough_history_is_an_error_naming_each(group):
+    from forecaster import LSTMForecaster
+
+    with pytest.raises(ValueError, match="no series has enough history") as caught:
+        LSTMForecaster(GLOBAL).fit({"Kraken_NEWUSD_d": group["Kraken_NEWUSD_d"]})
+    assert "Kraken_NEWUSD_d: 3 window(s)" in str(caught.value)
+
+
+def test_a_group_of_one_series_is_the_local_model(group):
+    from forecaster import LSTMForecaster
+
+    btc = group["Bitstamp_BTCUSD_d"]
+    local = LSTMForecaster(GLOBAL).fit(btc)
+    alone = LSTMForecaster(GLOBAL).fit({"Bitstamp_BTCUSD_d": btc})
+    assert alone.series_ == ("Bitstamp_BTCUSD_d",)
+    assert alone.calibration_ == {"Bitstamp_BTCUSD_d": "series"}
+    pd.testing.assert_frame_equal(local.predict(btc), alone.predict(btc))
+    pd.testing.assert_frame_equal(
+        local.predict(btc), alone.predict(btc, series="Bitstamp_BTCUSD_d")
+    )
+
+
+def test_save_load_keeps_the_series_and_their_calibration(fitted, group):
+    from forecaster import LSTMForecaster
+
+    loaded = LSTMForecaster.from_bytes(fitted.to_bytes())
+    assert loaded.series_ == fitted.series_
+    assert loaded.skipped_series_ == fitted.skipped_series_
+    assert loaded.calibration_ == fitted.calibration_
+    for key in fitted.series_:
+        pd.testing.assert_frame_equal(
+            loaded.predict(group[key], series=key), fitted.predict(group[key], series=key)
+        )
+
+
+def test_update_fine_tunes_on_every_series_newest_windows_a_new_one_too(fitted, group):
+    from forecaster import LSTMForecaster
+
+    model = LSTMForecaster.from_bytes(fitted.to_bytes())
+    newcomer = scaled(sine_candles(60, seed=7, start="2021-03-01"), 3.0)
+    model.update({**group, "Coinbase_ETHUSD_d": newcomer}, epochs=1)
+    assert model.update_series_ == (*group, "Coinbase_ETHUSD_d")
+    expected = sum(min(GLOBAL.finetune_windows, len(f) - LENGTH + 1) for f in group.values())
+    assert model.update_windows_ == expected + min(GLOBAL.finetune_windows, 60 - LENGTH + 1)
+    assert model.calibration_ == fitted.calibration_  # calibration waits for a retrain
+    assert model.training_range_[1] == group["Bitstamp_BTCUSD_d"].index[-1]
+    before = fitted.predict(group["Bitstamp_BTCUSD_d"])["value"]
+    assert not np.allclose(model.predict(group["Bitstamp_BTCUSD_d"])["value"], before)
+
+
+def test_the_single_series_api_records_no_series(candles):
+    from forecaster import LSTMForecaster
+
+    model = LSTMForecaster(ForecasterConfig(**{**GLOBAL.to_dict()})).fit(candles)
+    assert model.series_ == () and model.calibration_ == {}
+    assert LSTMForecaster.from_bytes(model.to_bytes()).series_ == ()
