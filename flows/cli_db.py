@@ -19,8 +19,8 @@ def upgrade(
     from alembic.runtime.migration import MigrationContext
     from sqlalchemy.exc import SQLAlchemyError
 
-    from db.engine import make_engine, migrate
-    from db.settings import get_settings, masked_url
+    from db.engine import make_engine, masked_url, migrate
+    from settings import get_settings
 
     url = get_settings().database_url
     shown = masked_url(url)

@@ -77,7 +77,7 @@ def forecasts(
     """Print the latest forecast of each series: every horizon with its 80/95 % intervals."""
     from db.forecasts import latest_forecasts
     from db.series_key import SeriesKey
-    from db.settings import get_settings
+    from settings import get_settings
 
     console = _stderr()
     try:
@@ -106,9 +106,9 @@ def unreachable_source(keys: list[str], source: str | None) -> str | None:
     import requests
 
     from db.series_key import SeriesKey
-    from db.settings import get_settings
     from flows.cdd.client import is_http, shown_url
     from flows.ingest import resolve_source
+    from settings import get_settings
 
     settings = get_settings()
     checked: set[str] = set()
