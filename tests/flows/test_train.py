@@ -250,3 +250,37 @@ def _child_environment() -> dict[str, str]:
 
 
 
+
+
+def test_training_progress_restores_the_level_after_trainings_that_overlap():
+    """Two series training side by side in threads: the level comes back when both end."""
+    import logging
+    import threading
+
+    from flows.config import training_progress
+
+    log = logging.getLogger("forecaster")
+    before = log.level
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    while_second_trains: list[int] = []
+
+    def first() -> None:
+        with training_progress():
+            first_in.set()
+            second_in.wait(5)
+        first_out.set()
+
+    def second() -> None:
+        first_in.wait(5)
+        with training_progress():
+            second_in.set()
+            first_out.wait(5)
+            while_second_trains.append(log.level)
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert while_second_trains == [logging.INFO]  # the first's end left the second's lines on
+    assert log.level == before
