@@ -1,7 +1,7 @@
 """What the served forecast is replayed from: the series' scored record and recent closes.
 
->>> record = scored_record(engine, "Bitstamp_BTCUSD_d", as_of, period=pd.Timedelta(days=1))
->>> weights = forecast_weights(engine, run_id)
+    record = scored_record(engine, "Bitstamp_BTCUSD_d", as_of, period=pd.Timedelta(days=1))
+    weights = forecast_weights(engine, run_id)
 
 Point in time: the record holds only forecasts whose target time is at or before ``as_of``
 and has a final candle, each beside that candle's close; of several runs of one as_of (a

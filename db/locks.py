@@ -4,8 +4,8 @@ A lease is a row of ``series_locks``: who holds it and until when. Its holder re
 background thread while it works and deletes it when done; a holder killed with ``kill -9``
 stops renewing, so the row expires after at most one lease and the next caller takes it over.
 
->>> with hold(engine, "backfill-Bitstamp_BTCUSD_d", lease=dt.timedelta(seconds=60)):
-...     ...   # nobody else holds backfill-Bitstamp_BTCUSD_d in here
+    with hold(engine, "backfill-Bitstamp_BTCUSD_d", lease=dt.timedelta(seconds=60)):
+        ...   # nobody else holds backfill-Bitstamp_BTCUSD_d in here
 
 Taking a lease is one statement on SQLite and PostgreSQL alike: ``INSERT … ON CONFLICT (name)
 DO UPDATE … WHERE expires_at < now``, so of two callers racing for an expired row one wins.
@@ -52,8 +52,7 @@ class Lease:
 def holder_name(flow_run_id: object | None = None) -> str:
     """Who takes a lease: host, process id, flow run and a token unique to this call.
 
-    >>> holder_name("4f0c…")
-    'host build-1 pid 4242 flow run 4f0c… [9a1b2c3d]'
+        holder_name("4f0c…")  # -> 'host build-1 pid 4242 flow run 4f0c… [9a1b2c3d]'
     """
     run = f" flow run {flow_run_id}" if flow_run_id else ""
     return f"host {socket.gethostname()} pid {os.getpid()}{run} [{uuid.uuid4().hex[:8]}]"

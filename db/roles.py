@@ -4,10 +4,9 @@ Run by ``cdd-forecast db roles`` (the ``migrate`` step of docker-compose.yml) on
 with CREATEROLE (the PostgreSQL superuser), after ``cdd-forecast db upgrade``. Idempotent:
 every run brings both roles back to exactly the privileges below.
 
->>> report = ensure_roles(make_engine(admin_url), app_password=SecretStr("s3cret"),
-...                       reader_password=SecretStr("an4lyst"))
->>> report.readable
-('candles', 'forecast_metrics', 'forecast_runs', 'forecast_vs_actual', 'forecasts', ...)
+    report = ensure_roles(make_engine(admin_url), app_password=SecretStr("s3cret"),
+                          reader_password=SecretStr("an4lyst"))
+    report.readable  # -> ('candles', 'forecast_metrics', 'forecast_runs', ...)
 
 - the application role (``cddf_app``) owns every table and view of the service; workers
   connect as it. It may connect and create temporary tables (the candles COPY needs them).

@@ -1,7 +1,7 @@
 """The served forecast of a run, from the LSTM's forecast and the series' own scored record.
 
->>> served = served_forecast("Bitstamp_BTCUSD_d", lstm_forecasts)
->>> served.forecasts["value"], served.weights, served.summary()
+    served = served_forecast("Bitstamp_BTCUSD_d", lstm_forecasts)
+    served.forecasts["value"], served.weights, served.summary()
 
 Every forecast the service stores goes through here (`flows.tasks.store_forecasts`: the
 forecast flow, the daily flow and backfills alike), so that history is reproducible: the

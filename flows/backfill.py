@@ -1,6 +1,6 @@
 """Backfill: point-in-time forecasts for every as_of from ``start`` to ``end``, then scores.
 
->>> backfill_flow("Bitstamp_BTCUSD_d", date(2025, 6, 1), date(2025, 8, 31), retrain_every=7)
+    backfill_flow("Bitstamp_BTCUSD_d", date(2025, 6, 1), date(2025, 8, 31), retrain_every=7)
 
 The as_of times are the series' final candles whose UTC date lies in [start, end] (a day per
 step for a daily series, an hour for an hourly one). The model of each as_of sees the final

@@ -1,8 +1,7 @@
 """The daily chart: the last candles of a series with its newest forecast and 80/95 % bands.
 
->>> png = forecast_png(candles, forecasts, "Bitstamp_BTCUSD_d")
->>> markdown_image(png, "Bitstamp_BTCUSD_d")[:33]
-'![Bitstamp_BTCUSD_d](data:image/p'
+    png = forecast_png(candles, forecasts, "Bitstamp_BTCUSD_d")   # PNG bytes, about 22 kB
+    markdown_image(png, "Bitstamp_BTCUSD_d")    # '![Bitstamp_BTCUSD_d](data:image/png;base64,…)'
 
 The chart reaches the Prefect UI inside the markdown artifact, as a ``data:image/png;base64``
 image: a browser on any machine shows it (the V1 UI renders the image as is; the V2 UI lets
@@ -107,7 +106,11 @@ def _palette_png(png: bytes) -> bytes:
 
 
 def markdown_image(png: bytes, alt: str) -> str:
-    """``png`` as a markdown image any browser shows: ``![alt](data:image/png;base64,…)``."""
+    """``png`` as a markdown image any browser shows: ``![alt](data:image/png;base64,…)``.
+
+    >>> markdown_image(PNG_MAGIC, "Bitstamp_BTCUSD_d [d]")  # a PNG's first 8 bytes
+    '![Bitstamp_BTCUSD_d (d)](data:image/png;base64,iVBORw0KGgo=)'
+    """
     if not png.startswith(PNG_MAGIC):
         raise ValueError(f"the chart of {alt} is not a PNG image (starts {png[:8]!r})")
     shown = alt.replace("[", "(").replace("]", ")")

@@ -1,8 +1,31 @@
-"""The ``cdd-forecast`` command line. Each command lives in a ``flows/cli_*.py`` module."""
+"""The ``cdd-forecast`` command line: every command, side by side; what they print is in
+``flows/cli_render.py``.
+
+    cdd-forecast db upgrade && cdd-forecast ingest --series Bitstamp_BTCUSD_d
+    cdd-forecast run                    # the daily pipeline, in this process
+    cdd-forecast forecasts -s Bitstamp_BTCUSD_d
+
+Commands import what they run when they run, so that ``--help`` stays quick.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import signal
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+from flows import cli_render as render
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.responses import DeploymentResponse
+    from prefect.deployments.runner import RunnerDeployment
+    from sqlalchemy import Engine
+
+    from flows.ingest import IngestResult
 
 # Prefect's local ephemeral API (the default, no server to start) gives up after 20 s; a busy
 # 2-core machine that also imports TensorFlow can need longer. An explicit setting wins.
@@ -10,17 +33,546 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 # training progress (the ``forecaster`` logger) in the flow run logs
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "forecaster")
 
-from flows import (  # noqa: E402, F401  (register their commands)
-    cli_db,
-    cli_ingest,
-    cli_ops,
-    cli_pipeline,
-    cli_roles,
-    cli_serve,
+app = typer.Typer(
+    name="cdd-forecast",
+    help="Download CryptoDataDownload candles, train the LSTM, forecast and score, into SQL.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
 )
-from flows.cli_app import app  # noqa: E402
+db_app = typer.Typer(help="Database schema and roles.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 
-__all__ = ["app"]
+# commands that run flows; they start Prefect's temporary API tied to the CLI's life (not
+# `serve`: it registers deployments, which only a running Prefect server keeps and schedules)
+FLOW_COMMANDS = frozenset({"run", "backfill"})
+
+
+@app.callback()
+def _start(context: typer.Context) -> None:
+    """Download CryptoDataDownload candles, train the LSTM, forecast and score, into SQL."""
+    if context.invoked_subcommand in FLOW_COMMANDS:
+        from flows.ephemeral_api import start_ephemeral_api
+
+        start_ephemeral_api()  # dies with this process, even after kill -9
+
+
+# options several commands share
+SeriesKeys = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--series",
+        "-s",
+        help="Series key such as Bitstamp_BTCUSD_d (repeatable; default: CDDF_SERIES).",
+    ),
+]
+Source = Annotated[
+    str | None,
+    typer.Option(
+        help="Where the files come from instead of CryptoDataDownload: a local path, a file:// "
+        "URL or any http(s) URL. A single file serves one series (its key defaults to the file "
+        "name, e.g. Bitstamp_BTCUSD_d.csv); with several --series give a directory, or a base "
+        "URL ending in /, holding <series>.csv files."
+    ),
+]
+_DATE = ["%Y-%m-%d"]
+
+
+def _engine() -> Engine:
+    """The configured database's engine; exit 1 saying why when it cannot be had."""
+    from db.engine import get_engine
+
+    try:
+        return get_engine()
+    except Exception as error:  # unreachable server or schema behind: say so, no traceback
+        render.error(f"{error}")
+        raise typer.Exit(1) from None
+
+
+def _fail(message: str) -> NoReturn:
+    """``error: message`` on stderr, exit 1."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+@app.command("ingest")
+def ingest(
+    series: SeriesKeys = None,
+    source: Source = None,
+    accept_revisions: Annotated[
+        bool,
+        typer.Option(
+            help="Store revisions of final candles already stored even beyond CDDF_MAX_REVISIONS "
+            "and CDDF_REVISION_MAX_AGE_PERIODS (e.g. CryptoDataDownload restated its history). "
+            "Each revision is kept in candle_revisions and the forecasts it touches are re-scored."
+        ),
+    ] = False,
+) -> None:
+    """Download, check and store the candles of each series (exit 1 if any failed).
+
+    Re-running writes only what changed; a file unchanged since the last run (same ETag or
+    Last-Modified) is not downloaded again. A file that changes more final candles, or older
+    ones, than the limits allow is refused unless --accept-revisions.
+    """
+    from flows.ingest import ingest_each, plan_series
+
+    try:
+        keys = plan_series(series, source)
+    except ValueError as error:
+        render.error(f"{error}")
+        raise typer.Exit(2) from None
+    engine = _engine()
+    console = render.stderr()
+    results: list[IngestResult] = []
+    with render.IngestProgress(console) as progress:
+        for result in ingest_each(
+            keys,
+            source,
+            engine=engine,
+            accept_revisions=accept_revisions,
+            progress_for=progress.track,
+        ):
+            progress.done(result)
+            results.append(result)
+    render.stdout().print(render.ingest_summary(results))
+    not_stored = render.rows_not_stored(results)
+    if not_stored is not None:
+        render.stdout().print(not_stored)
+    for result in results:
+        if result.rejected_rows:
+            console.print(
+                f"[yellow]{result.series}:[/yellow] {result.rejected_rows:,} bad rows were not "
+                f"stored; their lines and reasons are in ingest_rejects (ingest run "
+                f"{result.run_id}, query in docs/sql.md)",
+                soft_wrap=True,
+            )
+    failed = [result for result in results if result.status == "failed"]
+    for result in failed:
+        console.print(f"[red]{result.series} failed:[/red] {result.error}", soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("series")
+def list_series() -> None:
+    """List the stored series: first and last candle, number of candles, missing candles,
+    then the holes (missing candle times) of each series that has some."""
+    from db.candles import series_summary
+    from db.holes import series_holes
+
+    engine = _engine()
+    summaries = series_summary(engine)
+    if not summaries:
+        typer.echo("no series stored yet: run `cdd-forecast ingest --series <key>`")
+        return
+    render.stdout().print(render.series_table(summaries))
+    for summary in summaries:
+        holes = series_holes(engine, summary.key) if summary.gaps else []
+        if holes:
+            typer.echo(render.holes_text(summary.key, holes))
+
+
+BACKFILL_DEFAULTS: dict[str, Any] = {"retrain_every": 7, "force": False}
+
+
+@app.command("backfill")
+def backfill(
+    series: Annotated[str, typer.Option(help="Series key, e.g. Bitstamp_BTCUSD_d.")],
+    start: Annotated[dt.datetime, typer.Option(formats=_DATE, help="First as_of date (UTC).")],
+    end: Annotated[dt.datetime, typer.Option(formats=_DATE, help="Last as_of date (UTC).")],
+    retrain_every: Annotated[
+        int, typer.Option(min=1, help="Retrain from scratch every N steps; fine-tune between.")
+    ] = BACKFILL_DEFAULTS["retrain_every"],
+    force: Annotated[
+        bool, typer.Option("--force", help="Redo as_of dates that already have forecasts.")
+    ] = BACKFILL_DEFAULTS["force"],
+    parallel: Annotated[
+        int, typer.Option(min=1, help="Retrain blocks trained at once (GPU, many cores).")
+    ] = 1,
+) -> None:
+    """Point-in-time forecasts for every as_of from START to END, then their scores.
+
+    Resumable: dates already forecast are skipped unless --force. Runs in this process;
+    on a Prefect server use `prefect deployment run 'backfill/backfill' --param ...` instead.
+    """
+    from flows.backfill import BackfillError, backfill_flow
+
+    try:
+        summary = backfill_flow(
+            series=series,
+            start=start.date(),
+            end=end.date(),
+            retrain_every=retrain_every,
+            force=force,
+            parallel=parallel,
+        )
+    except (BackfillError, ValueError) as error:
+        _fail(f"{error}")
+    for line in summary.lines():
+        typer.echo(line)
+
+
+@app.command("run")
+def run(series: SeriesKeys = None, source: Source = None) -> None:
+    """Run the daily pipeline now, in this process: ingest, train or fine-tune, forecast, score.
+
+    Uses the settings (CDDF_*) or their defaults: a SQLite file cdd_forecast.sqlite in the
+    current directory and Prefect's local ephemeral API. Exits 1 if any series failed.
+    """
+    from flows.ingest import plan_series
+
+    try:
+        keys = plan_series(series, source)
+    except ValueError as error:
+        render.error(f"{error}")
+        raise typer.Exit(2) from None
+    _engine()
+    unreachable = unreachable_source(keys, source)
+    if unreachable is not None:
+        render.error(unreachable)
+        raise typer.Exit(1)
+
+    from flows.cdd.errors import CDDNetworkError
+    from flows.daily import DailyRunFailed, daily_flow
+
+    try:
+        outcomes = daily_flow(keys, source)
+    except DailyRunFailed as failed:
+        outcomes = failed.outcomes
+    render.stdout().print(render.outcome_table(outcomes))
+    console = render.stderr()
+    for outcome in outcomes:
+        if outcome.error is None:
+            render.stdout().print(
+                render.forecasts_table(outcome.series, outcome.forecast.forecasts)
+            )
+            continue
+        console.print(
+            f"[red]{outcome.series} failed at {outcome.failed_step}:[/red] "
+            f"{type(outcome.error).__name__}: {outcome.error}",
+            soft_wrap=True,
+        )
+        if isinstance(outcome.error, CDDNetworkError):
+            console.print(source_hint(outcome.series), soft_wrap=True)
+    if any(outcome.error is not None for outcome in outcomes):
+        raise typer.Exit(1)
+
+
+@app.command("forecasts")
+def forecasts(series: SeriesKeys = None) -> None:
+    """Print the latest forecast of each series: every horizon with its 80/95 % intervals."""
+    from db.forecasts import latest_forecasts
+    from db.series_key import SeriesKey
+    from settings import get_settings
+
+    try:
+        keys = [SeriesKey.parse(key).key for key in series or get_settings().series]
+    except ValueError as error:
+        render.error(f"{error}")
+        raise typer.Exit(2) from None
+    engine = _engine()
+    missing = []
+    for key in keys:
+        frame = latest_forecasts(engine, key)
+        if frame.empty:
+            missing.append(key)
+        else:
+            render.stdout().print(render.forecasts_table(key, frame))
+    for key in missing:
+        render.stderr().print(f"no forecasts of {key} yet: run `cdd-forecast run --series {key}`")
+    if len(missing) == len(keys):
+        raise typer.Exit(1)
+
+
+def unreachable_source(keys: list[str], source: str | None) -> str | None:
+    """A message naming the first HTTP host of the sources that cannot be reached, else None."""
+    from urllib.parse import urlsplit
+
+    import requests
+
+    from db.series_key import SeriesKey
+    from flows.cdd.client import is_http, shown_url
+    from flows.ingest import resolve_source
+    from settings import get_settings
+
+    settings = get_settings()
+    checked: set[str] = set()
+    for key in keys:
+        url = resolve_source(SeriesKey.parse(key), source)
+        host = urlsplit(url).netloc
+        if not is_http(url) or host in checked:
+            continue
+        checked.add(host)
+        try:  # any HTTP answer, even an error status, means the host is there
+            requests.head(url, timeout=(settings.http_connect_timeout, 30), allow_redirects=True)
+        except requests.RequestException as error:
+            return (
+                f"cannot reach {urlsplit(url).hostname} ({type(error).__name__}: "
+                f"{shown_url(str(error))}).\n" + source_hint(key, shown_url(url))
+            )
+    return None
+
+
+def source_hint(series: str, url: str | None = None) -> str:
+    """How to run with a file downloaded elsewhere."""
+    where = f" from {url}" if url else ""
+    return (
+        f"Download {series}.csv{where} on a machine that can reach it and pass the file with "
+        f"--source:\n  cdd-forecast run --series {series} --source ./{series}.csv\n"
+        "(several series: --source a directory, or a base URL ending in /, holding "
+        "<series>.csv files)"
+    )
+
+
+# `serve`: the deployments of prefect.yaml served by one process, the single-machine
+# alternative to work pools and workers. It registers the daily, train, series and backfill
+# deployments (prefect.yaml's names, schedule and parameters) with a running Prefect server and
+# runs their flow runs itself. Deployments of the same names that `prefect deploy` made for
+# work pools (a work pool, pull steps) are never replaced: serve refuses and says what to do,
+# or serves under other names with --name-prefix. Deployments a previous serve made are its
+# own and served again. On stop it pauses only the deployments it still serves.
+DAILY_CRON = "15 0 * * *"
+DAILY_TIMEZONE = "UTC"
+FLOWS = ("daily", "train", "series", "backfill")  # each flow's deployment has the flow's name
+
+
+@app.command("serve")
+def serve(
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="At most this many flow runs at a time.")
+    ] = None,
+    name_prefix: Annotated[
+        str,
+        typer.Option(help="Serve daily/<prefix>daily, …: beside deployments of prefect deploy."),
+    ] = "",
+) -> None:
+    """Serve the daily (15 0 * * * UTC), train and backfill deployments from this process.
+
+    Needs a running Prefect server: `prefect server start`, and PREFECT_API_URL=
+    http://127.0.0.1:4200/api here. Never replaces deployments of the same names that
+    `prefect deploy` made for work pools (use --name-prefix). Stop with Ctrl-C: the
+    deployments it served are paused (their schedule too) while nothing serves them.
+    """
+    from prefect import serve as prefect_serve
+    from prefect.settings import PREFECT_API_URL
+
+    api_url = PREFECT_API_URL.value()
+    if not api_url:
+        _fail(
+            "PREFECT_API_URL is not set: `cdd-forecast serve` registers its deployments "
+            "with a Prefect server and needs it running; start one (`prefect server start`) and "
+            "export PREFECT_API_URL=http://127.0.0.1:4200/api"
+        )
+    names = served_names(name_prefix)
+    try:
+        in_the_way = {n: d for n, d in existing(names).items() if made_for_workers(d)}
+    except ServerUnreachable as error:
+        _fail(f"{error}")
+    if in_the_way:
+        _fail(refusal(in_the_way, api_url))
+    # SIGTERM stops it like Ctrl-C, also before Prefect's runner takes the signal over
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        prefect_serve(*served_deployments(name_prefix), limit=limit, pause_on_shutdown=False)
+    except KeyboardInterrupt:
+        pass  # stopped while it registered the deployments
+    finally:
+        for name in pause_served(names):
+            typer.echo(f"paused {name} (nothing serves it now)")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+class ServerUnreachable(RuntimeError):
+    """The Prefect server of PREFECT_API_URL did not answer."""
+
+
+def served_names(name_prefix: str = "") -> list[str]:
+    """The ``flow/deployment`` names ``serve`` registers.
+
+    >>> served_names("local-")
+    ['daily/local-daily', 'train/local-train', 'series/local-series', 'backfill/local-backfill']
+    """
+    return [f"{flow}/{name_prefix}{flow}" for flow in FLOWS]
+
+
+def existing(names: Sequence[str]) -> dict[str, DeploymentResponse]:
+    """Those of the deployments ``names`` that the server has, by name."""
+    import httpx
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL
+
+    found = {}
+    try:
+        with get_client(sync_client=True) as client:
+            for name in names:
+                try:
+                    found[name] = client.read_deployment_by_name(name)
+                except ObjectNotFound:
+                    pass
+    except httpx.TransportError as error:
+        raise ServerUnreachable(
+            f"the Prefect server at {PREFECT_API_URL.value()} does not answer ({error}); "
+            "start it (`prefect server start`) or fix PREFECT_API_URL"
+        ) from None
+    return found
+
+
+def made_for_workers(deployment: DeploymentResponse) -> bool:
+    """Made by `prefect deploy` (a work pool, pull steps), not by a serving process."""
+    return bool(deployment.work_pool_name or deployment.pull_steps)
+
+
+def refusal(in_the_way: dict[str, DeploymentResponse], api_url: str) -> str:
+    """Why ``serve`` will not start, naming the deployments in the way, and what to do."""
+    names = ", ".join(
+        f"{name} (work pool {d.work_pool_name or 'none'})" for name, d in in_the_way.items()
+    )
+    return (
+        f"the Prefect server at {api_url} already has {names}, made by `prefect deploy` for "
+        "workers; serving would replace them (pull steps and work pools lost) and pause them "
+        "on stop, so `cdd-forecast serve` leaves them alone. Either run workers for them "
+        "(`prefect worker start --pool cpu`, and `--pool gpu` on the GPU machine), or serve "
+        "under other names (`cdd-forecast serve --name-prefix local-` serves daily/local-daily, "
+        "… — its daily schedule then runs beside theirs: pause one), or delete them first "
+        "(`prefect deployment delete daily/daily`, …)."
+    )
+
+
+def pause_served(names: Sequence[str]) -> list[str]:
+    """Pause those of the deployments ``names`` that a process serves (not one deployed for
+    workers meanwhile); their names."""
+    from prefect import get_client
+
+    try:
+        served = {n: d for n, d in existing(names).items() if not made_for_workers(d)}
+    except ServerUnreachable:
+        return []  # the server stopped first: nothing to pause
+    with get_client(sync_client=True) as client:
+        for deployment in served.values():
+            client.pause_deployment(deployment.id)
+    return list(served)
+
+
+def served_deployments(name_prefix: str = "") -> list[RunnerDeployment]:
+    """The deployments of prefect.yaml, as one process serves them (no work pools)."""
+    from prefect.schedules import Cron
+
+    from flows.backfill import backfill_flow
+    from flows.daily import daily_flow
+    from flows.series import series_flow
+    from flows.train import train_flow
+
+    return [
+        daily_flow.to_deployment(
+            name=f"{name_prefix}daily", schedule=Cron(DAILY_CRON, timezone=DAILY_TIMEZONE)
+        ),
+        train_flow.to_deployment(name=f"{name_prefix}train"),
+        series_flow.to_deployment(name=f"{name_prefix}series"),
+        backfill_flow.to_deployment(
+            name=f"{name_prefix}backfill", parameters=dict(BACKFILL_DEFAULTS)
+        ),
+    ]
+
+
+@db_app.command("upgrade")
+def upgrade(
+    revision: Annotated[
+        str, typer.Option(help="Alembic revision to reach (default: the newest, head).")
+    ] = "head",
+) -> None:
+    """Create or upgrade the tables of CDDF_DATABASE_URL (idempotent; SQLite or PostgreSQL)."""
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from db.engine import make_engine, masked_url, migrate
+    from settings import get_settings
+
+    url = get_settings().database_url
+    shown = masked_url(url)
+    engine = make_engine(url.get_secret_value())
+    try:
+        migrate(engine, revision)
+        with engine.connect() as connection:
+            reached = MigrationContext.configure(connection).get_current_heads()
+    except SQLAlchemyError as error:
+        cause = getattr(error, "orig", None) or error
+        _fail(
+            f"cannot migrate {shown}: {type(cause).__name__}: {cause}; "
+            "check CDDF_DATABASE_URL and that the server is running"
+        )
+    finally:
+        engine.dispose()
+    typer.echo(f"database {shown} is at revision {', '.join(reached) or 'base'}")
+
+
+@db_app.command("roles")
+def roles(
+    app_role: Annotated[
+        str | None,
+        typer.Option(
+            help="Application role that owns the tables (default: CDDF_APP_ROLE, cddf_app)."
+        ),
+    ] = None,
+    reader_role: Annotated[
+        str | None,
+        typer.Option(help="Read-only analyst role (default: CDDF_READER_ROLE, forecast_reader)."),
+    ] = None,
+    schema: Annotated[
+        str | None, typer.Option(help="Schema of the tables (default: the current schema).")
+    ] = None,
+    confine_to: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Another database of the server the two roles must not connect to or create "
+            "temporary tables in (repeatable): revokes CONNECT, TEMPORARY there from PUBLIC "
+            "and grants them back to every other existing login role."
+        ),
+    ] = None,
+) -> None:
+    """Create or update the PostgreSQL roles (idempotent); run after `db upgrade`.
+
+    Connects with CDDF_DATABASE_URL, as a user with CREATEROLE (e.g. postgres).
+
+    Passwords come only from the environment, CDDF_APP_PASSWORD and CDDF_READER_PASSWORD,
+    never from the command line; an unset one leaves that role's password unchanged.
+    """
+    from db.engine import make_engine, masked_url
+    from db.roles import RolesError, ensure_roles, role_summary
+    from settings import get_settings
+
+    settings = get_settings()
+    url = settings.database_url
+    engine = make_engine(url.get_secret_value())
+    try:
+        report = ensure_roles(
+            engine,
+            app_role=app_role or settings.app_role,
+            reader_role=reader_role or settings.reader_role,
+            app_password=settings.app_password,
+            reader_password=settings.reader_password,
+            schema=schema,
+            confine_to=confine_to or (),
+        )
+    except RolesError as error:
+        _fail(f"{error}")
+    finally:
+        engine.dispose()
+    typer.echo(f"roles ready on {masked_url(url)}")
+    for line in role_summary(report):
+        typer.echo(f"  {line}")
+    for role, variable in (
+        (report.app_role, "CDDF_APP_PASSWORD"),
+        (report.reader_role, "CDDF_READER_PASSWORD"),
+    ):
+        if role in report.created and role not in report.passwords_set:
+            typer.echo(
+                f"note: {role} has no password yet; set {variable} and rerun so it can log in",
+                err=True,
+            )
+
 
 if __name__ == "__main__":
     app()

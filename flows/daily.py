@@ -1,7 +1,7 @@
 """The daily pipeline: for each series, ingest → train or fine-tune → forecast → evaluate.
 
->>> daily_flow()                                   # every CDDF_SERIES
->>> daily_flow(["Bitstamp_BTCUSD_d"], source="./Bitstamp_BTCUSD_d.csv")
+    daily_flow()                                   # every CDDF_SERIES
+    daily_flow(["Bitstamp_BTCUSD_d"], source="./Bitstamp_BTCUSD_d.csv")
 
 The settings are validated before any work (a bad one fails the run and names it). Series run
 side by side, at most ``CDDF_MAX_PARALLEL_SERIES`` at once (a Prefect thread-pool task

@@ -1,10 +1,10 @@
 """Hand work to a deployment's flow run and wait for it, never forever.
 
->>> child = dispatch(
-...     "train/train", {"series": "Bitstamp_BTCUSD_d", "mode": "auto"},
-...     key="train Bitstamp_BTCUSD_d", timeout=3600, via="CDDF_TRAIN_DEPLOYMENT",
-...     timeout_setting="CDDF_TRAIN_DISPATCH_TIMEOUT",
-... )
+    child = dispatch(  # inside a flow run
+        "train/train", {"series": "Bitstamp_BTCUSD_d", "mode": "auto"},
+        key="train Bitstamp_BTCUSD_d", timeout=3600, via="CDDF_TRAIN_DEPLOYMENT",
+        timeout_setting="CDDF_TRAIN_DISPATCH_TIMEOUT",
+    )
 
 The child run is a subflow of the calling flow run and carries the idempotency key
 ``<calling flow run id>/<key>``: a retried caller gets back the child it started before (and

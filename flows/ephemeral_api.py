@@ -6,7 +6,7 @@ port and its leases. The CLI starts that child itself, from its main thread, wit
 ``PR_SET_PDEATHSIG``: the kernel sends it SIGTERM as soon as the CLI dies, however it died.
 Prefect's later calls find the server already running and reuse it.
 
->>> start_ephemeral_api()    # no-op with PREFECT_API_URL set, or off Linux
+    start_ephemeral_api()    # no-op with PREFECT_API_URL set, or off Linux
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """Score every forecast run of a series whose targets now have final candles.
 
->>> evaluate_flow("Bitstamp_BTCUSD_d").runs_scored
-7
+    evaluate_flow("Bitstamp_BTCUSD_d").runs_scored  # -> 7
 
 Each run gets its scores per horizon (0: all pooled) beside the naive forecast's; then each
 model version with newly scored runs is scored again over all its scored runs. A run scored

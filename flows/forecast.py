@@ -1,8 +1,8 @@
 """Forecast one series with a model version and store the run.
 
->>> forecast_flow("Bitstamp_BTCUSD_d")             # as of the last final candle, latest version
->>> forecast_flow("Bitstamp_BTCUSD_d", version_id=12)  # the version the caller just trained
->>> forecast_flow("Bitstamp_BTCUSD_d", as_of=datetime(2024, 6, 30, tzinfo=UTC), kind="backfill")
+    forecast_flow("Bitstamp_BTCUSD_d")             # as of the last final candle, latest version
+    forecast_flow("Bitstamp_BTCUSD_d", version_id=12)  # the version the caller just trained
+    forecast_flow("Bitstamp_BTCUSD_d", as_of=datetime(2024, 6, 30, tzinfo=UTC), kind="backfill")
 
 Point in time: only candles up to ``as_of`` and a version trained on data up to it are used.
 The stored ``value`` and bounds are the served forecast: the LSTM's, naive and drift

@@ -3,21 +3,22 @@
 For example::
 
     ingest_series("Bitstamp_BTCUSD_d", "~/Downloads/Bitstamp_BTCUSD_d.csv").inserted  # -> 3954
-    ingest_flow(["Bitstamp_BTCUSD_d", "Bitstamp_ETHUSD_d"])   # one task per series
+    list(ingest_each(["Bitstamp_BTCUSD_d", "Bitstamp_ETHUSD_d"]))  # `cdd-forecast ingest`
+
+The daily flow ingests each of its series with ``ingest_series_task``; ``cdd-forecast ingest``
+runs ``ingest_each`` in its own process (no Prefect run).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
-from typing import Any
 from urllib.parse import urlsplit
 
 import pandas as pd
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_table_artifact
-from prefect.runtime import flow_run
+from prefect import get_run_logger, task
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -72,14 +73,6 @@ class IngestResult:
     def run_counts(self) -> dict[str, int]:
         """The counts an ``ingest_runs`` row keeps (db.ingest_runs.finish_run's keywords)."""
         return {name: getattr(self, name) for name in RUN_COUNTS}
-
-    def as_row(self) -> dict[str, Any]:
-        """A flat dict for tables and artifacts (times as ISO strings)."""
-        row = asdict(self)
-        for name in ("first", "last"):
-            row[name] = None if row[name] is None else row[name].isoformat()
-        row["seconds"] = round(self.seconds, 3)
-        return row
 
 
 # the parser's counts an IngestResult repeats, and the counts ingest_runs keeps
@@ -234,6 +227,36 @@ def _record_failure(engine: Engine, run_id: int, error: Exception) -> None:
         error.add_note(f"(ingest run {run_id} could not be marked failed: {recording})")
 
 
+def ingest_each(
+    keys: Iterable[str],
+    source: str | None = None,
+    *,
+    engine: Engine | None = None,
+    accept_revisions: bool = False,
+    progress_for: Callable[[str], Progress] | None = None,
+) -> Iterator[IngestResult]:
+    """``ingest_series`` for each of ``keys`` in turn, in this process; a series that fails
+    comes back as a ``failed`` result with its error, and the others go on.
+
+    ``progress_for(key)``, if given, is called as each series starts and returns the callback
+    that follows its download.
+    """
+    for key in keys:
+        on_progress = progress_for(key) if progress_for else None
+        try:
+            result = ingest_series(
+                key,
+                source,
+                engine=engine,
+                on_progress=on_progress,
+                accept_revisions=accept_revisions,
+            )
+        except Exception as error:  # each series fails alone; the result says why
+            url = shown_url(resolve_source(SeriesKey.parse(key), source))
+            result = IngestResult(key, url, "failed", error=f"{error}")
+        yield result
+
+
 @task(name="ingest-series", task_run_name="ingest {key}", **DB_RETRY)
 def ingest_series_task(
     key: str, source: str | None = None, accept_revisions: bool = False
@@ -256,75 +279,3 @@ def ingest_series_task(
         result.time_mismatches,
     )
     return result
-
-
-def _run_name() -> str:
-    series = flow_run.parameters.get("series") or get_settings().series
-    source = flow_run.parameters.get("source")
-    return f"ingest {','.join(series)}" + (f" from {shown_url(source)}" if source else "")
-
-
-class IngestFailed(RuntimeError):
-    """One or more series of an ingest flow failed; the others were stored."""
-
-
-@flow(name="ingest", flow_run_name=_run_name)
-def ingest_flow(
-    series: list[str] | None = None, source: str | None = None, accept_revisions: bool = False
-) -> list[IngestResult]:
-    """Ingest each series (default ``CDDF_SERIES``) in its own task; fail if any failed.
-
-    ``source`` overrides where files come from: one file for one series, or a directory or a
-    base URL ending in ``/`` holding ``<series>.csv`` files. ``accept_revisions`` stores
-    revisions of final candles beyond the limits (see ingest_series).
-    """
-    logger = get_run_logger()
-    keys = plan_series(series, source)
-    get_engine()  # migrate an empty SQLite file once, before the tasks run in parallel
-    futures = [(key, ingest_series_task.submit(key, source, accept_revisions)) for key in keys]
-    results: list[IngestResult] = []
-    for key, future in futures:
-        future.wait()
-        outcome = future.state.result(raise_on_failure=False)
-        if isinstance(outcome, IngestResult):
-            results.append(outcome)
-        else:
-            url = shown_url(resolve_source(SeriesKey.parse(key), source))
-            results.append(IngestResult(key, url, "failed", error=str(outcome)))
-            logger.error("%s failed: %s", key, outcome)
-    create_table_artifact(
-        key="ingest-summary",
-        table=[_artifact_row(result) for result in results],
-        description=f"Candles ingested per series ({len(results)} series)",
-    )
-    failed = [result for result in results if result.status == "failed"]
-    if failed:
-        details = "; ".join(f"{result.series}: {result.error}" for result in failed)
-        raise IngestFailed(f"{len(failed)} of {len(results)} series failed: {details}")
-    return results
-
-
-def _artifact_row(result: IngestResult) -> dict[str, Any]:
-    row = result.as_row()
-    return {
-        name: row[name]
-        for name in (
-            "series",
-            "status",
-            "rows_read",
-            "inserted",
-            "updated",
-            "unchanged",
-            "revised",
-            "gaps",
-            "swapped_volume_rows",
-            "partial_rows",
-            "zero_rows",
-            "rejected_rows",
-            "superseded_rows",
-            "time_mismatches",
-            "first",
-            "last",
-            "error",
-        )
-    }

@@ -1,7 +1,7 @@
 """One series through the daily pipeline as a flow run of its own: what the daily flow hands to
 the workers of a pool when ``CDDF_SERIES_DEPLOYMENT`` is set (the ``series`` deployment).
 
->>> series_flow("Bitstamp_ETHUSD_d")      # ingest → train or fine-tune → forecast → evaluate
+    series_flow("Bitstamp_ETHUSD_d")      # ingest → train or fine-tune → forecast → evaluate
 
 The steps are the daily flow's (`flows.daily.run_series`); the run publishes the daily's
 artifacts for its one series and ends failed, naming the step, when a step failed. A

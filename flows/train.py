@@ -1,9 +1,9 @@
 """Train or fine-tune the LSTM of one series on its final candles and register the version.
 
->>> train_flow("Bitstamp_BTCUSD_d")                    # auto: the policy picks
->>> train_flow("Bitstamp_BTCUSD_d", mode="retrain")    # from scratch
->>> train_flow("Bitstamp_BTCUSD_d", as_of=datetime(2024, 6, 30, tzinfo=UTC))  # point in time
->>> train_flow("d", group=["Bitstamp_BTCUSD_d", "Binance_ADAUSDT_d"])   # a global model
+    train_flow("Bitstamp_BTCUSD_d")                    # auto: the policy picks
+    train_flow("Bitstamp_BTCUSD_d", mode="retrain")    # from scratch
+    train_flow("Bitstamp_BTCUSD_d", as_of=datetime(2024, 6, 30, tzinfo=UTC))  # point in time
+    train_flow("d", group=["Bitstamp_BTCUSD_d", "Binance_ADAUSDT_d"])   # a global model
 
 With ``group``, ``series`` is a timeframe and the flow trains that timeframe's global model on
 the group's series (`flows.train_global`); the same deployment (``train/train`` on the ``gpu``

@@ -1,6 +1,6 @@
 """Train or fine-tune one global model for every series of a timeframe group.
 
->>> train_flow("d", group=["Bitstamp_BTCUSD_d", "Binance_ADAUSDT_d"])   # auto: the policy picks
+    train_flow("d", group=["Bitstamp_BTCUSD_d", "Binance_ADAUSDT_d"])   # auto: the policy picks
 
 A timeframe whose ``model_scope`` is ``timeframe`` (``CDDF_TIMEFRAME_SETTINGS``) has one
 model for all its series: trained once on every series' windows, fine-tuned once a day on

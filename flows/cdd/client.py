@@ -2,7 +2,14 @@
 
 >>> key = SeriesKey.parse("Bitstamp_BTCUSD_d")
 >>> url = resolve_source(key, None, base_url="https://www.cryptodatadownload.com/cdd/")
->>> download(url, etag='"abc"').not_modified     # True when the server answers 304
+>>> url
+'https://www.cryptodatadownload.com/cdd/Bitstamp_BTCUSD_d.csv'
+>>> resolve_source(key, "/data/", base_url="https://www.cryptodatadownload.com/cdd/")
+'/data/Bitstamp_BTCUSD_d.csv'
+
+Then, over the network::
+
+    download(url, etag='"abc"').not_modified     # True when the server answers 304
 """
 
 from __future__ import annotations

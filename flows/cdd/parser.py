@@ -1,11 +1,16 @@
 """Parse any CryptoDataDownload candle file generation into the candles frame.
 
+>>> body = (b"unix,date,symbol,open,high,low,close,Volume BTC,Volume USD\\n"
+...         b"1577923200,2020-01-02,BTC/USD,7176,7200,6950,6980,3.5,24500\\n"
+...         b"1577836800,2020-01-01,BTC/USD,7160,7250,7100,7176,24500,2.9\\n")  # swapped volumes
 >>> key = SeriesKey.parse("Bitstamp_BTCUSD_d")
 >>> parsed = parse_cdd(body, source="Bitstamp_BTCUSD_d.csv", key=key)
 >>> parsed.candles.columns.tolist()
 ['open', 'high', 'low', 'close', 'volume_base', 'volume_quote', 'is_final']
 >>> parsed.report.swapped_volume_rows, parsed.report.rejected_rows
-(1180, 0)
+(1, 0)
+>>> parsed.candles[["close", "volume_base"]].iloc[0].tolist()  # oldest first, volumes repaired
+[7176.0, 2.9]
 
 Columns are found by meaning (see ``flows.cdd.columns``); rows may be newest- or oldest-first.
 A file-level fault (not CDD, another timeframe, HTML, cut off, bad gzip, too many bad rows)

@@ -9,9 +9,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from flows.cli import app
-from flows.cli_ops import BACKFILL_DEFAULTS
-from flows.cli_serve import DAILY_CRON, DAILY_TIMEZONE, served_deployments
+from flows.cli import BACKFILL_DEFAULTS, DAILY_CRON, DAILY_TIMEZONE, app, served_deployments
 
 REPO = Path(__file__).resolve().parents[2]
 EXPECTED = {  # deployment: (entrypoint, pool, schedules)

@@ -1,8 +1,7 @@
-"""Ingest end to end on SQLite and PostgreSQL: files, HTTP, bad input, the Prefect flow."""
+"""Ingest end to end on SQLite and PostgreSQL: files, HTTP, bad input, the Prefect task."""
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,9 +18,8 @@ from db.ingest_rejects import load_rejects
 from db.models import Candle, IngestRun
 from db.series_key import SeriesKey
 from flows.ingest import (
-    IngestFailed,
     IngestResult,
-    ingest_flow,
+    ingest_each,
     ingest_series,
     ingest_series_task,
     plan_series,
@@ -358,49 +356,25 @@ def test_plan_series(tmp_path: Path, monkeypatch) -> None:
         plan_series(["BTC"], None)
 
 
-def test_flow_isolates_a_failing_series_and_ends_failed(
-    prefect_harness, engine: Engine, tmp_path: Path
-) -> None:
+def test_a_failing_series_fails_alone(engine: Engine, tmp_path: Path) -> None:
+    """What `cdd-forecast ingest` runs: each series in turn, a failure recorded, the rest go on."""
     good, bad = KEY, SeriesKey.parse("Bitstamp_ETHUSD_d")
     write_cdd_file(tmp_path, good, make_candles(good, 12))
     (tmp_path / bad.file_name).write_bytes(b"<html><body>Not Found</body></html>")
-    state = ingest_flow(series=[bad.key, good.key], source=str(tmp_path), return_state=True)
-    assert state.is_failed()
-    with pytest.raises(IngestFailed, match=r"1 of 2 series failed: Bitstamp_ETHUSD_d: .*HTML"):
-        state.result()
+    started: list[str] = []  # progress_for is called as each series starts
+    results = list(ingest_each([bad.key, good.key], str(tmp_path), progress_for=started.append))
+    assert started == [bad.key, good.key]
+    assert [(r.series, r.status, r.inserted) for r in results] == [
+        (bad.key, "failed", 0),
+        (good.key, "success", 12),
+    ]
+    assert "HTML" in results[0].error
+    assert [results[1].zero_rows, results[1].rejected_rows, results[1].superseded_rows] == [0, 0, 0]
     assert_same_candles(stored(engine), make_candles(good, 12))
     assert sorted((run.series, run.status) for run in runs(engine)) == [
         (good.key, "success"),
         (bad.key, "failed"),
     ]
-    table = summary_artifact(state.state_details.flow_run_id)
-    assert [(row["series"], row["status"], row["inserted"]) for row in table] == [
-        (bad.key, "failed", 0),
-        (good.key, "success", 12),
-    ]
-    assert [table[1][name] for name in ("zero_rows", "rejected_rows", "superseded_rows")] == [
-        0,
-        0,
-        0,
-    ]
-
-
-def summary_artifact(flow_run_id) -> list[dict]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        ArtifactFilter,
-        ArtifactFilterFlowRunId,
-        ArtifactFilterKey,
-    )
-
-    artifact_filter = ArtifactFilter(
-        key=ArtifactFilterKey(any_=["ingest-summary"]),
-        flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
-    )
-    with get_client(sync_client=True) as client:
-        (artifact,) = client.read_artifacts(artifact_filter=artifact_filter)
-    data = artifact.data
-    return json.loads(data) if isinstance(data, str) else data
 
 
 @flow

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli_serve import served_names
+from flows.cli import served_names
 from tests.system.stack import REPO, clean_environment, free_port, prefect_server, wait_for
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
