@@ -44,7 +44,7 @@ from flows.evaluate import EvaluateOutcome, evaluate_flow
 from flows.forecast import ForecastOutcome, forecast_flow
 from flows.ingest import IngestResult, ingest_series_task, plan_series
 from flows.tasks import final_candles
-from flows.train import train_flow
+from flows.train import TRAIN_TIMEOUT_S, TrainOutcome, train_flow
 from forecaster import forecast_problem
 from settings import SettingsError, get_settings
 
@@ -114,11 +114,17 @@ def draw_chart(series: str, candles: pd.DataFrame, forecasts: pd.DataFrame) -> t
     return path.resolve(), png
 
 
+@task(cache_policy=NO_CACHE, timeout_seconds=TRAIN_TIMEOUT_S, task_run_name="train {series}")
+def train_here(series: str, group: list[str] | None = None) -> TrainOutcome:
+    """The train flow's work in this process, as a task run of the series (see ``run_series``)."""
+    return train_flow.fn(series, mode="auto", group=group)
+
+
 def train(series: str) -> Trained:
     """Train in-process, or dispatch the configured train deployment and wait for it."""
     deployment = get_settings().train_deployment
     if not deployment:
-        outcome = train_flow(series, mode="auto")
+        outcome = train_here(series)
         return Trained(outcome.action, outcome.version, "in-process")
     child = dispatch(
         deployment,
@@ -135,7 +141,7 @@ def train_global(timeframe: str, members: list[str]) -> Trained:
     """Train the timeframe's global model once for its series, in-process or dispatched."""
     deployment = get_settings().train_deployment
     if not deployment:
-        outcome = train_flow(timeframe, mode="auto", group=members)
+        outcome = train_here(timeframe, group=members)
         return Trained(outcome.action, outcome.version, "in-process")
     child = dispatch(
         deployment,
@@ -159,6 +165,12 @@ def run_series(
 
     A series of a global model comes with its group's ``trained`` model and ``ingest``
     result: it only forecasts, evaluates and draws (or is skipped when too short).
+
+    The train, forecast and evaluate flows run here as this task run's work (their ``.fn``),
+    not as subflows: a subflow costs about a second of orchestration (its flow run's creation,
+    state changes and, in Prefect 3.9, the join of its heartbeat thread), more than a fine-tune
+    day's whole work for a series (docs/benchmarks.md, many series). Their tasks still show,
+    nested in this one; train keeps its timeout (``train_here``).
     """
     outcome = SeriesOutcome(series, ingest=ingest, trained=trained)
     step = "ingest"
@@ -172,9 +184,9 @@ def run_series(
             get_run_logger().warning("%s: not forecast: %s", series, problem)
             return outcome
         step = "forecast"
-        outcome.forecast = forecast_flow(series, version_id=outcome.trained.version.id)
+        outcome.forecast = forecast_flow.fn(series, version_id=outcome.trained.version.id)
         step = "evaluate"
-        outcome.evaluate = evaluate_flow(series)
+        outcome.evaluate = evaluate_flow.fn(series)
         step = "chart"
         candles = final_candles(series, None)
         outcome.chart, outcome.chart_png = draw_chart(series, candles, outcome.forecast.forecasts)
