@@ -1,6 +1,6 @@
 """Many series side by side (issue 9.5): the daily flow on N real daily series, serial vs parallel.
 
-    nice .venv/bin/python bench/many_series.py [--n 1,4,8] [--parallel 4] [--skip-second]
+    nice .venv/bin/python bench/many_series.py [--n 1,4,8] [--parallel 4] [--skip-second] [--hourly]
 
 For each N and each parallelism (1 = serial, then ``--parallel``), on a fresh SQLite database:
 the daily run on N real CryptoDataDownload daily files (../shared/data/Bitstamp_BTCUSD_d.csv
@@ -9,8 +9,10 @@ first, then ../shared/data/multi/*_d.csv in name order) passed as a ``--source``
 1. first run: the files without their newest final day -> every series retrains;
 2. second run: the whole files, one more final day -> every series fine-tunes.
 
-Reported: wall seconds, CPU seconds of the process (every thread, TensorFlow's included), the
-per-series cost of both, and the parallel/serial ratios. Targets: first run N=8 parallel <=
+Reported: wall seconds, CPU seconds of the process (every thread, TensorFlow's included) and of
+Prefect's temporary API server (a child process, read from /proc), the per-series cost, and the
+parallel/serial ratios. ``--hourly`` adds one hourly series (``Binance_ADAUSDT_1h``, the service's
+hourly defaults), serial, reported on its own. Targets: first run N=8 parallel <=
 0.8x serial; fine-tune day N=8 parallel <= 0.6x serial; per-series CPU seconds of the
 fine-tune day no higher in parallel. The forecaster runs with the service's config per series
 (the daily defaults unless CDDF_FORECASTER / CDDF_TIMEFRAME_SETTINGS say otherwise).
@@ -56,21 +58,36 @@ def write_source(folder: Path, files: list[Path], drop_newest: int) -> Path:
 class Measured:
     wall: float
     cpu: float
+    api_cpu: float
     failed: list[str]
     actions: list[str]
+
+
+def children_cpu() -> float:
+    """CPU seconds used so far by this process's live children (Prefect's API server)."""
+    total, ticks = 0.0, os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        if int(fields[1]) == os.getpid():  # ppid; utime and stime follow at 11, 12
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
 
 
 def daily_run(keys: list[str], source: Path) -> Measured:
     from flows.daily import daily_flow
 
-    wall, cpu = time.perf_counter(), time.process_time()
+    wall, cpu, api = time.perf_counter(), time.process_time(), children_cpu()
     state = daily_flow(keys, source=str(source), return_state=True)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    api = children_cpu() - api
     result = state.result(raise_on_failure=False)
     outcomes = getattr(result, "outcomes", result)
     failed = [f"{o.series} at {o.failed_step}: {o.error}" for o in outcomes if o.failed_step]
     actions = sorted({o.trained.action for o in outcomes if o.trained})
-    return Measured(wall, cpu, failed, actions)
+    return Measured(wall, cpu, api, failed, actions)
 
 
 def warm_up() -> None:
@@ -91,11 +108,30 @@ def use(database: Path, parallel: int) -> None:
     clear_engine_cache()
 
 
+def runs(folder: Path, chosen: list[Path], parallel: int, args) -> list[tuple[str, Measured]]:
+    """The first (retrain) and second (fine-tune) daily runs of ``chosen`` on a fresh database."""
+    keys = [path.stem for path in chosen]
+    sources = [("first", write_source(folder / "first", chosen, drop_newest=2))]
+    if not args.skip_second:
+        sources.append(("second", write_source(folder / "second", chosen, drop_newest=1)))
+    use(folder.with_suffix(".sqlite"), parallel)
+    return [(name, daily_run(keys, source)) for name, source in sources]
+
+
+def report(label: str, name: str, m: Measured, n: int) -> None:
+    print(
+        f"{label} | {name} | {m.wall:.1f} | {m.cpu:.1f} | {m.api_cpu:.1f} | {m.wall / n:.1f} "
+        f"| {m.cpu / n:.1f} | {','.join(m.actions)} | {'; '.join(m.failed) or '-'}",
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", default="1,4,8", help="numbers of series, comma-separated")
     parser.add_argument("--parallel", type=int, default=4, help="CDDF_MAX_PARALLEL_SERIES")
     parser.add_argument("--skip-second", action="store_true", help="first run only")
+    parser.add_argument("--hourly", action="store_true", help="also Binance_ADAUSDT_1h, serial")
     args = parser.parse_args()
     sizes = [int(n) for n in args.n.split(",")]
     folder = Path(tempfile.mkdtemp(prefix="cddf-many-"))
@@ -110,24 +146,16 @@ def main() -> None:
     if max(sizes) > len(files):
         raise SystemExit(f"only {len(files)} daily files in {SHARED}: lower --n")
     print(f"work folder {folder}; {os.cpu_count()} CPUs; parallel = {args.parallel}")
-    print("N | parallel | run | wall s | CPU s | wall/series | CPU/series | actions | failed")
+    print(
+        "N | parallel | run | wall s | CPU s | API server CPU s | wall/series | CPU/series "
+        "| actions | failed"
+    )
     rows: dict[tuple[int, int, str], Measured] = {}
     for n in sizes:
-        chosen = files[:n]
-        keys = [path.stem for path in chosen]
-        first = write_source(folder / f"n{n}" / "first", chosen, drop_newest=2)
-        second = write_source(folder / f"n{n}" / "second", chosen, drop_newest=1)
         for parallel in (1, args.parallel):
-            use(folder / f"n{n}_p{parallel}.sqlite", parallel)
-            runs = [("first", first)] + ([] if args.skip_second else [("second", second)])
-            for name, source in runs:
-                m = daily_run(keys, source)
+            for name, m in runs(folder / f"n{n}_p{parallel}", files[:n], parallel, args):
                 rows[n, parallel, name] = m
-                print(
-                    f"{n} | {parallel} | {name} | {m.wall:.1f} | {m.cpu:.1f} | {m.wall / n:.1f} "
-                    f"| {m.cpu / n:.1f} | {','.join(m.actions)} | {'; '.join(m.failed) or '-'}",
-                    flush=True,
-                )
+                report(f"{n} | {parallel}", name, m, n)
     print("\nparallel / serial (wall; CPU per series)")
     for (n, parallel, name), m in rows.items():
         if parallel != 1 and (n, 1, name) in rows:
@@ -136,6 +164,11 @@ def main() -> None:
                 f"N={n} {name} run: wall {m.wall / serial.wall:.2f}x, "
                 f"CPU/series {m.cpu / serial.cpu:.2f}x"
             )
+    if args.hourly:
+        hourly = SHARED / "multi" / "Binance_ADAUSDT_1h.csv"
+        print(f"\nhourly: {hourly.stem}, the service's hourly defaults, serial")
+        for name, m in runs(folder / "hourly", [hourly], 1, args):
+            report("1 (hourly) | 1", name, m, 1)
 
 
 if __name__ == "__main__":
