@@ -42,18 +42,13 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database schema and roles.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
-# commands that run flows; they start Prefect's temporary API tied to the CLI's life (not
-# `serve`: it registers deployments, which only a running Prefect server keeps and schedules)
-FLOW_COMMANDS = frozenset({"run", "backfill"})
 
+def _flow_api() -> None:
+    """Start Prefect's temporary API tied to this CLI's life, for a command that runs flows
+    (not `serve`: it registers deployments, which only a running Prefect server keeps)."""
+    from flows.ephemeral_api import start_ephemeral_api
 
-@app.callback()
-def _start(context: typer.Context) -> None:
-    """Download CryptoDataDownload candles, train the LSTM, forecast and score, into SQL."""
-    if context.invoked_subcommand in FLOW_COMMANDS:
-        from flows.ephemeral_api import start_ephemeral_api
-
-        start_ephemeral_api()  # dies with this process, even after kill -9
+    start_ephemeral_api()  # dies with this process, even after kill -9
 
 
 # options several commands share
@@ -196,6 +191,7 @@ def backfill(
     """
     from flows.backfill import BackfillError, backfill_flow
 
+    _flow_api()
     try:
         summary = backfill_flow(
             series=series,
@@ -226,6 +222,7 @@ def run(series: SeriesKeys = None, source: Source = None) -> None:
         render.error(f"{error}")
         raise typer.Exit(2) from None
     _engine()
+    _flow_api()
     unreachable = unreachable_source(keys, source)
     if unreachable is not None:
         render.error(unreachable)
