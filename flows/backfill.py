@@ -19,6 +19,19 @@ renewed while it runs), so the second of two overlapping backfills waits and the
 shared dates done; a backfill killed with kill -9 stops renewing, and a rerun takes over at
 most ``CDDF_LOCK_LEASE_SECONDS`` later. Within a run, at most ``parallel`` blocks train at once.
 The run logs show a line per as_of and the model's per-epoch training lines.
+
+A series whose timeframe has ``model_scope: "timeframe"`` walks forward with its group's global
+model instead, as the daily run serves it: the group is the series of ``CDDF_SERIES`` of that
+timeframe (the daily run's, `flows.daily.global_groups`) and the series itself. At each block
+start the global model is retrained on every member's final candles up to the as_of (a member
+with none yet is left out, one too short is kept out of training as `flows.train_global` does)
+and fine-tuned on their newest windows at each step in between; every version is registered as
+a global version of the group (``model_group``, its members in ``model_version_series``) and
+forecasts the backfilled series, with its own calibration, as a ``backfill`` run. A resumed block
+fine-tunes the newest global version trained up to the as_of before it. One global backfill of
+a group runs at a time (the lease ``backfill-global-<timeframe>``, taken before the series').
+A global version of another member's backfill is not reused: only the newest of each range
+keeps its weights, so it could seldom be loaded.
 """
 
 import datetime as dt
@@ -26,7 +39,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
@@ -42,7 +55,14 @@ from db.candles import UnknownSeriesError, load_candles
 from db.engine import get_engine
 from db.forecasts import runs
 from db.locks import Lease, hold, holder_name
-from db.registry import ArtifactUnavailableError, VersionInfo, drop_artifacts, latest_version
+from db.registry import (
+    ArtifactUnavailableError,
+    VersionInfo,
+    drop_artifacts,
+    latest_group_version,
+    latest_version,
+)
+from flows.backfill_group import member_candles, step_version, stored_config
 from flows.backfill_plan import (
     BackfillError,
     BackfillPlan,
@@ -52,12 +72,12 @@ from flows.backfill_plan import (
     minimum_history,
     plan_backfill,
 )
-from flows.config import DB_RETRY, forecaster_config, training_progress
+from flows.config import DB_RETRY, series_config, training_progress
 from flows.evaluate import evaluate_flow
-from flows.tasks import load_model, register, store_forecasts, version_record
-from forecaster import ArtifactError, ForecasterConfig
-from forecaster.backtest import BacktestPolicy, walk_forward_steps
-from settings import get_settings
+from flows.tasks import load_model, register, store_forecasts
+from forecaster import ArtifactError
+from forecaster.backtest import BacktestPolicy, up_to, walk_forward_steps
+from settings import SeriesConfig, get_settings
 
 FINETUNE_EPOCHS = 5  # as the daily flow's fine-tune (LSTMForecaster.update's default)
 __all__ = ["BackfillError", "BackfillPlan", "BackfillSummary", "backfill_flow", "minimum_history"]
@@ -85,6 +105,8 @@ class BackfillSummary:
     scored_runs: int
     seconds: float
     holes: tuple[Skip, ...] = ()  # times without a forecast because of a hole, and why
+    group: str | None = None  # the timeframe of the global model it walked forward with
+    members: tuple[str, ...] = ()  # that model's series (with final candles)
 
     @property
     def retrained(self) -> int:
@@ -100,10 +122,11 @@ class BackfillSummary:
             if self.steps
             else ""
         )
+        scope = f" (global {self.group} model of {', '.join(self.members)})" if self.group else ""
         return [
             f"backfill {self.series} {self.start}..{self.end}: {self.as_ofs} as_of times, "
             f"{len(self.steps)} forecast, {self.skipped} already done (skipped)",
-            f"models: {self.retrained} retrained, {self.finetuned} fine-tuned{per_step}",
+            f"models{scope}: {self.retrained} retrained, {self.finetuned} fine-tuned{per_step}",
             f"scored runs: {self.scored_runs}; {self.seconds:.1f}s in all",
             *(f"skipped {skip}" for skip in self.holes),
         ]
@@ -125,25 +148,29 @@ def done_as_ofs(series: str) -> set[pd.Timestamp]:
 
 
 @task(cache_policy=NO_CACHE, **DB_RETRY)
-def version_before(series: str, as_of: pd.Timestamp) -> VersionInfo | None:
-    """The newest version trained on data up to ``as_of`` (a resumed block's parent)."""
-    return latest_version(get_engine(), series, trained_until=as_of.to_pydatetime())
+def version_before(series: str, group: str | None, as_of: pd.Timestamp) -> VersionInfo | None:
+    """The newest version (of the global model of ``group``, if any) trained on data up to
+    ``as_of``: a resumed block's parent."""
+    until = as_of.to_pydatetime()
+    if group is None:
+        return latest_version(get_engine(), series, trained_until=until)
+    return latest_group_version(get_engine(), group, trained_until=until)
 
 
 @task(cache_policy=NO_CACHE, task_run_name="backfill {plan.series} {segment}")
 def backfill_segment(
     plan: BackfillPlan,
     segment: Segment,
-    config: ForecasterConfig,
+    config: SeriesConfig,
     progress: Callable[[StepRecord], None],
 ) -> list[StepRecord]:
     """Walk forward over one segment: train or fine-tune, register, forecast, store."""
-    series, first = plan.series, segment.as_ofs[0]
+    series, first, last = plan.series, segment.as_ofs[0], segment.as_ofs[-1]
     parent: VersionInfo | None = None
     if not segment.block_start:
-        parent = version_before(series, plan.previous(first))
-        if parent is not None and parent.config != config.to_dict():
-            parent = None  # trained with another forecaster config: start afresh
+        parent = version_before(series, plan.group, plan.previous(first))
+        if parent is not None and parent.config != stored_config(config, plan.group):
+            parent = None  # trained with another config: start afresh
     model = None
     if parent is not None:
         try:
@@ -151,19 +178,22 @@ def backfill_segment(
         except (ArtifactUnavailableError, ArtifactError) as error:
             get_run_logger().error("%s: %s; retraining at %s instead", series, error, first)
             parent = None
-    policy = BacktestPolicy(retrain_every=plan.retrain_every, finetune_epochs=FINETUNE_EPOCHS)
-    candles = plan.candles.loc[: segment.as_ofs[-1]]  # nothing after the segment's last as_of
+    policy = BacktestPolicy(
+        retrain_every=plan.retrain_every,
+        finetune_epochs=FINETUNE_EPOCHS,
+        train_candles=config.train_candles if plan.group else None,  # as the daily's global fit
+    )
+    # nothing after the segment's last as_of, of any series
+    candles = plan.candles.loc[:last] if plan.group is None else up_to(plan.members, last)
+    own = {} if plan.group is None else {"series": series}  # the global model's series
     trained = model.train_seconds_ if model is not None else 0.0
     records = []
-    for step in walk_forward_steps(candles, config, first, segment.as_ofs[-1], policy, model=model):
+    steps = walk_forward_steps(candles, config.forecaster, first, last, policy, model=model, **own)
+    for step in steps:
         if step.forecast is None:  # a hole too long to fill before it: the plan skipped it
             continue
         seconds = step.model.train_seconds_ - (trained if step.action == "finetune" else 0)
-        version = register(
-            version_record(
-                series, step.action, step.model, candles.loc[: step.as_of], parent, seconds
-            )
-        )
+        version = register(step_version(plan, step, parent, seconds, config))
         trained = step.model.train_seconds_
         written = store_forecasts(series, version, step.forecast, "backfill")
         record = StepRecord(step.as_of, step.action, version.id, written.run.id, step.seconds)
@@ -182,8 +212,11 @@ def drop_weights(version_ids: list[int]) -> int:
 
 
 @task(cache_policy=NO_CACHE, **DB_RETRY)
-def keep_newest_weights(series: str, first: pd.Timestamp, last: pd.Timestamp) -> int:
-    """Drop the weights of every backfill model of as_of ``first``..``last`` but the newest."""
+def keep_newest_weights(
+    series: str, first: pd.Timestamp, last: pd.Timestamp, members: tuple[str, ...] = ()
+) -> int:
+    """Drop the weights of every backfill model of as_of ``first``..``last`` but the newest
+    (and but those a run other than a backfill's used: of a global model's ``members`` too)."""
     engine = get_engine()
     every = runs(engine, series)
     in_range = [
@@ -193,7 +226,8 @@ def keep_newest_weights(series: str, first: pd.Timestamp, last: pd.Timestamp) ->
     ]
     if not in_range:
         return 0
-    served = {run.model_version_id for run in every if run.kind != "backfill"}
+    others = [run for member in members if member != series for run in runs(engine, member)]
+    served = {run.model_version_id for run in every + others if run.kind != "backfill"}
     newest = max(in_range, key=lambda run: (run.as_of, run.id)).model_version_id
     return drop_artifacts(
         engine, sorted({run.model_version_id for run in in_range} - served - {newest})
@@ -225,22 +259,31 @@ class _Progress:
         )
 
 
+def one_backfill_per_series(series: str, logger: Any = None) -> AbstractContextManager[Lease]:
+    """Hold the lease ``backfill-<series>`` (table series_locks) while the backfill runs."""
+    return one_backfill_at_a_time(f"backfill-{series}", series, logger)
+
+
+def one_backfill_per_group(group: str, logger: Any = None) -> AbstractContextManager[Lease]:
+    """Hold the lease ``backfill-global-<timeframe>`` while a backfill of its global model runs."""
+    return one_backfill_at_a_time(f"backfill-global-{group}", f"global {group} model", logger)
+
+
 @contextmanager
-def one_backfill_per_series(series: str, logger: Any = None) -> Iterator[Lease]:
-    """Hold the lease ``backfill-<series>`` (table series_locks) while the backfill runs.
+def one_backfill_at_a_time(name: str, what: str, logger: Any = None) -> Iterator[Lease]:
+    """Hold the lease ``name`` (table series_locks) while the backfill of ``what`` runs.
 
     The lease is renewed in the background and expires ``CDDF_LOCK_LEASE_SECONDS`` after its
     holder died (kill -9, power loss): a rerun waits at most that long, saying for whom.
     """
     logger = logger or logging.getLogger(__name__)
     seconds = get_settings().lock_lease_seconds
-    name = f"backfill-{series}"
 
     def waiting(other: Lease) -> None:
         logger.warning(
             "%s: waiting for %s, held by %s until %s UTC unless renewed (a holder that died "
             "stops renewing: its lease ends within %g s)",
-            series,
+            what,
             name,
             other.holder,
             f"{other.expires_at:%Y-%m-%d %H:%M:%S}",
@@ -285,18 +328,23 @@ def backfill_flow(
     started = time.perf_counter()
     logger = get_run_logger()
     key = check_parameters(series, start, end, retrain_every, parallel)
-    config = forecaster_config(key)
-    plan = plan_backfill(stored_candles(key), key, start, end, retrain_every, config)
+    config = series_config(key)
+    candles = stored_candles(key)
+    # a series of a global model: its group's model walks forward (the module docstring)
+    members = member_candles(key, candles) if config.group is not None else None
+    plan = plan_backfill(candles, key, start, end, retrain_every, config.forecaster, members)
     logger.info(
-        "%s: %d as_of times %s .. %s, retrain every %d, force=%s",
+        "%s: %d as_of times %s .. %s, retrain every %d, force=%s%s",
         key,
         len(plan.as_ofs),
         plan.as_ofs[0],
         plan.as_ofs[-1],
         retrain_every,
         force,
+        f", global {plan.group} model of {', '.join(plan.members)}" if plan.group else "",
     )
-    with one_backfill_per_series(key, logger):
+    group_lease = one_backfill_per_group(plan.group, logger) if plan.group else nullcontext()
+    with group_lease, one_backfill_per_series(key, logger):
         done = set() if force else done_as_ofs(key) & set(plan.as_ofs)
         pending = [as_of for as_of in plan.as_ofs if as_of not in done]
         segments = plan.segments(pending)
@@ -318,11 +366,20 @@ def backfill_flow(
             )
         # the newest model keeps its weights (the daily run may continue from it); so do
         # none of those an interrupted run of this range left behind
-        keep_newest_weights(key, plan.as_ofs[0], plan.as_ofs[-1])
+        keep_newest_weights(key, plan.as_ofs[0], plan.as_ofs[-1], tuple(plan.members))
     scored = evaluate_flow(key).runs_scored  # also what an interrupted run left unscored
     summary = BackfillSummary(
-        key, start, end, len(plan.as_ofs), len(done), records, scored,
-        time.perf_counter() - started, plan.skipped,
+        key,
+        start,
+        end,
+        len(plan.as_ofs),
+        len(done),
+        records,
+        scored,
+        time.perf_counter() - started,
+        plan.skipped,
+        plan.group,
+        tuple(plan.members),
     )
     create_markdown_artifact(
         key=f"backfill-{key.lower().replace('_', '-')}",

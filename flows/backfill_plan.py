@@ -3,13 +3,15 @@
 Pure (no Prefect, no database), so that bad parameters fail before any work. Holes in the
 series are planned around: a time inside a hole has no candle, so it is no as_of, and an
 as_of whose window misses more candles than a forecast may fill (``forecaster.holes``) is
-skipped too; ``BackfillPlan.skipped`` lists both with the reason.
+skipped too; ``BackfillPlan.skipped`` lists both with the reason. A series of a global model
+(``members``: its group's final candles) can be forecast from the first as_of at which one
+member can be fitted on and its own window is complete, as the daily forecasts a new series.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,6 +59,9 @@ class BackfillPlan:
     retrain_every: int
     candles: pd.DataFrame = field(repr=False)  # final candles up to the last as_of
     skipped: tuple[Skip, ...] = ()  # times of the range that get no forecast, and why
+    group: str | None = None  # the timeframe of the global model it walks forward with
+    # a global model's group: each member's final candles up to the last as_of (the series too)
+    members: Mapping[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
     def previous(self, as_of: pd.Timestamp) -> pd.Timestamp:
         """The time of the final candle just before ``as_of``."""
@@ -134,8 +139,13 @@ def plan_backfill(
     end: dt.date,
     retrain_every: int,
     config: ForecasterConfig,
+    members: Mapping[str, pd.DataFrame] | None = None,
 ) -> BackfillPlan:
-    """Check the parameters against the stored final candles; BackfillError says what's wrong."""
+    """Check the parameters against the stored final candles; BackfillError says what's wrong.
+
+    ``members``: the final candles of every series of the global model that ``series`` is in
+    (its timeframe's group, ``series`` included); None for a model of its own.
+    """
     if isinstance(retrain_every, bool) or not isinstance(retrain_every, int) or retrain_every < 1:
         raise BackfillError(f"retrain_every must be an integer >= 1, got {retrain_every!r}")
     if end < start:
@@ -153,11 +163,11 @@ def plan_backfill(
         raise BackfillError(
             f"backfill of {series}: the stored candles up to {end} cannot be trained on: {error}"
         ) from error
-    earliest = first_trainable(candles.index, config)
+    earliest, trains = _first_as_of(candles, series, config, members)
+    needs = f"{config.min_windows} windows of {config.window + config.horizon} consecutive candles"
     if earliest is None:
         raise BackfillError(
-            f"{series} has {len(candles)} final candles; training needs {config.min_windows} "
-            f"windows of {config.window + config.horizon} consecutive candles (at least "
+            f"{series} has {len(candles)} final candles; {trains} {needs} (at least "
             f"{config.min_history} candles without a hole) ({span}): ingest more history first"
         )
     if end > last.date():
@@ -167,10 +177,8 @@ def plan_backfill(
         )
     if start < earliest.date():
         raise BackfillError(
-            f"backfill of {series}: start {start} leaves too little history to train on: the "
-            f"model needs {config.min_windows} windows of {config.window + config.horizon} "
-            f"consecutive candles, so the first possible as_of is {earliest:%Y-%m-%d %H:%M} "
-            f"({span})"
+            f"backfill of {series}: start {start} leaves too little history to train on: "
+            f"{trains} {needs}, so the first possible as_of is {earliest:%Y-%m-%d %H:%M} ({span})"
         )
     possible, skipped = skipped_times(candles, start, end, config)
     as_ofs = pd.DatetimeIndex([t for t in possible if t >= earliest])
@@ -181,4 +189,26 @@ def plan_backfill(
             f"forecast ({span}){': ' + reasons if reasons else ''}"
         )
     visible = candles.loc[: as_ofs[-1]]
-    return BackfillPlan(series, as_ofs, retrain_every, visible, tuple(skipped))
+    if members is None:
+        return BackfillPlan(series, as_ofs, retrain_every, visible, tuple(skipped))
+    seen = {key: frame.loc[: as_ofs[-1]] for key, frame in members.items()}
+    group = SeriesKey.parse(series).timeframe
+    return BackfillPlan(series, as_ofs, retrain_every, visible, tuple(skipped), group, seen)
+
+
+def _first_as_of(
+    candles: pd.DataFrame,
+    series: str,
+    config: ForecasterConfig,
+    members: Mapping[str, pd.DataFrame] | None,
+) -> tuple[pd.Timestamp | None, str]:
+    """The first as_of a fit works at (None: none yet), and who needs what to train."""
+    if members is None:
+        return first_trainable(candles.index, config), "the model needs"
+    if len(candles) < 2:  # no period to plan with; a forecast needs a window anyway
+        return None, f"a forecast of it needs {config.window} candles and training needs"
+    group = SeriesKey.parse(series).timeframe
+    fittable = (first_trainable(frame.index, config) for frame in members.values())
+    return min((time for time in fittable if time is not None), default=None), (
+        f"the global {group} model needs one series of {', '.join(members)} with"
+    )

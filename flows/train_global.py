@@ -176,19 +176,17 @@ def train_group(
     started = time.perf_counter()
     if action == "retrain":
         model = fit_group(timeframe, candles, config)
-        trained = set(model.series_)
     else:
         assert model is not None
         model = finetune_group(timeframe, model, candles)
-        trained = set(model.update_series_)
     seconds = time.perf_counter() - started
     version = register(
-        _record(timeframe, group, action, model, candles, parent, seconds, config, trained)
+        group_version_record(timeframe, group, action, model, candles, parent, seconds, config)
     )
     return action, reason, version
 
 
-def _record(
+def group_version_record(
     timeframe: str,
     group: list[str],
     action: str,
@@ -197,9 +195,10 @@ def _record(
     parent: VersionInfo | None,
     seconds: float,
     config: SeriesConfig,
-    trained: set[str],
 ) -> NewVersion:
-    """The registry row of a global model just retrained or fine-tuned on ``candles``."""
+    """The registry row of a global model just retrained or fine-tuned on ``candles`` (each
+    series' final candles up to the same time: the daily's, or a backfill's as_of)."""
+    trained = set(model.series_ if action == "retrain" else model.update_series_)
     metrics = {
         **model.validation_metrics_,
         "skipped_series": model.skipped_series_,
@@ -207,6 +206,7 @@ def _record(
     }
     if action == "finetune":
         metrics["validated_version"] = parent.retrain_id if parent else None
+        metrics["finetune_loss"] = model.last_update_loss_
         n_windows = model.update_windows_
     else:
         n_windows, seconds = model.n_windows_, model.train_seconds_

@@ -3,7 +3,9 @@
 At each as-of time t the model sees ``candles.loc[:t]`` only: it is refitted every
 ``retrain_every`` steps and fine-tuned (or left alone) in between, then forecasts t+1..t+H.
 The as-of times are the candle times (a hole has none); an LSTM step whose window misses
-more candles than it may fill is skipped with the reason (`forecaster.holes`).
+more candles than it may fill is skipped with the reason (`forecaster.holes`). A global
+model (`forecaster.pooled`) walks forward the same way on ``{series key: candles}``: at each
+as-of time t of one ``series`` it trains on every series' candles up to t, forecasts that one.
 
 >>> policy = BacktestPolicy(retrain_every=7, finetune_epochs=1)           # doctest: +SKIP
 >>> result = walk_forward(candles, ForecasterConfig(), "2019-01-01", None, policy)  # doctest: +SKIP
@@ -13,7 +15,7 @@ more candles than it may fill is skipped with the reason (`forecaster.holes`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,8 +46,10 @@ class BacktestPolicy:
     train_candles: int | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.retrain_every, bool) or not isinstance(self.retrain_every, int) or (
-            self.retrain_every < 1
+        if (
+            isinstance(self.retrain_every, bool)
+            or not isinstance(self.retrain_every, int)
+            or (self.retrain_every < 1)
         ):
             raise ValueError(
                 f"BacktestPolicy.retrain_every must be an integer >= 1, got {self.retrain_every!r}"
@@ -91,23 +95,29 @@ class BacktestResult:
 
 
 def walk_forward_steps(
-    candles: pd.DataFrame | pd.Series,
+    candles: pd.DataFrame | pd.Series | Mapping[str, pd.DataFrame],
     config: ForecasterConfig | ModelFactory,
     start: Any,
     end: Any = None,
     policy: BacktestPolicy | None = None,
     *,
     model: Any = None,
+    series: str | None = None,
 ) -> Iterator[BacktestStep]:
     """Yield a `BacktestStep` for each candle time from ``start`` to ``end`` (inclusive).
 
     ``config`` is a ForecasterConfig (an LSTMForecaster is built from it) or a function
     returning a fresh unfitted forecaster (e.g. ``lambda: NaiveForecaster(horizon=7)``).
     ``model``: an already fitted forecaster to start from instead of fitting at ``start``.
+    ``candles`` may be ``{series key: candles}`` of one timeframe, with ``series`` the key to
+    forecast: each step then fits or fine-tunes on every series' candles up to its as_of (a
+    series with none yet is left out; ``policy.train_candles`` applies to each) and forecasts
+    ``series`` with its own calibration, at the candle times of ``series``.
     """
     policy = policy or BacktestPolicy()
     make = _factory(config)
-    frame = candles if isinstance(candles, pd.DataFrame) else as_candles(candles)
+    group = _group(candles, series)
+    frame = group[series] if group is not None else _frame(candles)
     as_ofs = _as_of_times(as_candles(frame[["close"]]).index, start, end)
     since_retrain = 0
     for as_of in as_ofs:
@@ -117,46 +127,96 @@ def walk_forward_steps(
         if reason is not None:
             yield BacktestStep(as_of, "skip", model, None, time.perf_counter() - started, reason)
             continue
+        seen = visible if group is None else up_to(group, as_of)  # every series', to as_of
         if model is None or since_retrain >= policy.retrain_every:
-            train = visible.iloc[-(policy.train_candles or len(visible)) :]
-            model, action, since_retrain = make().fit(train), "retrain", 0
+            model, action, since_retrain = make().fit(_newest(seen, policy)), "retrain", 0
         elif policy.finetune_epochs:
-            model.update(visible, epochs=policy.finetune_epochs,
-                         learning_rate=policy.finetune_learning_rate)
+            model.update(
+                seen, epochs=policy.finetune_epochs, learning_rate=policy.finetune_learning_rate
+            )
             action = "finetune"
         else:
             action = "none"
         since_retrain += 1
-        forecast = model.predict(visible)
+        own = {} if group is None else {"series": series}  # a global model: its calibration
+        forecast = model.predict(visible, **own)
         forecast["naive"] = naive_forecast(visible)
         yield BacktestStep(as_of, action, model, forecast, time.perf_counter() - started)
 
 
+def up_to(group: Mapping[str, pd.DataFrame], as_of: pd.Timestamp) -> dict[str, pd.DataFrame]:
+    """Each series' candles up to ``as_of`` (inclusive); a series with none yet is left out."""
+    seen = {key: frame.loc[:as_of] for key, frame in group.items()}
+    return {key: frame for key, frame in seen.items() if not frame.empty}
+
+
 def walk_forward(
-    candles: pd.DataFrame | pd.Series,
+    candles: pd.DataFrame | pd.Series | Mapping[str, pd.DataFrame],
     config: ForecasterConfig | ModelFactory,
     start: Any,
     end: Any = None,
     policy: BacktestPolicy | None = None,
     *,
     model: Any = None,
+    series: str | None = None,
     on_step: Callable[[BacktestStep], None] | None = None,
 ) -> BacktestResult:
     """Run `walk_forward_steps` to the end and score every forecast against the closes."""
     forecasts, log = [], []
-    for step in walk_forward_steps(candles, config, start, end, policy, model=model):
+    steps = walk_forward_steps(candles, config, start, end, policy, model=model, series=series)
+    for step in steps:
         if on_step is not None:
             on_step(step)
         if step.forecast is not None:
             forecasts.append(step.forecast)
-        log.append({"as_of": step.as_of, "action": step.action, "seconds": step.seconds,
-                    "reason": step.reason})
+        log.append(
+            {
+                "as_of": step.as_of,
+                "action": step.action,
+                "seconds": step.seconds,
+                "reason": step.reason,
+            }
+        )
     if not forecasts:
         raise ValueError(f"walk-forward: no as_of could be forecast: {log[-1]['reason']}")
     frame = pd.concat(forecasts, ignore_index=True)
-    close = candles["close"] if isinstance(candles, pd.DataFrame) else candles
+    group = _group(candles, series)
+    close = (group[series] if group is not None else _frame(candles))["close"]
     actuals = pd.Series(close.to_numpy(dtype="float64"), index=close.index.tz_convert("UTC"))
     return BacktestResult(frame, score_forecasts(frame, actuals), pd.DataFrame(log))
+
+
+def _frame(candles: pd.DataFrame | pd.Series) -> pd.DataFrame:
+    return candles if isinstance(candles, pd.DataFrame) else as_candles(candles)
+
+
+def _group(
+    candles: pd.DataFrame | pd.Series | Mapping[str, pd.DataFrame], series: str | None
+) -> dict[str, pd.DataFrame] | None:
+    """``{series key: candles}`` of a global model's walk forward, or None for one series."""
+    if not isinstance(candles, Mapping):
+        if series is not None:
+            raise ValueError(
+                f"series={series!r} names one of several series: pass {{series key: candles}}"
+            )
+        return None
+    if series not in candles:
+        raise ValueError(
+            f"series={series!r} is not one of the candles' series "
+            f"({', '.join(map(str, candles))}): name the series to forecast"
+        )
+    return {str(key): _frame(frame) for key, frame in candles.items()}
+
+
+def _newest(
+    seen: pd.DataFrame | dict[str, pd.DataFrame], policy: BacktestPolicy
+) -> pd.DataFrame | dict[str, pd.DataFrame]:
+    """What a retrain fits on: the newest ``policy.train_candles`` candles (of each series)."""
+    if policy.train_candles is None:
+        return seen
+    if isinstance(seen, dict):
+        return {key: frame.iloc[-policy.train_candles :] for key, frame in seen.items()}
+    return seen.iloc[-policy.train_candles :]
 
 
 def _skip_reason(
