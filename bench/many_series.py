@@ -1,6 +1,7 @@
 """Many series side by side (issue 9.5): the daily flow on N real daily series, serial vs parallel.
 
-    nice .venv/bin/python bench/many_series.py [--n 1,4,8] [--parallel 4] [--skip-second] [--hourly]
+    nice .venv/bin/python bench/many_series.py [--n 1,4,8] [--parallel 4] [--skip-second]
+        [--hourly] [--global-model]
 
 For each N and each parallelism (1 = serial, then ``--parallel``), on a fresh SQLite database:
 the daily run on N real CryptoDataDownload daily files (../shared/data/Bitstamp_BTCUSD_d.csv
@@ -12,15 +13,18 @@ first, then ../shared/data/multi/*_d.csv in name order) passed as a ``--source``
 Reported: wall seconds, CPU seconds of the process (every thread, TensorFlow's included) and of
 Prefect's temporary API server (a child process, read from /proc), the per-series cost, and the
 parallel/serial ratios. ``--hourly`` adds one hourly series (``Binance_ADAUSDT_1h``, the service's
-hourly defaults), serial, reported on its own. Targets: first run N=8 parallel <=
-0.8x serial; fine-tune day N=8 parallel <= 0.6x serial; per-series CPU seconds of the
-fine-tune day no higher in parallel. The forecaster runs with the service's config per series
+hourly defaults), serial, reported on its own. ``--global-model`` adds, for each N, the same
+runs with one global model for the daily series, in parallel. Targets: first run N=8 parallel
+<= 0.8x serial; fine-tune day N=8 parallel <= 0.6x serial; per-series CPU seconds of the
+fine-tune day no higher in parallel (issue 9); fine-tune day N=8 with the global model <= 0.5x
+the local models' (issue 14). The forecaster runs with the service's config per series
 (the daily defaults unless CDDF_FORECASTER / CDDF_TIMEFRAME_SETTINGS say otherwise).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -97,24 +101,33 @@ def warm_up() -> None:
     flow(name="warm-up")(lambda: None)()
 
 
-def use(database: Path, parallel: int) -> None:
-    """Point the service at a fresh database with the given parallelism."""
+TIMEFRAME_SETTINGS = os.environ.get("CDDF_TIMEFRAME_SETTINGS") or "{}"
+
+
+def use(database: Path, parallel: int, scope: str = "series") -> None:
+    """Point the service at a fresh database with the given parallelism and daily model scope
+    (``series``: one model per series; ``timeframe``: one global model for the daily series)."""
     from db.engine import clear_engine_cache
     from settings import get_settings
 
     os.environ["CDDF_DATABASE_URL"] = f"sqlite:///{database}"
     os.environ["CDDF_MAX_PARALLEL_SERIES"] = str(parallel)
+    settings = json.loads(TIMEFRAME_SETTINGS)
+    settings.setdefault("d", {})["model_scope"] = scope
+    os.environ["CDDF_TIMEFRAME_SETTINGS"] = json.dumps(settings)
     get_settings.cache_clear()
     clear_engine_cache()
 
 
-def runs(folder: Path, chosen: list[Path], parallel: int, args) -> list[tuple[str, Measured]]:
+def runs(
+    folder: Path, chosen: list[Path], parallel: int, args, scope: str = "series"
+) -> list[tuple[str, Measured]]:
     """The first (retrain) and second (fine-tune) daily runs of ``chosen`` on a fresh database."""
     keys = [path.stem for path in chosen]
     sources = [("first", write_source(folder / "first", chosen, drop_newest=2))]
     if not args.skip_second:
         sources.append(("second", write_source(folder / "second", chosen, drop_newest=1)))
-    use(folder.with_suffix(".sqlite"), parallel)
+    use(folder.with_suffix(".sqlite"), parallel, scope)
     return [(name, daily_run(keys, source)) for name, source in sources]
 
 
@@ -132,6 +145,11 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=4, help="CDDF_MAX_PARALLEL_SERIES")
     parser.add_argument("--skip-second", action="store_true", help="first run only")
     parser.add_argument("--hourly", action="store_true", help="also Binance_ADAUSDT_1h, serial")
+    parser.add_argument(
+        "--global-model",
+        action="store_true",
+        help="also each N with one global daily model (model_scope timeframe), in parallel",
+    )
     args = parser.parse_args()
     sizes = [int(n) for n in args.n.split(",")]
     folder = Path(tempfile.mkdtemp(prefix="cddf-many-"))
@@ -156,9 +174,20 @@ def main() -> None:
             for name, m in runs(folder / f"n{n}_p{parallel}", files[:n], parallel, args):
                 rows[n, parallel, name] = m
                 report(f"{n} | {parallel}", name, m, n)
+        if args.global_model:
+            folder_n = folder / f"n{n}_global"
+            for name, m in runs(folder_n, files[:n], args.parallel, args, "timeframe"):
+                rows[n, -args.parallel, name] = m  # negative: the global model's row
+                report(f"{n} | {args.parallel} global", name, m, n)
     print("\nparallel / serial (wall; CPU per series)")
     for (n, parallel, name), m in rows.items():
-        if parallel != 1 and (n, 1, name) in rows:
+        if parallel < 0 and (n, -parallel, name) in rows:
+            local = rows[n, -parallel, name]
+            print(
+                f"N={n} {name} run: global model / local models (both parallel) wall "
+                f"{m.wall / local.wall:.2f}x, CPU {m.cpu / local.cpu:.2f}x"
+            )
+        elif parallel > 1 and (n, 1, name) in rows:
             serial = rows[n, 1, name]
             print(
                 f"N={n} {name} run: wall {m.wall / serial.wall:.2f}x, "
