@@ -5,8 +5,8 @@
 The as_of times are the series' final candles whose UTC date lies in [start, end] (a day per
 step for a daily series, an hour for an hourly one). The model of each as_of sees the final
 candles up to it and nothing later: it is retrained at the first as_of of every block of
-``retrain_every`` steps and fine-tuned on each step in between (forecaster.backtest's walk
-forward). Every model is registered and every forecast stored as a ``backfill`` run; the
+``retrain_every`` steps (on the newest ``train_candles`` of them, as the daily retrain) and
+fine-tuned on each step in between (forecaster.backtest's walk forward). Every model is registered and every forecast stored as a ``backfill`` run; the
 weights of a step are dropped once the next step is registered (its row, lineage and
 forecasts stay), so a finished backfill keeps the weights of its newest model only and an
 interrupted one those of each segment's last step, where a resumed run continues from (and
@@ -181,7 +181,7 @@ def backfill_segment(
     policy = BacktestPolicy(
         retrain_every=plan.retrain_every,
         finetune_epochs=FINETUNE_EPOCHS,
-        train_candles=config.train_candles if plan.group else None,  # as the daily's global fit
+        train_candles=config.train_candles,  # a retrain fits on what the daily one would
     )
     # nothing after the segment's last as_of, of any series
     candles = plan.candles.loc[:last] if plan.group is None else up_to(plan.members, last)

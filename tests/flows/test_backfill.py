@@ -145,6 +145,17 @@ def test_changing_candles_after_as_of_leaves_its_forecast_unchanged(sqlite_servi
     assert pairs and all(train_last <= as_of for as_of, train_last in pairs)
 
 
+def test_a_retrain_fits_on_the_newest_train_candles_as_the_daily_one(sqlite_service, monkeypatch):
+    from settings import get_settings
+
+    monkeypatch.setenv("CDDF_TIMEFRAME_SETTINGS", json.dumps({"d": {"train_candles": 35}}))
+    get_settings.cache_clear()
+    backfill_flow(SERIES, day(40), day(41), retrain_every=7)
+    [retrained] = [v for v in versions(sqlite_service, SERIES) if v.kind == "retrain"]
+    assert pd.Timestamp(retrained.train_last) == at(40)
+    assert pd.Timestamp(retrained.train_first) == at(40 - 34)  # the newest 35 candles only
+
+
 # resume, force, idempotence -------------------------------------------------------------
 
 
