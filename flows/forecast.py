@@ -70,6 +70,13 @@ def serving_version(series: str, data_end: datetime, version_id: int | None) -> 
     serves = version.series == series and version.model_group is None
     if version.model_group is not None:
         serves = version.model_group == timeframe_of(series)
+    if serves and version.model_group is not None and version.train_last > data_end:
+        raise ValueError(  # a series behind its group: forecasting it would look ahead
+            f"{series}: its final candles end at {data_end:%Y-%m-%d %H:%M}, but the global "
+            f"{version.model_group} model ({version.label}) saw its group's candles up to "
+            f"{version.train_last:%Y-%m-%d %H:%M}, after them; ingest {series}'s newer candles "
+            f"(is its source still updated?) or take it out of CDDF_SERIES"
+        )
     if not serves or version.train_last > data_end:
         raise ValueError(
             f"model {version.label}, trained up to "

@@ -158,3 +158,26 @@ def test_model_scope_is_a_timeframe_setting_checked_at_start(monkeypatch):
     monkeypatch.delenv("CDDF_SERIES_SETTINGS")
     with pytest.raises(SettingsError, match="CDDF_TIMEFRAME_SETTINGS"):
         get_settings()
+
+
+def test_a_series_whose_candles_stopped_fails_naming_why_the_others_go_on(
+    group_service, tmp_path, monkeypatch
+):
+    lengths = {"Bitstamp_BTCUSD_d": 100, "Bitstamp_ETHUSD_d": 90}
+    monkeypatch.setenv("CDDF_SERIES", ",".join(lengths))
+    get_settings.cache_clear()
+    source = write_files(tmp_path, lengths)
+    stale = tmp_path / "Bitstamp_ETHUSD_d.csv"  # its source stopped 5 days before the others'
+    key = SeriesKey.parse("Bitstamp_ETHUSD_d")
+    candles = make_candles(key, 150, start="2020-01-01", seed=1).iloc[:140]
+    stale.write_bytes(make_cdd_csv(key, candles.iloc[-90:-5]))
+
+    state = daily_flow(source=source, return_state=True)
+    outcomes = {o.series: o for o in state.result(raise_on_failure=False).outcomes}
+    assert outcomes["Bitstamp_BTCUSD_d"].failed_step is None
+    failed = outcomes["Bitstamp_ETHUSD_d"]
+    assert failed.failed_step == "forecast"
+    message = str(failed.error)
+    assert "Bitstamp_ETHUSD_d: its final candles end at" in message
+    assert "ingest Bitstamp_ETHUSD_d's newer candles" in message
+    assert "take it out of CDDF_SERIES" in message
