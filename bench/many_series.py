@@ -14,7 +14,9 @@ Reported: wall seconds, CPU seconds of the process (every thread, TensorFlow's i
 Prefect's temporary API server (a child process, read from /proc), the per-series cost, and the
 parallel/serial ratios. ``--hourly`` adds one hourly series (``Binance_ADAUSDT_1h``, the service's
 hourly defaults), serial, reported on its own. ``--global-model`` adds, for each N, the same
-runs with one global model for the daily series, in parallel. Targets: first run N=8 parallel
+runs with one global model for the daily series, in parallel; every file of that run (local
+rows too) is then cut at the newest day all of them have (the multi files end in October 2021:
+a global model serves series that are current together). Targets: first run N=8 parallel
 <= 0.8x serial; fine-tune day N=8 parallel <= 0.6x serial; per-series CPU seconds of the
 fine-tune day no higher in parallel (issue 9); fine-tune day N=8 with the global model <= 0.5x
 the local models' (issue 14). The forecaster runs with the service's config per series
@@ -46,15 +48,32 @@ def daily_files() -> list[Path]:
     return files
 
 
-def write_source(folder: Path, files: list[Path], drop_newest: int) -> Path:
-    """A source directory holding each file without its ``drop_newest`` newest data rows."""
+def data_lines(path: Path) -> tuple[list[str], list[str]]:
+    """A CDD file's header lines and its data rows (newest first)."""
+    lines = path.read_text().splitlines(keepends=True)
+    first_data = next(i for i, line in enumerate(lines) if line[:1].isdigit())
+    return lines[:first_data], lines[first_data:]
+
+
+def day_of(row: str) -> str:
+    """The day (YYYY-MM-DD) of a CDD data row: the date column's first 10 characters."""
+    return row.split(",")[1][:10]
+
+
+def common_end(files: list[Path]) -> str:
+    """The newest day every file has: a global model serves series that are all current."""
+    return min(day_of(data_lines(path)[1][0]) for path in files)
+
+
+def write_source(folder: Path, files: list[Path], drop_newest: int, end: str | None = None) -> Path:
+    """A source directory holding each file without its rows after ``end`` (a day), then
+    without its ``drop_newest`` newest data rows."""
     folder.mkdir(parents=True)
     for path in files:
-        lines = path.read_text().splitlines(keepends=True)
-        first_data = next(i for i, line in enumerate(lines) if line[:1].isdigit())
-        (folder / path.name).write_text(
-            "".join(lines[:first_data] + lines[first_data + drop_newest :])
-        )
+        header, rows = data_lines(path)
+        if end is not None:
+            rows = [row for row in rows if day_of(row) <= end]
+        (folder / path.name).write_text("".join(header + rows[drop_newest:]))
     return folder
 
 
@@ -124,9 +143,10 @@ def runs(
 ) -> list[tuple[str, Measured]]:
     """The first (retrain) and second (fine-tune) daily runs of ``chosen`` on a fresh database."""
     keys = [path.stem for path in chosen]
-    sources = [("first", write_source(folder / "first", chosen, drop_newest=2))]
+    end = common_end(chosen) if args.global_model else None  # local and global alike
+    sources = [("first", write_source(folder / "first", chosen, 2, end))]
     if not args.skip_second:
-        sources.append(("second", write_source(folder / "second", chosen, drop_newest=1)))
+        sources.append(("second", write_source(folder / "second", chosen, 1, end)))
     use(folder.with_suffix(".sqlite"), parallel, scope)
     return [(name, daily_run(keys, source)) for name, source in sources]
 
