@@ -146,3 +146,21 @@ def test_references_are_drift_and_trailing_empirical_quantiles():
     step = np.diff(logs)[-365:].mean()
     assert refs.loc[3, "drift"] == pytest.approx(last * np.exp(3 * step))
     assert refs.loc[1, "volatility"] == pytest.approx(np.diff(logs)[-30:].std(ddof=1))
+
+
+def test_an_exact_expert_takes_the_weight_so_losses_and_forecasts_line_up():
+    """The record's losses are matched to the forecasts they score: an 'LSTM' that knows the
+    future gets the weight, and the served forecast follows it, far from naive's error."""
+    close, record, errors = closes(2), pd.DataFrame(columns=list(RECORD_COLUMNS)), []
+    for i in range(500, 650):
+        exact = np.log(close.iloc[i + 1 : i + 1 + H].to_numpy() / close.iloc[i])
+        served = serve(lstm_forecast(close, i, exact, 0.03), close.iloc[: i + 1], record)
+        out = served.forecasts
+        out["actual"] = close.reindex(out["target_time"]).to_numpy()
+        record = pd.concat([record, out[list(RECORD_COLUMNS)]], ignore_index=True)
+        if i >= 600:
+            errors.append(np.abs(out["value"] / out["actual"] - 1).mean())
+            weights = served.weights.set_index(["horizon", "expert"])["weight"]
+            assert (weights.xs("lstm", level="expert") > 0.9).all()
+    naive_error = np.abs(record["naive"] / record["actual"] - 1).mean()
+    assert np.mean(errors) < naive_error / 20
