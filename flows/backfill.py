@@ -6,11 +6,12 @@ The as_of times are the series' final candles whose UTC date lies in [start, end
 step for a daily series, an hour for an hourly one). The model of each as_of sees the final
 candles up to it and nothing later: it is retrained at the first as_of of every block of
 ``retrain_every`` steps (on the newest ``train_candles`` of them, as the daily retrain) and
-fine-tuned on each step in between (forecaster.backtest's walk forward). Every model is registered and every forecast stored as a ``backfill`` run; the
-weights of a step are dropped once the next step is registered (its row, lineage and
-forecasts stay), so a finished backfill keeps the weights of its newest model only and an
-interrupted one those of each segment's last step, where a resumed run continues from (and
-which it drops when it finishes: one model of the range keeps its weights).
+fine-tuned on each step in between (forecaster.backtest's walk forward). Every model is
+registered and every forecast stored as a ``backfill`` run; the weights of a step are dropped
+once the next step is registered (its row, lineage and forecasts stay), so a finished backfill
+keeps the weights of its newest model only and an interrupted one those of each segment's last
+step, where a resumed run continues from (and which it drops when it finishes: one model of the
+range keeps its weights).
 
 Resumable and idempotent: an as_of that already has a forecast run is skipped unless
 ``force``; a resumed block fine-tunes the newest version trained up to the as_of before it.
@@ -22,7 +23,7 @@ The run logs show a line per as_of and the model's per-epoch training lines.
 
 A series whose timeframe has ``model_scope: "timeframe"`` walks forward with its group's global
 model instead, as the daily run serves it: the group is the series of ``CDDF_SERIES`` of that
-timeframe (the daily run's, `flows.daily.global_groups`) and the series itself. At each block
+timeframe (the daily run's, `flows.config.global_groups`) and the series itself. At each block
 start the global model is retrained on every member's final candles up to the as_of (a member
 with none yet is left out, one too short is kept out of training as `flows.train_global` does)
 and fine-tuned on their newest windows at each step in between; every version is registered as

@@ -20,8 +20,7 @@ from db.candles import UnknownSeriesError, load_candles
 from db.engine import get_engine
 from db.registry import NewVersion, VersionInfo
 from flows.backfill_plan import BackfillPlan
-from flows.config import DB_RETRY, series_config
-from flows.daily import global_groups
+from flows.config import DB_RETRY, global_groups, series_config
 from flows.tasks import version_record
 from flows.train_global import group_version_record
 from forecaster.backtest import BacktestStep, up_to

@@ -42,6 +42,15 @@ def forecaster_config(series: str) -> ForecasterConfig:
     return series_config(series).forecaster
 
 
+def global_groups(keys: list[str]) -> dict[str, list[str]]:
+    """The series of ``keys`` that a global model serves, by timeframe (model_scope)."""
+    groups: dict[str, list[str]] = {}
+    for key in keys:
+        if group := series_config(key).group:
+            groups.setdefault(group, []).append(key)
+    return groups
+
+
 # What a later attempt of a task can fix: the database unreachable or the connection dropped.
 # A download is not retried here: the CDD client retries it itself (CDDF_HTTP_RETRIES, one
 # layer, so its error counts every request); a bad file or a constraint violation never is.

@@ -38,7 +38,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from db.engine import get_engine
 from db.registry import VersionInfo, latest_group_version, latest_version, versions_of_flow_run
 from flows.charts import forecast_png, markdown_image
-from flows.config import DB_RETRY
+from flows.config import DB_RETRY, global_groups
 from flows.dispatch import DispatchError, dispatch
 from flows.evaluate import EvaluateOutcome, evaluate_flow
 from flows.forecast import ForecastOutcome, forecast_flow
@@ -248,15 +248,6 @@ def daily_flow(series: list[str] | None = None, source: str | None = None) -> li
         )
         raise DailyRunFailed(f"{len(failed)} of {len(outcomes)} series failed: {details}", outcomes)
     return outcomes
-
-
-def global_groups(keys: list[str]) -> dict[str, list[str]]:
-    """The series of ``keys`` that a global model serves, by timeframe (model_scope)."""
-    groups: dict[str, list[str]] = {}
-    for key in keys:
-        if group := get_settings().series_config(key).group:
-            groups.setdefault(group, []).append(key)
-    return groups
 
 
 def too_short(series: str) -> str | None:
