@@ -31,10 +31,13 @@ coverage per year and volatility tercile, Diebold–Mariano against naive, time.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import pickle
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -54,7 +57,12 @@ from forecaster import (  # noqa: E402
     SeasonalNaiveForecaster,
     find_holes,
 )
-from forecaster.backtest import BacktestPolicy, BacktestStep, walk_forward  # noqa: E402
+from forecaster.backtest import (  # noqa: E402
+    BacktestPolicy,
+    BacktestResult,
+    BacktestStep,
+    walk_forward,
+)
 
 SEASONS = {"d": 7, "1h": 24, "minute": 60}  # the seasonal naive's season per timeframe
 
@@ -77,6 +85,11 @@ def main() -> None:
                         help="only the last N as-of candles of each series (a smoke run)")
     parser.add_argument("--no-baselines", action="store_true",
                         help="skip the drift and seasonal-naive walk-forwards")
+    parser.add_argument("--forecasts-only", action="store_true",
+                        help="only the LSTM walk-forward (into --cache), no side by side")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="keep each LSTM walk-forward's forecasts here and reuse them when "
+                        "the file, config, policy and dates are the same (e.g. bench/.cache)")
     args = parser.parse_args()
     if not args.daily_multi:
         run(args.source, args, args.start)
@@ -123,8 +136,10 @@ def run(source: Path, args: argparse.Namespace, start: str | None) -> None:
                   f"{model.validation_metrics_['skill']:+.4f}  "
                   f"[{time.perf_counter() - started:6.0f}s]", file=sys.stderr, flush=True)
 
-    result = walk_forward(candles, config, start, args.end, policy, on_step=progress)
-    seconds = time.perf_counter() - started
+    result, seconds = _cached(
+        args.cache, source, (config, policy, start, args.end),
+        lambda: walk_forward(candles, config, start, args.end, policy, on_step=progress),
+    )
     steps = result.steps
     forecasts = result.forecasts
     in_holes = ~forecasts["target_time"].isin(candles.index) & (
@@ -138,6 +153,8 @@ def run(source: Path, args: argparse.Namespace, start: str | None) -> None:
           f"{(steps['action'] == 'finetune').sum()} fine-tunes "
           f"({steps.loc[steps['action'] == 'finetune', 'seconds'].sum():.0f} s)")
     report("LSTM (package default)", result.metrics)
+    if args.forecasts_only:
+        return
     close = candles["close"].astype("float64")
     served, serve_seconds = served_replay(forecasts, close)
     print(f"\nside by side (issue 13), as-of {start} .. {args.end or 'end'}; interval scores "
@@ -155,6 +172,30 @@ def run(source: Path, args: argparse.Namespace, start: str | None) -> None:
         baseline = walk_forward(candles, make, start, args.end,
                                 BacktestPolicy(retrain_every=1, finetune_epochs=0))
         report(name, baseline.metrics)
+
+
+def _cached(
+    folder: Path | None, source: Path, what: tuple, run: Callable[[], BacktestResult]
+) -> tuple[BacktestResult, float]:
+    """``run()`` and its seconds, or what an earlier identical run left in ``folder``.
+
+    The key hashes the source file's bytes and ``what`` (config, policy, dates), so a changed
+    file or setting never reuses stale forecasts; the seconds are the original run's.
+    """
+    started = time.perf_counter()
+    if folder is None:
+        return run(), time.perf_counter() - started
+    digest = hashlib.sha256(source.read_bytes() + repr(what).encode()).hexdigest()[:16]
+    path = folder / f"{source.stem}-{digest}.pickle"
+    if path.exists():
+        with path.open("rb") as handle:
+            return pickle.load(handle)
+    result = run()
+    seconds = time.perf_counter() - started
+    folder.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as handle:
+        pickle.dump((result, seconds), handle)
+    return result, seconds
 
 
 def service_config(series: str) -> ForecasterConfig:
