@@ -42,6 +42,7 @@ def aggregate_weights(
     *,
     prior: np.ndarray,
     min_rounds: int = MIN_ROUNDS,
+    quantile: float | None = None,
 ) -> Weights:
     """Bernstein online aggregation (BOA) with the gradient trick and adaptive learning rates.
 
@@ -51,8 +52,10 @@ def aggregate_weights(
     π_k η_k exp(η_k Σ(r_k − η_k r_k²)) with η_k = min(1/(2E_k), √(ln K / Σ r_k²)) and E_k a
     doubling bound of |r_k| (Wintenberger 2017). Its regret against the best convex
     combination grows as √(T ln K), so over time the aggregate is never much worse than the
-    best expert — here, never much worse than the naive forecast. Rounds with a non-finite
-    value are skipped: a NaN or infinite loss never reaches a weight.
+    best expert — here, never much worse than the naive forecast. With ``quantile`` τ the
+    loss is the pinball loss of quantile τ instead (its slope at ŷ is 1{y < ŷ} − τ): the
+    experts are forecasts of an interval bound, as in the aggregation of quantile forecasts.
+    Rounds with a non-finite value are skipped: a NaN or infinite loss never reaches a weight.
     """
     experts = np.asarray(experts, dtype=np.float64)
     actual = np.asarray(actual, dtype=np.float64)
@@ -70,36 +73,129 @@ def aggregate_weights(
     if rounds < min_rounds:
         return Weights(prior, rounds, from_prior=True)
 
-    # A plain-float loop: with a handful of experts it runs ~10x faster than numpy per round
-    # (the service replays up to a thousand rounds per horizon at every forecast).
-    k = len(prior)
-    pi = [float(p) for p in prior]
-    weights = list(pi)
-    regret = [0.0] * k  # Σ (r - η r²)
-    variance = [0.0] * k  # Σ r²
-    bound = [float(np.finfo(np.float64).tiny)] * k
-    eta = [math.inf] * k
-    log_k = math.log(k) if k > 1 else 1.0
+    aggregator = Bernstein(prior, quantile=quantile)
     for x, y in zip(experts.tolist(), actual.tolist(), strict=True):
-        forecast = sum(w * xi for w, xi in zip(weights, x, strict=True))
+        aggregator.update(x, y)
+    return Weights(np.array(aggregator.weights), rounds, from_prior=False)
+
+
+class Bernstein:
+    """The state of `aggregate_weights`, one scored round at a time (``update``).
+
+    A plain-float loop: with a handful of experts it runs ~10x faster than numpy per round
+    (the service replays up to a thousand rounds per horizon at every forecast). Feeding the
+    rounds one by one gives exactly the weights `aggregate_weights` gives for the same rounds.
+    """
+
+    def __init__(self, prior: np.ndarray, *, quantile: float | None = None) -> None:
+        self.quantile = quantile  # None: square loss; τ: the pinball loss of quantile τ
+        self.pi = [float(p) for p in prior / prior.sum()]
+        k = len(self.pi)
+        self.weights = list(self.pi)
+        self._regret = [0.0] * k  # Σ (r - η r²)
+        self._variance = [0.0] * k  # Σ r²
+        self._bound = [float(np.finfo(np.float64).tiny)] * k
+        self._eta = [math.inf] * k
+        self._log_k = math.log(k) if k > 1 else 1.0
+
+    def update(self, x: list[float], y: float) -> None:
+        """Learn from one round: the experts' forecasts ``x`` and what happened ``y``."""
+        k = len(self.pi)
+        forecast = sum(w * xi for w, xi in zip(self.weights, x, strict=True))
+        regrets = self.regrets(forecast, x, y)
         exponent = [0.0] * k
-        for i in range(k):
-            r = 2.0 * (forecast - y) * (forecast - x[i])  # positive: expert i beat the aggregate
-            bound[i] = max(bound[i], 2.0 ** math.ceil(math.log2(max(abs(r), 1e-300))))
-            variance[i] += r * r
-            step = eta[i] if math.isfinite(eta[i]) else 1.0 / (2.0 * bound[i])
-            regret[i] += r - step * r * r
-            eta[i] = 1.0 / (2.0 * bound[i])
-            if variance[i] > 0:
-                eta[i] = min(eta[i], math.sqrt(log_k / variance[i]))
-            exponent[i] = eta[i] * regret[i]
+        for i, r in enumerate(regrets):
+            self._bound[i] = max(self._bound[i], 2.0 ** math.ceil(math.log2(max(abs(r), 1e-300))))
+            self._variance[i] += r * r
+            eta = self._eta[i]
+            step = eta if math.isfinite(eta) else 1.0 / (2.0 * self._bound[i])
+            self._regret[i] += r - step * r * r
+            eta = 1.0 / (2.0 * self._bound[i])
+            if self._variance[i] > 0:
+                eta = min(eta, math.sqrt(self._log_k / self._variance[i]))
+            self._eta[i] = eta
+            exponent[i] = eta * self._regret[i]
         top = max(exponent)
-        raw = [pi[i] * eta[i] * math.exp(exponent[i] - top) for i in range(k)]
+        raw = [self.pi[i] * self._eta[i] * math.exp(exponent[i] - top) for i in range(k)]
         total = sum(raw)
         if math.isfinite(total) and total > 0:
-            weights = [value / total for value in raw]
-    weights = np.array(weights)
-    return Weights(weights, rounds, from_prior=False)
+            self.weights = [value / total for value in raw]
+
+    def regrets(self, forecast: float, x: list[float], y: float) -> list[float]:
+        """Each expert's instantaneous regret (positive: it beat the aggregate ``forecast``):
+        the loss linearised at the aggregate (the gradient trick)."""
+        if self.quantile is None:
+            slope = 2.0 * (forecast - y)  # d/dŷ (ŷ - y)²
+        else:
+            slope = float(y < forecast) - self.quantile  # d/dŷ of the pinball loss
+        return [slope * (forecast - xi) for xi in x]
+
+
+def aggregate_many(
+    experts: np.ndarray,
+    actual: np.ndarray,
+    *,
+    prior: np.ndarray,
+    quantile: np.ndarray,
+    min_rounds: int = MIN_ROUNDS,
+) -> list[Weights]:
+    """`aggregate_weights` for L independent learners at once, vectorised over them.
+
+    ``experts`` ``(rounds, L, K)``, ``actual`` ``(rounds, L)``, ``prior`` ``(L, K)``,
+    ``quantile`` ``(L,)`` (NaN: the square loss). A learner skips the rounds where its values
+    are not finite (so learners with fewer rounds pad theirs with NaN, at the start). Gives
+    the weights `aggregate_weights` gives each learner alone, up to float rounding; the
+    service replays 7 horizons × 5 quantities this way, ~10x faster than one by one.
+    """
+    experts = np.asarray(experts, dtype=np.float64)
+    actual = np.asarray(actual, dtype=np.float64)
+    prior = np.asarray(prior, dtype=np.float64)
+    prior = prior / prior.sum(axis=1, keepdims=True)
+    quantile = np.asarray(quantile, dtype=np.float64)
+    square = np.isnan(quantile)[:, None]
+    usable = np.isfinite(experts).all(axis=2) & np.isfinite(actual)
+    experts = np.where(usable[:, :, None], experts, 0.0)
+    actual = np.where(usable, actual, 0.0)
+    learners, k = prior.shape
+    weights = prior.copy()
+    regret = np.zeros((learners, k))
+    variance = np.zeros((learners, k))
+    bound = np.full((learners, k), np.finfo(np.float64).tiny)
+    eta = np.full((learners, k), np.inf)
+    log_k = math.log(k) if k > 1 else 1.0
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for x, y, use in zip(experts, actual, usable[:, :, None], strict=True):
+            if not use.any():
+                continue
+            forecast = (weights * x).sum(axis=1, keepdims=True)
+            slope = np.where(
+                square, 2.0 * (forecast - y[:, None]), (y[:, None] < forecast) - quantile[:, None]
+            )
+            r = slope * (forecast - x)
+            new_bound = np.maximum(bound, 2.0 ** np.ceil(np.log2(np.maximum(np.abs(r), 1e-300))))
+            new_variance = variance + r * r
+            step = np.where(np.isfinite(eta), eta, 1.0 / (2.0 * new_bound))
+            new_regret = regret + r - step * r * r
+            new_eta = 1.0 / (2.0 * new_bound)
+            new_eta = np.where(
+                new_variance > 0, np.minimum(new_eta, np.sqrt(log_k / new_variance)), new_eta
+            )
+            exponent = new_eta * new_regret
+            raw = prior * new_eta * np.exp(exponent - exponent.max(axis=1, keepdims=True))
+            total = raw.sum(axis=1, keepdims=True)
+            good = use & np.isfinite(total) & (total > 0)
+            bound = np.where(use, new_bound, bound)
+            variance = np.where(use, new_variance, variance)
+            regret = np.where(use, new_regret, regret)
+            eta = np.where(use, new_eta, eta)
+            weights = np.where(good, raw / total, weights)
+    rounds = usable.sum(axis=0)
+    return [
+        Weights(prior[i], int(rounds[i]), from_prior=True)
+        if rounds[i] < min_rounds
+        else Weights(weights[i], int(rounds[i]), from_prior=False)
+        for i in range(learners)
+    ]
 
 
 @dataclass(frozen=True)

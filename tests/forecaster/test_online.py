@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from forecaster.online import aggregate_weights, tracked_scale
+from forecaster.online import aggregate_many, aggregate_weights, tracked_scale
 
 
 def random_walk_record(rounds: int, seed: int = 0):
@@ -82,3 +82,26 @@ def test_the_tracked_scale_restores_coverage_after_a_regime_change(level):
 def test_the_scale_skips_non_finite_scores():
     tracked = tracked_scale(np.array([0.5, np.nan, np.inf, 2.0]), level=0.8)
     assert tracked.rounds == 2
+
+
+def test_many_learners_at_once_weigh_as_each_alone():
+    """The vectorised replay (horizons × quantities in one pass) equals one learner at a time,
+    whatever the learners' lengths, losses and skipped rounds."""
+    rng = np.random.default_rng(4)
+    rounds, learners = 300, 4
+    experts = rng.normal(0, 0.02, (rounds, learners, 2))
+    actual = experts[:, :, 0] * 0.5 + rng.normal(0, 0.02, (rounds, learners))
+    experts[:40, 1] = np.nan  # a shorter learner: its first rounds padded
+    actual[[7, 90], 2] = np.inf
+    prior = np.array([[0.1, 0.9], [0.5, 0.5], [0.3, 0.7], [0.5, 0.5]])
+    quantile = np.array([np.nan, 0.1, np.nan, 0.975])
+    many = aggregate_many(experts, actual, prior=prior, quantile=quantile)
+    for i in range(learners):
+        alone = aggregate_weights(
+            experts[:, i],
+            actual[:, i],
+            prior=prior[i],
+            quantile=None if np.isnan(quantile[i]) else quantile[i],
+        )
+        assert many[i].rounds == alone.rounds
+        np.testing.assert_allclose(many[i].weights, alone.weights, rtol=1e-9)
