@@ -159,9 +159,16 @@ def run(source: Path, args: argparse.Namespace, start: str | None) -> None:
     served, serve_seconds = served_replay(forecasts, close)
     print(f"\nside by side (issue 13), as-of {start} .. {args.end or 'end'}; interval scores "
           "÷ the close at as_of; coverage by year of as_of, terciles of the as_of volatility")
-    for name, frame in models(served, close).items():
+    side_by_side = models(served, close)
+    for name, frame in side_by_side.items():
         took = {"LSTM raw": seconds, "served aggregate": seconds + serve_seconds}.get(name)
         compare(name, frame, close, took)
+    if args.daily_multi:  # the served rule was chosen on what came before: the clean part
+        since = candles.index[-1] - pd.DateOffset(years=2)
+        print(f"\n  the last two years alone (as-of {since:%Y-%m-%d} .. end), not seen when "
+              "the served rule was chosen (bench/aggregation_choice.py):")
+        for name, frame in side_by_side.items():
+            compare(name, frame[pd.DatetimeIndex(frame["as_of"]) >= since], close, None)
     if args.no_baselines:
         return
     for name, make in (

@@ -18,15 +18,19 @@ from sqlalchemy import Engine, bindparam, select, text
 from db.forecast_tables import ForecastWeight
 from db.models import Candle, Series, UtcDateTime
 
+# The served forecast's columns the replay reads (forecaster.aggregate.RECORD_COLUMNS).
 RECORD_VALUES = (
     "value",
     "lstm_value",
     "naive",
-    "drift",
-    "lstm_lower_80",
-    "lstm_upper_80",
-    "lstm_lower_95",
-    "lstm_upper_95",
+    *(
+        f"{prefix}{bound}_{level}"
+        for prefix in ("", "lstm_", "naive_")
+        for level in ("80", "95")
+        for bound in ("lower", "upper")
+    ),
+    "scale_80",
+    "scale_95",
 )
 
 
@@ -81,18 +85,21 @@ def recent_closes(
 
 
 def forecast_weights(engine: Engine, run_id: int) -> pd.DataFrame:
-    """The stored weights of one run: horizon, expert, weight, rounds, from_prior."""
+    """The stored weights of one run: horizon, quantity, expert, weight, rounds, from_prior."""
     query = (
         select(
             ForecastWeight.horizon,
+            ForecastWeight.quantity,
             ForecastWeight.expert,
             ForecastWeight.weight,
             ForecastWeight.rounds,
             ForecastWeight.from_prior,
         )
         .where(ForecastWeight.run_id == run_id)
-        .order_by(ForecastWeight.horizon, ForecastWeight.expert)
+        .order_by(ForecastWeight.horizon, ForecastWeight.quantity, ForecastWeight.expert)
     )
     with engine.connect() as connection:
         rows = connection.execute(query).all()
-    return pd.DataFrame(rows, columns=["horizon", "expert", "weight", "rounds", "from_prior"])
+    return pd.DataFrame(
+        rows, columns=["horizon", "quantity", "expert", "weight", "rounds", "from_prior"]
+    )

@@ -35,7 +35,10 @@ from db.models import UtcDateTime
 
 MODEL_KINDS = ("retrain", "finetune")
 RUN_KINDS = ("daily", "backfill")
-EXPERTS = ("lstm", "naive", "drift")  # the forecasts the served one aggregates
+# The forecasts the served one aggregates (drift: in runs before revision 0007 only).
+EXPERTS = ("lstm", "naive", "drift")
+# What a weight is for: the served value, or one of its bounds (revision 0007).
+QUANTITIES = ("value", "lower_80", "upper_80", "lower_95", "upper_95")
 # Columns of ``forecasts`` added by revision 0005 (NULL on rows written before it but the
 # lstm_* ones, which it copied from the LSTM's forecast that value then was).
 SERVING_COLUMNS = (
@@ -257,17 +260,22 @@ class ForecastMetric(Base):
 class ForecastWeight(Base):
     """The weight an expert had in the served forecast of one run and horizon.
 
+    ``quantity``: ``value`` (the served value) or the bound it aggregated (``lower_80`` …);
     ``rounds``: the scored forecasts of that horizon the weights were learnt from;
     ``from_prior``: fewer than ``forecaster.online.MIN_ROUNDS``, so the prior weights served.
     """
 
     __tablename__ = "forecast_weights"
-    __table_args__ = (CheckConstraint(f"expert IN {EXPERTS!r}", name="expert"),)
+    __table_args__ = (
+        CheckConstraint(f"expert IN {EXPERTS!r}", name="expert"),
+        CheckConstraint(f"quantity IN {QUANTITIES!r}", name="quantity"),
+    )
 
     run_id: Mapped[int] = mapped_column(
         ForeignKey("forecast_runs.id", ondelete="CASCADE"), primary_key=True
     )
     horizon: Mapped[int] = mapped_column(Integer, primary_key=True)
+    quantity: Mapped[str] = mapped_column(String(16), primary_key=True, server_default="value")
     expert: Mapped[str] = mapped_column(String(16), primary_key=True)
     weight: Mapped[float] = mapped_column(Double)
     rounds: Mapped[int] = mapped_column(Integer)

@@ -121,6 +121,7 @@ def _weight_rows(weights: pd.DataFrame, run_id: int, series: str) -> list[dict[s
         {
             "run_id": run_id,
             "horizon": int(row.horizon),
+            "quantity": str(getattr(row, "quantity", "value")),
             "expert": str(row.expert),
             "weight": float(row.weight),
             "rounds": int(row.rounds),

@@ -34,6 +34,7 @@ from db.series_key import SeriesKey
 from flows.config import DB_RETRY, series_config
 from flows.tasks import final_candles, load_model, store_forecasts
 from forecaster import LSTMForecaster
+from forecaster.aggregate import QUANTITIES
 from forecaster.baselines import naive_forecast
 from settings.series import timeframe_of
 
@@ -134,7 +135,7 @@ def forecast_flow(
         key=f"forecast-{series.lower().replace('_', '-')}",
         markdown=f"# Forecast {series} as of {written.run.as_of:%Y-%m-%d %H:%M}\n\n"
         f"{served.summary()}\n\n{_weights_table(served.weights)}",
-        description=f"The served forecast of {series}: weights of the LSTM, naive and drift",
+        description=f"The served forecast of {series}: weights of the LSTM and naive",
     )
     return ForecastOutcome(
         series, written.run.id, version.id, written.run.as_of, written.replaced,
@@ -143,11 +144,18 @@ def forecast_flow(
 
 
 def _weights_table(weights: pd.DataFrame) -> str:
-    table = weights.pivot(index="horizon", columns="expert", values="weight")
-    rounds = weights.groupby("horizon")["rounds"].first()
-    lines = ["| horizon | lstm | naive | drift | scored rounds |", "|---:|---:|---:|---:|---:|"]
+    """The LSTM's weight per horizon in the served value and each bound (naive's: the rest)."""
+    table = weights[weights["expert"] == "lstm"].pivot(
+        index="horizon", columns="quantity", values="weight"
+    )
+    rounds = weights.groupby("horizon")["rounds"].max()
+    quantities = [q for q in QUANTITIES if q in table.columns]
+    lines = [
+        "| horizon | " + " | ".join(f"LSTM in {q}" for q in quantities) + " | scored rounds |",
+        "|---:|" + "---:|" * (len(quantities) + 1),
+    ]
     lines += [
-        f"| {h} | {row['lstm']:.3f} | {row['naive']:.3f} | {row['drift']:.3f} | {rounds[h]} |"
+        f"| {h} | " + " | ".join(f"{row[q]:.3f}" for q in quantities) + f" | {rounds[h]} |"
         for h, row in table.iterrows()
     ]
     return "\n".join(lines)

@@ -1,48 +1,62 @@
-"""The served forecast: the LSTM, naive and drift aggregated online, with adaptive intervals.
+"""The served forecast: the LSTM and naive aggregated online, with adaptive intervals.
 
 At each ``as_of`` the service replays its own scored record — the forecasts whose target time
 is at or before ``as_of``, beside the close that came — and serves, per horizon:
 
-- ``value``: close × exp(Σ w_k log(x_k / close)), the experts x = (LSTM, naive, drift)
-  combined in log-return space with Bernstein online aggregation weights w
-  (`forecaster.online.aggregate_weights`; the prior `PRIOR` while fewer than
-  `MIN_ROUNDS` forecasts of that horizon were scored);
-- ``lower_XX`` / ``upper_XX``: value × exp(∓ s × h), h the LSTM's own volatility-scaled
-  conformal half-width (in log space) and s the scale tracked online from the record's
-  realised coverage at that level (`forecaster.online.tracked_scale`).
+- ``value``: close × exp(Σ w_k log(x_k / close)), the experts x = (LSTM, naive) combined in
+  log-return space with Bernstein online aggregation weights w on the square loss
+  (`forecaster.online.aggregate_weights`; the prior `PRIOR` while fewer than `MIN_ROUNDS`
+  forecasts of that horizon were scored);
+- ``lower_XX`` / ``upper_XX``: each bound first aggregated the same way from two bound
+  experts — the LSTM's own volatility-scaled conformal bound and the naive forecast's
+  empirical one — with weights learnt on the pinball loss of that quantile (prior
+  `BOUND_PRIOR`), then its distance from ``value`` times the scale s tracked online from the
+  record's realised coverage at that level (`forecaster.online.tracked_scale`).
 
-Beside it: the LSTM's own forecast (``lstm_*``), ``drift`` and the naive forecast with
+The rule (experts, prior, bound experts, step of s) was chosen on data before the test
+period only (`bench/aggregation_choice.py`, docs/benchmarks.md): drift as a third expert
+and the LSTM's bounds alone were both worse there. Beside the served forecast: the LSTM's own
+(``lstm_*``), ``drift`` (a reference, stored, not aggregated) and the naive forecast with
 empirical intervals (``naive_lower_XX`` / ``naive_upper_XX``: quantiles of the trailing
 `REFERENCE_PERIODS` h-step log returns), and ``volatility`` (the standard deviation of the
 last `VOLATILITY_PERIODS` one-period log returns). Nothing is stored between runs but the
 record, so the state survives retrains and fine-tunes, and a backfill replaying the same
-record gets the same numbers. A NaN or infinite value in the record (an old row without a
-drift, say) drops that round; it never reaches a weight.
+record gets the same numbers. A NaN or infinite value in the record (an old row without the
+naive's bounds, say) drops that round from what needs it; it never reaches a weight.
 
 >>> served = serve(lstm_forecast, close, record)        # doctest: +SKIP
 >>> served.forecasts[["horizon", "value", "lstm_value", "naive", "drift"]]  # doctest: +SKIP
 >>> served.summary()                                     # doctest: +SKIP
-'weights from the prior (3 scored forecasts, fewer than 10) at h=1..7: lstm 0.30, ...'
+'weights from the prior (3 scored forecasts, fewer than 10) at h=1..7: lstm 0.10, ...'
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from forecaster.online import MIN_ROUNDS, aggregate_weights, tracked_scale
+from forecaster.online import MIN_ROUNDS, Weights, aggregate_many, tracked_scale
 from forecaster.validation import infer_period
 
-EXPERTS = ("lstm", "naive", "drift")
+EXPERTS = ("lstm", "naive")
 # Prior weights (a new series, or fewer than MIN_ROUNDS scored forecasts of a horizon):
 # mostly "tomorrow = today", which daily crypto closes are hard to beat.
-PRIOR = {"lstm": 0.3, "naive": 0.6, "drift": 0.1}
+PRIOR = {"lstm": 0.1, "naive": 0.9}
+# The value's learning rate factor: √(ln(1/π_naive) / ln K), the η that minimises BOA's
+# regret bound against naive given its prior (ln(1/π)/η + η Σ r²) relative to the usual
+# √(ln K / Σ r²): the LSTM gains weight only on evidence strong enough to pay for it.
+RATE = math.sqrt(math.log(1 / PRIOR["naive"]) / math.log(len(PRIOR)))
+BOUND_PRIOR = {"lstm": 0.5, "naive": 0.5}  # the bound experts' prior (LSTM's, naive's)
 LEVELS = {"80": 0.8, "95": 0.95}
+BOUNDS = tuple(f"{bound}_{name}" for name in LEVELS for bound in ("lower", "upper"))
+QUANTITIES = ("value", *BOUNDS)  # what the weights of a run are for (forecast_weights)
 REFERENCE_PERIODS = 365  # drift and the naive's empirical intervals: trailing periods
 VOLATILITY_PERIODS = 30
 RECORD_ROUNDS = 1000  # the replay reads the newest this many scored forecasts per horizon
+Record = dict[str, np.ndarray]  # one horizon's scored rounds: a column's values in time order
 RECORD_COLUMNS = (
     "as_of",
     "target_time",
@@ -50,9 +64,11 @@ RECORD_COLUMNS = (
     "value",
     "lstm_value",
     "naive",
-    "drift",
     "actual",
-    *(f"lstm_{bound}_{name}" for name in LEVELS for bound in ("lower", "upper")),
+    *BOUNDS,
+    *(f"lstm_{bound}" for bound in BOUNDS),
+    *(f"naive_{bound}" for bound in BOUNDS),
+    *(f"scale_{name}" for name in LEVELS),
 )
 
 
@@ -61,18 +77,19 @@ class Served:
     """The served forecasts (one row per horizon) and the weights behind them."""
 
     forecasts: pd.DataFrame
-    weights: pd.DataFrame  # horizon, expert, weight, rounds, from_prior
+    weights: pd.DataFrame  # horizon, quantity, expert, weight, rounds, from_prior
 
     @property
     def from_prior(self) -> bool:
         return bool(self.weights["from_prior"].any())
 
     def summary(self) -> str:
-        """One line: where the weights came from and, pooled over horizons, what they are."""
-        mean = self.weights.groupby("expert", sort=False)["weight"].mean()
+        """One line: where the value's weights came from and, over horizons, what they are."""
+        value = self.weights[self.weights["quantity"] == "value"]
+        mean = value.groupby("expert", sort=False)["weight"].mean()
         shares = ", ".join(f"{expert} {mean[expert]:.2f}" for expert in EXPERTS)
-        rounds = self.weights.groupby("horizon")["rounds"].first()
-        prior = sorted(self.weights.loc[self.weights["from_prior"], "horizon"].unique())
+        rounds = value.groupby("horizon")["rounds"].first()
+        prior = sorted(value.loc[value["from_prior"], "horizon"].unique())
         if prior:
             return (
                 f"weights from the prior at h={_spans(prior)} ({rounds[prior].min()} scored "
@@ -89,12 +106,13 @@ def serve(
     prior: dict[str, float] = PRIOR,
     min_rounds: int = MIN_ROUNDS,
     rounds: int = RECORD_ROUNDS,
+    rate: float = RATE,
 ) -> Served:
     """The served forecast of one ``as_of`` from the LSTM's and the record up to it.
 
     ``lstm``: ``LSTMForecaster.predict`` output (one as_of) with ``naive``; ``close``: the
-    closes up to as_of; ``record``: `RECORD_COLUMNS` of earlier forecasts and their actual
-    (rows whose target is after as_of are ignored, whatever the caller passes).
+    closes up to as_of; ``record``: `RECORD_COLUMNS` of earlier served forecasts and their
+    actual (rows whose target is after as_of are ignored, whatever the caller passes).
     """
     as_of = pd.Timestamp(lstm["as_of"].iloc[0])
     if close.index[-1] != as_of:
@@ -105,90 +123,148 @@ def serve(
     missing = [name for name in RECORD_COLUMNS if name not in record.columns]
     if missing:
         raise ValueError(f"serve as of {as_of}: the record lacks {', '.join(missing)}")
-    out = lstm.rename(
-        columns={"value": "lstm_value"}
-        | {f"{b}_{n}": f"lstm_{b}_{n}" for n in LEVELS for b in ("lower", "upper")}
-    )
+    out = lstm.rename(columns={"value": "lstm_value"} | {b: f"lstm_{b}" for b in BOUNDS})
     refs = references(close, out["horizon"].to_numpy(dtype=int))
-    out["drift"] = refs["drift"].to_numpy()
-    for name in LEVELS:
-        for bound in ("lower", "upper"):
-            out[f"naive_{bound}_{name}"] = refs[f"naive_{bound}_{name}"].to_numpy()
-    out["volatility"] = refs["volatility"].to_numpy()
+    for column in ("drift", "volatility", *(f"naive_{b}" for b in BOUNDS)):
+        out[column] = refs[column].to_numpy()
     past = record[pd.to_datetime(record["target_time"], utc=True) <= as_of]
-    prior_weights = np.array([prior[expert] for expert in EXPERTS], dtype=np.float64)
+    past = past.assign(target_time=pd.to_datetime(past["target_time"], utc=True))
+    past = past.sort_values(["horizon", "target_time", "as_of"], kind="stable")
+    columns = {name: past[name].to_numpy(dtype=np.float64) for name in RECORD_COLUMNS[3:]}
+    horizon_of = past["horizon"].to_numpy(dtype=int)
+    records = []  # per horizon served: its newest `rounds` scored rounds, column by column
+    for horizon in out["horizon"].to_numpy(dtype=int):
+        where = np.flatnonzero(horizon_of == horizon)[-rounds:] if rounds else []
+        records.append({name: values[where] for name, values in columns.items()})
+    learnt = _learn(records, prior, rate, min_rounds)
     weight_rows, served = [], []
-    for _, row in out.iterrows():
-        horizon = int(row["horizon"])
-        rows = past[past["horizon"] == horizon].sort_values(["target_time", "as_of"])
-        rows = rows.tail(rounds)
-        weights = aggregate_weights(
-            _log_returns(rows, ["lstm_value", "naive", "drift"]),
-            _log_returns(rows, ["actual"])[:, 0],
-            prior=prior_weights,
-            min_rounds=min_rounds,
-        )
-        weight_rows += [
-            {
-                "horizon": horizon,
-                "expert": expert,
-                "weight": float(w),
-                "rounds": weights.rounds,
-                "from_prior": weights.from_prior,
-            }
-            for expert, w in zip(EXPERTS, weights.weights, strict=True)
-        ]
-        served.append(_served_row(row, rows, weights.weights))
-    for name in LEVELS:
-        for column in (f"lower_{name}", f"upper_{name}", f"scale_{name}"):
-            out[column] = [values[column] for values in served]
-    out["value"] = [values["value"] for values in served]
+    for i, (row, rows) in enumerate(zip(out.to_dict("records"), records, strict=True)):
+        values, weights = _served_row(row, rows, learnt[i])
+        served.append(values)
+        weight_rows += [{"horizon": int(row["horizon"])} | weight for weight in weights]
+    for column in ("value", *BOUNDS, *(f"scale_{name}" for name in LEVELS)):
+        out[column] = [values[column] for values in served]
     for outer, inner in (("lower_95", "lower_80"), ("upper_95", "upper_80")):
         pick = np.minimum if outer.startswith("lower") else np.maximum
         out[outer] = pick(out[outer], out[inner])  # a 95 % band holds the 80 % one
     return Served(out, pd.DataFrame(weight_rows))
 
 
-def _served_row(row: pd.Series, rows: pd.DataFrame, weights: np.ndarray) -> dict[str, float]:
-    """The served value and bounds of one horizon."""
-    naive = float(row["naive"])
-    now = np.log(np.array([row["lstm_value"], naive, row["drift"]], dtype=np.float64) / naive)
-    usable = np.isfinite(now)  # drift is NaN on a history too short to have one
-    share = weights * usable
-    centre = float(np.where(usable, now, 0.0) @ (share / share.sum()))
-    values = {"value": naive * float(np.exp(centre))}
-    with np.errstate(divide="ignore", invalid="ignore"):
-        actual = np.log(
-            rows["actual"].to_numpy(dtype=np.float64) / rows["value"].to_numpy(dtype=np.float64)
+def _learn(
+    records: list[Record], prior: dict[str, float], rate: float, min_rounds: int
+) -> list[dict[str, Weights]]:
+    """Per horizon (one record each): the weights of the value and of each bound.
+
+    The value's experts (LSTM, naive) on the square loss; each bound's (the LSTM's bound, the
+    naive's empirical one) on the pinball loss of its quantile — all replayed in one pass.
+    """
+    quantities = {"value": (("lstm_value", "naive"), np.nan, prior, rate)} | {
+        f"{bound}_{name}": (
+            (f"lstm_{bound}_{name}", f"naive_{bound}_{name}"),
+            (1 - level) / 2 if bound == "lower" else (1 + level) / 2,
+            BOUND_PRIOR,
+            1.0,
         )
-        for name, level in LEVELS.items():
-            width = _half_width(rows[f"lstm_lower_{name}"], rows[f"lstm_upper_{name}"])
-            scale = tracked_scale(np.abs(actual) / width, level=level).scale
-            half = scale * float(_half_width(row[f"lstm_lower_{name}"], row[f"lstm_upper_{name}"]))
-            values |= {
-                f"lower_{name}": values["value"] * float(np.exp(-half)),
-                f"upper_{name}": values["value"] * float(np.exp(half)),
-                f"scale_{name}": scale,
-            }
-    return values
+        for name, level in LEVELS.items()
+        for bound in ("lower", "upper")
+    }
+    length = max((len(rows["naive"]) for rows in records), default=0)
+    experts = np.full((length, len(records) * len(quantities), len(EXPERTS)), np.nan)
+    actual = np.full((length, len(records) * len(quantities)), np.nan)
+    priors, quantiles, rates, learner = [], [], [], 0
+    for rows in records:
+        start = length - len(rows["naive"])  # shorter records are padded at the start
+        truth = _log_returns(rows, ["actual"])[:, 0]
+        for columns, quantile, weights, speed in quantities.values():
+            experts[start:, learner] = _log_returns(rows, list(columns))
+            actual[start:, learner] = truth
+            priors.append([weights[expert] for expert in EXPERTS])
+            quantiles.append(quantile)
+            rates.append(speed)
+            learner += 1
+    learnt = aggregate_many(
+        experts,
+        actual,
+        prior=np.array(priors, dtype=np.float64),
+        quantile=np.array(quantiles),
+        rate=np.array(rates),
+        min_rounds=min_rounds,
+    )
+    return [
+        dict(zip(quantities, learnt[i * len(quantities) : (i + 1) * len(quantities)], strict=True))
+        for i in range(len(records))
+    ]
 
 
-def _half_width(lower, upper) -> np.ndarray:
-    """Half the width of [lower, upper] in log space (NaN where it is not positive)."""
+def _served_row(
+    row: dict, rows: Record, learnt: dict[str, Weights]
+) -> tuple[dict[str, float], list[dict]]:
+    """The served value, bounds and scales of one horizon, and the weights behind them.
+
+    Everything is in log space relative to the naive forecast (the close at as_of).
+    """
+    naive = float(row["naive"])
+    actual = _log_returns(rows, ["actual"])[:, 0]
+    now = {"value": [row["lstm_value"], naive]} | {
+        bound: [row[f"lstm_{bound}"], row[f"naive_{bound}"]] for bound in BOUNDS
+    }
+    mixed = {
+        quantity: _mix(np.log(np.array(now[quantity], dtype=np.float64) / naive), learnt[quantity])
+        for quantity in QUANTITIES
+    }
+    centre = mixed["value"]
+    values = {"value": naive * float(np.exp(centre))}
+    for name, level in LEVELS.items():
+        scale = tracked_scale(_coverage_scores(rows, actual, name), level=level).scale
+        below = max(centre - mixed[f"lower_{name}"], 0.0)
+        above = max(mixed[f"upper_{name}"] - centre, 0.0)
+        values |= {
+            f"lower_{name}": naive * float(np.exp(centre - scale * below)),
+            f"upper_{name}": naive * float(np.exp(centre + scale * above)),
+            f"scale_{name}": scale,
+        }
+    weights = [
+        {
+            "quantity": quantity,
+            "expert": expert,
+            "weight": float(w),
+            "rounds": learnt[quantity].rounds,
+            "from_prior": learnt[quantity].from_prior,
+        }
+        for quantity in QUANTITIES
+        for expert, w in zip(EXPERTS, learnt[quantity].weights, strict=True)
+    ]
+    return values, weights
+
+
+def _mix(now: np.ndarray, weights) -> float:
+    """The weighted mean of the experts' values ``now``, over those that are finite."""
+    usable = np.isfinite(now)
+    share = weights.weights * usable
+    return float(np.where(usable, now, 0.0) @ (share / share.sum()))
+
+
+def _coverage_scores(rows: Record, actual: np.ndarray, name: str) -> np.ndarray:
+    """Per scored round: the scale at which its served band would just have held the actual.
+
+    The band a round was served was centre ∓ s × (distance to its aggregated bound); dividing
+    the actual's distance outside by the unscaled distance gives the score that s is tracked
+    on (covered at scale s when score ≤ s). NaN where the round lacks bounds or a scale.
+    """
+    logs = _log_returns(rows, ["value", f"lower_{name}", f"upper_{name}"])
+    scale = rows[f"scale_{name}"]
+    centre, lower, upper = logs[:, 0], logs[:, 1], logs[:, 2]
     with np.errstate(divide="ignore", invalid="ignore"):
-        width = (
-            np.log(np.asarray(upper, dtype=np.float64))
-            - np.log(np.asarray(lower, dtype=np.float64))
-        ) / 2
-    return np.where(width > 0, width, np.nan)
+        below = np.where(centre - lower > 0, (centre - lower) / scale, np.nan)
+        above = np.where(upper - centre > 0, (upper - centre) / scale, np.nan)
+        return np.maximum((centre - actual) / below, (actual - centre) / above)
 
 
-def _log_returns(rows: pd.DataFrame, columns: list[str]) -> np.ndarray:
+def _log_returns(rows: Record, columns: list[str]) -> np.ndarray:
     """log(column / naive) ``(rounds, columns)``; NaN or inf where a value is missing or ≤ 0."""
-    values = rows[columns].to_numpy(dtype=np.float64)
-    naive = rows["naive"].to_numpy(dtype=np.float64)[:, None]
+    values = np.column_stack([rows[name] for name in columns])
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.log(values / naive)
+        return np.log(values / rows["naive"][:, None])
 
 
 def references(

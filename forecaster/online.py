@@ -43,6 +43,7 @@ def aggregate_weights(
     prior: np.ndarray,
     min_rounds: int = MIN_ROUNDS,
     quantile: float | None = None,
+    rate: float = 1.0,
 ) -> Weights:
     """Bernstein online aggregation (BOA) with the gradient trick and adaptive learning rates.
 
@@ -55,6 +56,9 @@ def aggregate_weights(
     best expert — here, never much worse than the naive forecast. With ``quantile`` τ the
     loss is the pinball loss of quantile τ instead (its slope at ŷ is 1{y < ŷ} − τ): the
     experts are forecasts of an interval bound, as in the aggregation of quantile forecasts.
+    ``rate`` < 1 scales the √(ln K / Σ r²) part of η down: the weights leave the prior only on
+    stronger evidence, which trades regret against the best expert for regret against the
+    prior's favourite (`forecaster.aggregate.RATE`).
     Rounds with a non-finite value are skipped: a NaN or infinite loss never reaches a weight.
     """
     experts = np.asarray(experts, dtype=np.float64)
@@ -73,7 +77,7 @@ def aggregate_weights(
     if rounds < min_rounds:
         return Weights(prior, rounds, from_prior=True)
 
-    aggregator = Bernstein(prior, quantile=quantile)
+    aggregator = Bernstein(prior, quantile=quantile, rate=rate)
     for x, y in zip(experts.tolist(), actual.tolist(), strict=True):
         aggregator.update(x, y)
     return Weights(np.array(aggregator.weights), rounds, from_prior=False)
@@ -87,7 +91,10 @@ class Bernstein:
     rounds one by one gives exactly the weights `aggregate_weights` gives for the same rounds.
     """
 
-    def __init__(self, prior: np.ndarray, *, quantile: float | None = None) -> None:
+    def __init__(
+        self, prior: np.ndarray, *, quantile: float | None = None, rate: float = 1.0
+    ) -> None:
+        self.rate = rate  # a factor on the adaptive learning rate's √(ln K / Σ r²) part
         self.quantile = quantile  # None: square loss; τ: the pinball loss of quantile τ
         self.pi = [float(p) for p in prior / prior.sum()]
         k = len(self.pi)
@@ -112,7 +119,7 @@ class Bernstein:
             self._regret[i] += r - step * r * r
             eta = 1.0 / (2.0 * self._bound[i])
             if self._variance[i] > 0:
-                eta = min(eta, math.sqrt(self._log_k / self._variance[i]))
+                eta = min(eta, self.rate * math.sqrt(self._log_k / self._variance[i]))
             self._eta[i] = eta
             exponent[i] = eta * self._regret[i]
         top = max(exponent)
@@ -137,13 +144,15 @@ def aggregate_many(
     *,
     prior: np.ndarray,
     quantile: np.ndarray,
+    rate: np.ndarray | float = 1.0,
     min_rounds: int = MIN_ROUNDS,
 ) -> list[Weights]:
     """`aggregate_weights` for L independent learners at once, vectorised over them.
 
     ``experts`` ``(rounds, L, K)``, ``actual`` ``(rounds, L)``, ``prior`` ``(L, K)``,
-    ``quantile`` ``(L,)`` (NaN: the square loss). A learner skips the rounds where its values
-    are not finite (so learners with fewer rounds pad theirs with NaN, at the start). Gives
+    ``quantile`` ``(L,)`` (NaN: the square loss), ``rate`` one per learner or one for all. A
+    learner skips the rounds where its values are not finite (so learners with fewer rounds
+    pad theirs with NaN, at the start). Gives
     the weights `aggregate_weights` gives each learner alone, up to float rounding; the
     service replays 7 horizons × 5 quantities this way, ~10x faster than one by one.
     """
@@ -153,6 +162,7 @@ def aggregate_many(
     prior = prior / prior.sum(axis=1, keepdims=True)
     quantile = np.asarray(quantile, dtype=np.float64)
     square = np.isnan(quantile)[:, None]
+    rate = np.broadcast_to(np.asarray(rate, dtype=np.float64), quantile.shape)[:, None]
     usable = np.isfinite(experts).all(axis=2) & np.isfinite(actual)
     experts = np.where(usable[:, :, None], experts, 0.0)
     actual = np.where(usable, actual, 0.0)
@@ -178,7 +188,7 @@ def aggregate_many(
             new_regret = regret + r - step * r * r
             new_eta = 1.0 / (2.0 * new_bound)
             new_eta = np.where(
-                new_variance > 0, np.minimum(new_eta, np.sqrt(log_k / new_variance)), new_eta
+                new_variance > 0, np.minimum(new_eta, rate * np.sqrt(log_k / new_variance)), new_eta
             )
             exponent = new_eta * new_regret
             raw = prior * new_eta * np.exp(exponent - exponent.max(axis=1, keepdims=True))

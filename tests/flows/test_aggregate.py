@@ -14,7 +14,7 @@ from db.registry import NewVersion, register_version
 from flows.evaluate import evaluate_flow
 from flows.forecast import forecast_flow
 from flows.train import train_flow
-from forecaster.aggregate import EXPERTS, RECORD_ROUNDS
+from forecaster.aggregate import EXPERTS, QUANTITIES, RECORD_ROUNDS
 from tests.db.factory import version_metrics
 from tests.flows.forecast_service import HORIZON, N_CANDLES, SERIES, candles_until, start_service
 
@@ -54,6 +54,8 @@ def record_frame(day: int, *, noise: float, half: float, seed: int) -> pd.DataFr
             "naive_upper_80": close * 1.03,
             "naive_lower_95": close * 0.95,
             "naive_upper_95": close * 1.05,
+            "scale_80": 1.0,
+            "scale_95": 1.0,
         }
     )
 
@@ -84,7 +86,8 @@ def test_the_service_serves_the_aggregate_and_its_intervals_survive_a_retrain(se
     assert sorted(weights["expert"].unique()) == sorted(EXPERTS)
     assert not weights["from_prior"].any()
     assert weights.groupby("horizon")["rounds"].first().tolist() == expected_rounds
-    assert np.allclose(weights.groupby("horizon")["weight"].sum(), 1.0)
+    assert sorted(weights["quantity"].unique()) == sorted(QUANTITIES)  # the value, each bound
+    assert np.allclose(weights.groupby(["horizon", "quantity"])["weight"].sum(), 1.0)
 
     stored = run_forecasts(service, [again.run_id])
     np.testing.assert_allclose(stored["value"], again.forecasts["value"])

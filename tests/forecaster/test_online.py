@@ -95,13 +95,15 @@ def test_many_learners_at_once_weigh_as_each_alone():
     actual[[7, 90], 2] = np.inf
     prior = np.array([[0.1, 0.9], [0.5, 0.5], [0.3, 0.7], [0.5, 0.5]])
     quantile = np.array([np.nan, 0.1, np.nan, 0.975])
-    many = aggregate_many(experts, actual, prior=prior, quantile=quantile)
+    rate = np.array([0.39, 1.0, 1.0, 0.5])
+    many = aggregate_many(experts, actual, prior=prior, quantile=quantile, rate=rate)
     for i in range(learners):
         alone = aggregate_weights(
             experts[:, i],
             actual[:, i],
             prior=prior[i],
             quantile=None if np.isnan(quantile[i]) else quantile[i],
+            rate=rate[i],
         )
         assert many[i].rounds == alone.rounds
         np.testing.assert_allclose(many[i].weights, alone.weights, rtol=1e-9)

@@ -1,0 +1,419 @@
+"""Issue 13: choose the served aggregate's rule on data before the test period only.
+
+Replays candidate rules for the served forecast (expert weights, prior, expert set, interval
+tracking) over the LSTM walk-forward forecasts that `bench/walkforward.py --cache` kept, on
+the as-of days before the test period: BTC before 2019, each multi daily series before its
+last two years. Every rule is replayed the way the service replays its record (point in
+time: a forecast counts once its target is at or before the as_of), in one pass per horizon;
+that equals the service's replay while a horizon has at most `RECORD_ROUNDS` scored rounds
+(but for the service widening a 95 % band to hold the 80 % one, left out here: the interval
+scores differ in the third decimal). Prints, per rule, the RMSE ratio to naive and the interval scores ÷ close per series and their
+worst / mean, the worst 80 % coverage of a year or volatility tercile, beside the naive
+with trailing-365 empirical intervals.
+
+    nice .venv/bin/python bench/walkforward.py --retrain-every 28 --train-candles 1000 \\
+        --start 2016-07-01 --end 2018-12-31 --no-baselines --cache bench/.cache
+    nice .venv/bin/python bench/walkforward.py --retrain-every 28 --train-candles 1000 \\
+        --daily-multi --forecasts-only --cache bench/.cache
+    .venv/bin/python bench/aggregation_choice.py --cache bench/.cache
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from _data import DATA, load_daily, load_series  # noqa: E402
+
+from forecaster.aggregate import LEVELS, references  # noqa: E402
+from forecaster.online import Bernstein  # noqa: E402
+
+TEST_START_BTC = pd.Timestamp("2019-01-01", tz="UTC")
+TEST_YEARS = 2  # a multi series' test period: its last two years
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A candidate: experts and prior, the learner, how intervals are tracked."""
+
+    name: str
+    prior: dict[str, float]
+    learner: Callable[[np.ndarray], object] = Bernstein
+    interval: str = "pid"  # "pid": P-control of the scale; "quantile": rolling quantile
+    step: float = 0.02  # the P-control step
+    window: int = 365  # the rolling quantile's scored rounds
+    width: str = "lstm"  # whose half-width is scaled: the LSTM's or the naive-empirical's
+    rate: float = 1.0  # the factor on BOA's adaptive learning rate (value weights)
+    bound_prior: tuple[float, float] = (0.5, 0.5)  # "bounds": the LSTM's bound, the naive's
+
+
+class LossBernstein(Bernstein):
+    """BOA on the experts' own square losses (no gradient trick): it competes with the best
+    expert instead of the best convex combination, so it mixes less."""
+
+    def regrets(self, forecast: float, x: list[float], y: float) -> list[float]:
+        own = (forecast - y) ** 2
+        return [own - (xi - y) ** 2 for xi in x]
+
+
+RULES = [
+    Rule(
+        "current: BOA lstm/naive/drift .3/.6/.1, P 0.02", {"lstm": 0.3, "naive": 0.6, "drift": 0.1}
+    ),
+    Rule("BOA .1/.8/.1", {"lstm": 0.1, "naive": 0.8, "drift": 0.1}),
+    Rule("BOA lstm/naive .3/.7", {"lstm": 0.3, "naive": 0.7}),
+    Rule("BOA lstm/naive .1/.9", {"lstm": 0.1, "naive": 0.9}),
+    Rule("loss-BOA .3/.6/.1", {"lstm": 0.3, "naive": 0.6, "drift": 0.1}, LossBernstein),
+    Rule("loss-BOA lstm/naive .3/.7", {"lstm": 0.3, "naive": 0.7}, LossBernstein),
+    Rule("loss-BOA lstm/naive .1/.9", {"lstm": 0.1, "naive": 0.9}, LossBernstein),
+    Rule("naive alone", {"naive": 1.0}),
+    Rule("naive alone, P 0.005", {"naive": 1.0}, step=0.005),
+    Rule("naive alone, quantile 365", {"naive": 1.0}, interval="quantile", window=365),
+    Rule("naive alone, quantile 730", {"naive": 1.0}, interval="quantile", window=730),
+    Rule("naive alone, naive width P 0.005", {"naive": 1.0}, step=0.005, width="naive"),
+    Rule("BOA lstm/naive .1/.9, P 0.005", {"lstm": 0.1, "naive": 0.9}, step=0.005),
+    Rule("BOA lstm/naive .1/.9, quantile 365", {"lstm": 0.1, "naive": 0.9}, interval="quantile"),
+    Rule(
+        "BOA lstm/naive .1/.9, bounds BOA, P 0.02", {"lstm": 0.1, "naive": 0.9}, interval="bounds"
+    ),
+    Rule(
+        "BOA lstm/naive .1/.9, bounds BOA, P 0.005",
+        {"lstm": 0.1, "naive": 0.9},
+        interval="bounds",
+        step=0.005,
+    ),
+    Rule(
+        "BOA lstm/naive .1/.9, bounds BOA, no ACI",
+        {"lstm": 0.1, "naive": 0.9},
+        interval="bounds",
+        step=0.0,
+    ),
+    Rule("BOA lstm/naive .05/.95", {"lstm": 0.05, "naive": 0.95}),
+    Rule(
+        "BOA lstm/naive .1/.9, bounds BOA, P 0.01",
+        {"lstm": 0.1, "naive": 0.9},
+        interval="bounds",
+        step=0.01,
+    ),
+    Rule(
+        "BOA lstm/naive .3/.7, bounds BOA, P 0.02",
+        {"lstm": 0.3, "naive": 0.7},
+        interval="bounds",
+    ),
+    Rule(
+        "BOA lstm/naive .1/.9, bounds BOA .3/.7, P 0.02",
+        {"lstm": 0.1, "naive": 0.9},
+        interval="bounds",
+        bound_prior=(0.3, 0.7),
+    ),
+    Rule(
+        "BOA lstm/naive .05/.95, bounds BOA, P 0.02",
+        {"lstm": 0.05, "naive": 0.95},
+        interval="bounds",
+    ),
+    Rule(
+        "BOA lstm/naive .1/.9 rate .5, bounds BOA, P 0.02",
+        {"lstm": 0.1, "naive": 0.9},
+        interval="bounds",
+        rate=0.5,
+    ),
+    Rule(
+        "BOA lstm/naive .1/.9 rate .25, bounds BOA, P 0.02",
+        {"lstm": 0.1, "naive": 0.9},
+        interval="bounds",
+        rate=0.25,
+    ),
+    Rule(
+        "BOA lstm/naive .05/.95 rate .27, bounds BOA, P 0.02",
+        {"lstm": 0.05, "naive": 0.95},
+        interval="bounds",
+        rate=0.27,
+    ),
+    Rule(
+        "BOA lstm/naive .3/.7 rate .25, bounds BOA, P 0.02",
+        {"lstm": 0.3, "naive": 0.7},
+        interval="bounds",
+        rate=0.25,
+    ),
+    Rule(
+        "BOA lstm/naive .1/.9 rate .39, bounds BOA, P 0.02",
+        {"lstm": 0.1, "naive": 0.9},
+        interval="bounds",
+        rate=0.39,
+    ),
+    Rule(
+        "BOA lstm/naive .1/.9 rate .39, bounds BOA, P 0.05",
+        {"lstm": 0.1, "naive": 0.9},
+        interval="bounds",
+        rate=0.39,
+        step=0.05,
+    ),
+    Rule("BOA lstm/naive .05/.95 P 0.01", {"lstm": 0.05, "naive": 0.95}, step=0.01),
+    Rule(
+        "BOA lstm/naive .1/.9, quantile 730",
+        {"lstm": 0.1, "naive": 0.9},
+        interval="quantile",
+        window=730,
+    ),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache", type=Path, default=Path("bench/.cache"))
+    parser.add_argument("--rules", default=None, help="comma-separated rule numbers (0-based)")
+    args = parser.parse_args()
+    series = pre_test(args.cache)
+    rules = RULES if args.rules is None else [RULES[int(i)] for i in args.rules.split(",")]
+    print(
+        "pre-test as-of days per series: "
+        + ", ".join(f"{name} {frame['as_of'].nunique()}" for name, (frame, _) in series.items())
+    )
+    reference = {
+        name: score(empirical(frame, close), close) for name, (frame, close) in series.items()
+    }
+    show("naive, empirical 365 intervals (the reference)", reference)
+    for rule in rules:
+        show(
+            rule.name,
+            {
+                name: score(replay(frame, close, rule), close)
+                for name, (frame, close) in series.items()
+            },
+            reference,
+        )
+
+
+def pre_test(cache: Path) -> dict[str, tuple[pd.DataFrame, pd.Series]]:
+    """Each series' cached LSTM forecasts with as_of before its test period, and its closes."""
+    out = {}
+    files = {DATA.stem: DATA} | {p.stem: p for p in sorted((DATA.parent / "multi").glob("*_d.csv"))}
+    for stem, source in files.items():
+        frames = []
+        for path in sorted(cache.glob(f"{stem}-*.pickle")):
+            with path.open("rb") as handle:
+                frames.append(pickle.load(handle)[0].forecasts)
+        if not frames:
+            print(f"  {stem}: no cached walk-forward in {cache}, left out", file=sys.stderr)
+            continue
+        candles = load_daily(source) if source == DATA else load_series(source)
+        close = candles["close"].astype("float64")
+        end = (
+            TEST_START_BTC if source == DATA else close.index[-1] - pd.DateOffset(years=TEST_YEARS)
+        )
+        frame = pd.concat(frames).drop_duplicates(["as_of", "horizon"])
+        frame = frame[frame["as_of"] < end].sort_values(["as_of", "horizon"])
+        if not frame.empty:
+            out[stem] = (frame.reset_index(drop=True), close)
+    return out
+
+
+def with_references(frame: pd.DataFrame, close: pd.Series) -> pd.DataFrame:
+    """``frame`` with drift and the naive's empirical bounds of each as_of (point in time)."""
+    parts = []
+    for as_of, rows in frame.groupby("as_of", sort=True):
+        refs = references(close.loc[:as_of], rows["horizon"].to_numpy(dtype=int))
+        parts.append(rows.assign(**{c: refs[c].to_numpy() for c in refs.columns}))
+    out = pd.concat(parts, ignore_index=True)
+    out["actual"] = close.reindex(pd.DatetimeIndex(out["target_time"])).to_numpy()
+    return out
+
+
+_REFS: dict[int, pd.DataFrame] = {}
+
+
+def _refs(frame: pd.DataFrame, close: pd.Series) -> pd.DataFrame:
+    key = id(frame)
+    if key not in _REFS:
+        _REFS[key] = with_references(frame, close)
+    return _REFS[key]
+
+
+def empirical(frame: pd.DataFrame, close: pd.Series) -> pd.DataFrame:
+    data = _refs(frame, close)
+    return data.assign(
+        value=data["naive"],
+        **{f"{b}_{n}": data[f"naive_{b}_{n}"] for n in LEVELS for b in ("lower", "upper")},
+    )
+
+
+def replay(frame: pd.DataFrame, close: pd.Series, rule: Rule) -> pd.DataFrame:
+    """The served forecast of every as_of under ``rule``, horizon by horizon, in one pass."""
+    data = _refs(frame, close)
+    experts = list(rule.prior)
+    prior = np.array([rule.prior[e] for e in experts])
+    columns = {"lstm": "value", "naive": "naive", "drift": "drift"}
+    out = []
+    for _, rows in data.groupby("horizon", sort=True):
+        rows = rows.sort_values("as_of").reset_index(drop=True)
+        naive = rows["naive"].to_numpy()
+        x = np.log(rows[[columns[e] for e in experts]].to_numpy() / naive[:, None])
+        y = np.log(rows["actual"].to_numpy() / naive)
+        half = {
+            n: np.log(
+                rows[f"{'naive_' if rule.width == 'naive' else ''}upper_{n}"].to_numpy()
+                / rows[f"{'naive_' if rule.width == 'naive' else ''}lower_{n}"].to_numpy()
+            )
+            / 2
+            for n in LEVELS
+        }
+        learner = rule.learner(prior.astype(float), rate=rule.rate)
+        bound_x = {  # the bound experts: the LSTM's own bounds and the naive-empirical ones
+            f"{b}_{n}": np.log(
+                np.column_stack([rows[f"{b}_{n}"], rows[f"naive_{b}_{n}"]]) / naive[:, None]
+            )
+            for n in LEVELS
+            for b in ("lower", "upper")
+        }
+        bound_learners = {
+            f"{b}_{n}": Bernstein(
+                np.array(rule.bound_prior), quantile=(1 - lv) / 2 if b == "lower" else (1 + lv) / 2
+            )
+            for n, lv in LEVELS.items()
+            for b in ("lower", "upper")
+        }
+        low = {n: np.zeros(len(rows)) for n in LEVELS}
+        high = {n: np.zeros(len(rows)) for n in LEVELS}
+        scales = {n: 1.0 for n in LEVELS}
+        scores: dict[str, list[float]] = {n: [] for n in LEVELS}
+        order = np.argsort(rows["target_time"].to_numpy(), kind="stable")
+        targets = rows["target_time"].to_numpy()[order]
+        as_ofs = rows["as_of"].to_numpy()
+        centre = np.zeros(len(rows))
+        served = {
+            f"{b}_{n}": np.full(len(rows), np.nan) for n in LEVELS for b in ("lower", "upper")
+        }
+        seen, rounds = 0, 0
+        for i, as_of in enumerate(as_ofs):
+            while seen < len(order) and targets[seen] <= as_of:
+                j = order[seen]
+                seen += 1
+                if not (np.isfinite(x[j]).all() and np.isfinite(y[j])):
+                    continue
+                rounds += 1
+                learner.update(x[j].tolist(), float(y[j]))
+                if rule.interval == "bounds":
+                    for key, bl in bound_learners.items():
+                        if np.isfinite(bound_x[key][j]).all():
+                            bl.update(bound_x[key][j].tolist(), float(y[j]))
+                for n, level in LEVELS.items():
+                    s = abs(y[j] - centre[j]) / half[n][j]
+                    if rule.interval == "bounds":
+                        s = max(
+                            (centre[j] - y[j]) / (centre[j] - low[n][j]),
+                            (y[j] - centre[j]) / (high[n][j] - centre[j]),
+                        )
+                        miss = s > scales[n]
+                        scales[n] = max(0.0, scales[n] + rule.step * (miss - (1 - level)))
+                        continue
+                    if not np.isfinite(s):
+                        continue
+                    if rule.interval == "pid":
+                        miss = s > scales[n]
+                        scales[n] = max(0.0, scales[n] + rule.step * (miss - (1 - level)))
+                    else:
+                        scores[n].append(s)
+            weights = np.array(learner.weights) if rounds >= 10 else prior / prior.sum()
+            usable = np.isfinite(x[i])
+            share = weights * usable
+            centre[i] = float(np.where(usable, x[i], 0.0) @ (share / share.sum()))
+            for n, level in LEVELS.items():
+                if rule.interval == "quantile" and len(scores[n]) >= 30:
+                    scale = float(np.quantile(scores[n][-rule.window :], level))
+                elif rule.interval == "quantile":
+                    scale = 1.0
+                else:
+                    scale = scales[n]
+                if rule.interval == "bounds":
+                    lo = _mix(bound_learners[f"lower_{n}"], bound_x[f"lower_{n}"][i])
+                    hi = _mix(bound_learners[f"upper_{n}"], bound_x[f"upper_{n}"][i])
+                    low[n][i] = min(lo, centre[i] - 1e-9)
+                    high[n][i] = max(hi, centre[i] + 1e-9)
+                    served[f"lower_{n}"][i] = naive[i] * np.exp(
+                        centre[i] - scale * (centre[i] - low[n][i])
+                    )
+                    served[f"upper_{n}"][i] = naive[i] * np.exp(
+                        centre[i] + scale * (high[n][i] - centre[i])
+                    )
+                    continue
+                served[f"lower_{n}"][i] = naive[i] * np.exp(centre[i] - scale * half[n][i])
+                served[f"upper_{n}"][i] = naive[i] * np.exp(centre[i] + scale * half[n][i])
+        out.append(rows.assign(value=naive * np.exp(centre), **served))
+    return pd.concat(out, ignore_index=True)
+
+
+def _mix(learner: Bernstein, x: np.ndarray) -> float:
+    usable = np.isfinite(x)
+    share = np.array(learner.weights) * usable
+    return float(np.where(usable, x, 0.0) @ (share / share.sum()))
+
+
+def score(forecasts: pd.DataFrame, close: pd.Series) -> dict[str, float]:
+    """RMSE ratio to naive, interval scores ÷ close at as_of, 80 % coverage."""
+    data = forecasts.dropna(subset=["actual"])
+    actual = data["actual"].to_numpy()
+    base = close.reindex(pd.DatetimeIndex(data["as_of"])).to_numpy()
+    out = {
+        "ratio": float(
+            np.sqrt(np.mean((data["value"] - actual) ** 2) / np.mean((data["naive"] - actual) ** 2))
+        )
+    }
+    for n, level in LEVELS.items():
+        lower, upper = data[f"lower_{n}"].to_numpy(), data[f"upper_{n}"].to_numpy()
+        alpha = 1 - level
+        interval = (
+            upper
+            - lower
+            + 2 / alpha * np.maximum(lower - actual, 0)
+            + 2 / alpha * np.maximum(actual - upper, 0)
+        )
+        out[f"is{n}"] = float(np.nanmean(interval / base))
+        out[f"cover{n}"] = float(np.mean((lower <= actual) & (actual <= upper)))
+        if n == "80":  # the worst 80 % coverage of a year or a volatility tercile, pp off 80
+            inside = pd.Series((lower <= actual) & (actual <= upper), index=data.index)
+            years = inside.groupby(pd.DatetimeIndex(data["as_of"]).year).mean()
+            terciles = inside.groupby(pd.qcut(data["volatility"], 3, labels=False)).mean()
+            out["worst_pp"] = float(100 * pd.concat([years, terciles]).sub(0.8).abs().max())
+    return out
+
+
+def show(
+    name: str,
+    scores: dict[str, dict[str, float]],
+    reference: dict[str, dict[str, float]] | None = None,
+) -> None:
+    frame = pd.DataFrame(scores).T
+    line = (
+        f"{name:45s} ratio worst {frame['ratio'].max():.4f} mean {frame['ratio'].mean():.4f}"
+        f" (≤1: {(frame['ratio'] <= 1.0005).sum()}/{len(frame)})"
+        f"  IS80 {frame['is80'].mean():.4f} IS95 {frame['is95'].mean():.4f}"
+        f"  cover80 {frame['cover80'].min():.3f}..{frame['cover80'].max():.3f}"
+        f" worst year/tercile {frame['worst_pp'].max():.1f} pp"
+    )
+    if reference is not None:
+        ref = pd.DataFrame(reference).T
+        both = ((frame["is80"] <= ref["is80"]) & (frame["is95"] <= ref["is95"])).sum()
+        line += f"  IS ≤ ref at both: {both}/{len(frame)}"
+    print(line)
+    print(
+        "    "
+        + "  ".join(
+            f"{k.split('_')[0][:4]}{k.split('_')[1][:6]} {v['ratio']:.4f}"
+            f"/{v['is80']:.3f}/{v['is95']:.3f}/{v['worst_pp']:.0f}pp"
+            for k, v in scores.items()
+        ),
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main()
