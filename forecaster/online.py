@@ -63,14 +63,11 @@ def aggregate_weights(
     """
     experts = np.asarray(experts, dtype=np.float64)
     actual = np.asarray(actual, dtype=np.float64)
-    prior = np.asarray(prior, dtype=np.float64)
     if experts.ndim != 2 or experts.shape[0] != actual.shape[0]:
         raise ValueError(
             f"experts {experts.shape} must be (rounds, experts) beside actual {actual.shape}"
         )
-    if prior.shape != (experts.shape[1],) or (prior <= 0).any() or not np.isfinite(prior).all():
-        raise ValueError(f"prior {prior} must be one positive weight per expert")
-    prior = prior / prior.sum()
+    prior = _normalised(prior, (experts.shape[1],))
     usable = np.isfinite(experts).all(axis=1) & np.isfinite(actual)
     experts, actual = experts[usable], actual[usable]
     rounds = len(actual)
@@ -152,14 +149,13 @@ def aggregate_many(
     ``experts`` ``(rounds, L, K)``, ``actual`` ``(rounds, L)``, ``prior`` ``(L, K)``,
     ``quantile`` ``(L,)`` (NaN: the square loss), ``rate`` one per learner or one for all. A
     learner skips the rounds where its values are not finite (so learners with fewer rounds
-    pad theirs with NaN, at the start). Gives
-    the weights `aggregate_weights` gives each learner alone, up to float rounding; the
-    service replays 7 horizons × 5 quantities this way, ~10x faster than one by one.
+    pad theirs with NaN, at the start). Gives the weights `aggregate_weights` gives each
+    learner alone, up to float rounding; the service replays its 7 horizons × 5 quantities
+    this way, in one pass over the rounds.
     """
     experts = np.asarray(experts, dtype=np.float64)
     actual = np.asarray(actual, dtype=np.float64)
-    prior = np.asarray(prior, dtype=np.float64)
-    prior = prior / prior.sum(axis=1, keepdims=True)
+    prior = _normalised(prior, experts.shape[1:])
     quantile = np.asarray(quantile, dtype=np.float64)
     square = np.isnan(quantile)[:, None]
     rate = np.broadcast_to(np.asarray(rate, dtype=np.float64), quantile.shape)[:, None]
@@ -206,6 +202,14 @@ def aggregate_many(
         else Weights(weights[i], int(rounds[i]), from_prior=False)
         for i in range(learners)
     ]
+
+
+def _normalised(prior: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``prior`` summing to 1 per learner; a clear error unless it is positive and finite."""
+    prior = np.asarray(prior, dtype=np.float64)
+    if prior.shape != shape or (prior <= 0).any() or not np.isfinite(prior).all():
+        raise ValueError(f"prior {prior} must be one positive weight per expert")
+    return prior / prior.sum(axis=-1, keepdims=True)
 
 
 @dataclass(frozen=True)
