@@ -40,7 +40,7 @@ def engine(service_database: str, httpserver: HTTPServer, monkeypatch) -> Iterat
 
     monkeypatch.setenv("CDDF_CDD_BASE_URL", httpserver.url_for("/cdd/"))
     monkeypatch.setenv("CDDF_HTTP_RETRIES", "1")
-    monkeypatch.setenv("CDDF_HTTP_READ_TIMEOUT", "0.5")
+    monkeypatch.setenv("CDDF_HTTP_READ_TIMEOUT", "10")  # a loaded CI machine answers slowly
     monkeypatch.setenv("CDDF_HTTP_MAX_BYTES", str(MAX_BYTES))
     setup = make_engine(service_database)
     migrate(setup)
@@ -164,16 +164,22 @@ def cut_inside_last_field() -> bytes:
     return whole[: len(whole) - len(last_field) + last_field.index(b".") - 1]
 
 
-def serve(body: bytes, status: int = 200) -> Callable[[HTTPServer, threading.Event], None]:
-    def setup(server: HTTPServer, released: threading.Event) -> None:
+Setup = Callable[[HTTPServer, threading.Event, pytest.MonkeyPatch], None]
+
+
+def serve(body: bytes, status: int = 200) -> Setup:
+    def setup(server: HTTPServer, released: threading.Event, monkeypatch) -> None:
         server.expect_request(PATH).respond_with_data(body, status=status)
 
     return setup
 
 
-def stall(server: HTTPServer, released: threading.Event) -> None:
+def stall(server: HTTPServer, released: threading.Event, monkeypatch) -> None:
+    """The server sends nothing until the test is done; the client gives up after 0.5 s."""
+    monkeypatch.setenv("CDDF_HTTP_READ_TIMEOUT", "0.5")
+
     def handler(request: Request) -> Response:
-        released.wait(timeout=10)
+        released.wait(timeout=30)
         return Response(GOOD)
 
     server.expect_request(PATH).respond_with_handler(handler)
@@ -223,12 +229,12 @@ def released() -> Iterator[threading.Event]:
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input_is_recorded_and_writes_nothing(
-    engine: Engine, httpserver: HTTPServer, tmp_path: Path, released, case: str
+    engine: Engine, httpserver: HTTPServer, tmp_path: Path, released, monkeypatch, case: str
 ) -> None:
     setup, where, says = BAD_INPUTS[case]
     good = make_candles(KEY, 5, start="2019-01-01")
     ingest_series(KEY.key, str(write_cdd_file(tmp_path, KEY, good)), now=NOW)
-    setup(httpserver, released)
+    setup(httpserver, released, monkeypatch)
 
     with pytest.raises(Exception) as raised:
         ingest_series(KEY.key, now=NOW)
