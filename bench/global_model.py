@@ -13,7 +13,11 @@ per fine-tune day (local: all series' trainings together).
 
     .venv/bin/python bench/global_model.py --days 3 --config '{"max_epochs": 2}'   # smoke
     nice .venv/bin/python bench/global_model.py                                    # full run
-    nice .venv/bin/python bench/global_model.py --train-candles 1500               # window cap
+    nice .venv/bin/python bench/global_model.py --group-train-candles 2000         # group cap
+
+A side alone (``--side local``) with ``--save FILE`` keeps its forecasts and seconds;
+``--combine A B`` reports saved sides side by side, so each can run when the machine is free.
+``--end DAY`` moves the walk (e.g. before the test years, to choose a setting there).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import sys
 import time
 from datetime import UTC, datetime
@@ -34,6 +39,7 @@ import pandas as pd  # noqa: E402
 from _data import DATA, load_daily, load_series  # noqa: E402
 
 from forecaster import ForecasterConfig, HoleError, LSTMForecaster  # noqa: E402
+from forecaster.backtest import newest_candles  # noqa: E402
 from forecaster.scores import interval_score  # noqa: E402
 
 MULTI = DATA.parent / "multi"
@@ -50,6 +56,7 @@ def daily_series() -> dict[str, pd.DataFrame]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=730, help="as-of days walked (the test)")
+    parser.add_argument("--end", default=None, help="the last as-of day (default: the newest)")
     parser.add_argument("--retrain-every", type=int, default=7)
     parser.add_argument("--finetune-epochs", type=int, default=1)
     parser.add_argument(
@@ -58,48 +65,74 @@ def main() -> None:
         default=None,
         help="per-series cap: retrain on each series' newest N candles",
     )
+    parser.add_argument(
+        "--group-train-candles",
+        type=int,
+        default=None,
+        help="the global model's cap: N candles in all, N // k per series",
+    )
+    parser.add_argument("--side", choices=("both", "local", "global"), default="both")
+    parser.add_argument("--save", type=Path, default=None, help="pickle the forecasts here")
+    parser.add_argument("--combine", type=Path, nargs="+", default=None, help="saved sides")
     parser.add_argument("--config", default="{}", help="ForecasterConfig overrides as JSON")
     args = parser.parse_args()
-    config = ForecasterConfig.from_dict(ForecasterConfig().to_dict() | json.loads(args.config))
     frames = daily_series()
+    if args.combine:
+        saved = [pickle.loads(path.read_bytes()) for path in args.combine]
+        for header, _, _ in saved:
+            print(header)
+        rows = pd.concat([forecasts for _, forecasts, _ in saved], ignore_index=True)
+        report(rows, frames, {side: t for _, _, timing in saved for side, t in timing.items()})
+        return
+    config = ForecasterConfig.from_dict(ForecasterConfig().to_dict() | json.loads(args.config))
     # every series has this day and the horizon after it: every forecast is scored
-    end = min(frame.index[-1] for frame in frames.values()) - pd.Timedelta(days=config.horizon)
+    newest = min(frame.index[-1] for frame in frames.values()) - pd.Timedelta(days=config.horizon)
+    end = newest if args.end is None else min(pd.Timestamp(args.end, tz=newest.tz), newest)
     days = pd.date_range(end=end, periods=args.days, freq="D")
-    print(f"# bench/global_model.py  {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
-    print(
+    sides = ("local", "global") if args.side == "both" else (args.side,)
+    header = (
+        f"# bench/global_model.py  {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n"
         f"{len(frames)} daily series, as-of {days[0]:%Y-%m-%d} .. {days[-1]:%Y-%m-%d}, "
-        f"retrain every {args.retrain_every}, fine-tune {args.finetune_epochs} epoch(s), "
-        f"train_candles {args.train_candles}\nconfig {config}"
+        f"{'/'.join(sides)}, retrain every {args.retrain_every}, fine-tune "
+        f"{args.finetune_epochs} epoch(s), train_candles {args.train_candles}, "
+        f"group_train_candles {args.group_train_candles}\nconfig {config}"
     )
-    rows, seconds = [], {"local": [], "global": []}
+    print(header)
+    rows, seconds = [], {side: [] for side in sides}
     local: dict[str, LSTMForecaster] = {}
     shared: LSTMForecaster | None = None
     for step, as_of in enumerate(days):
         seen = {key: frame.loc[:as_of] for key, frame in frames.items()}
         seen = {key: frame for key, frame in seen.items() if len(frame)}
         retrain = step % args.retrain_every == 0
-        cut = {
-            k: f.iloc[-args.train_candles :] if args.train_candles else f for k, f in seen.items()
-        }
-        started = time.perf_counter()
-        for key, frame in seen.items():
-            if retrain or key not in local:
-                try:
-                    local[key] = LSTMForecaster(config).fit(cut[key])
-                except ValueError as error:
-                    print(f"  {as_of:%Y-%m-%d} {key}: local fit skipped: {error}", file=sys.stderr)
+        if "local" in sides:
+            started = time.perf_counter()
+            for key, frame in seen.items():
+                if retrain or key not in local:
+                    try:
+                        local[key] = LSTMForecaster(config).fit(
+                            newest_candles(frame, args.train_candles)
+                        )
+                    except ValueError as error:
+                        print(
+                            f"  {as_of:%Y-%m-%d} {key}: local fit skipped: {error}", file=sys.stderr
+                        )
+                else:
+                    local[key].update(frame, epochs=args.finetune_epochs)
+            seconds["local"].append((retrain, time.perf_counter() - started))
+        if "global" in sides:
+            started = time.perf_counter()
+            if retrain or shared is None:
+                cut = newest_candles(
+                    seen, args.train_candles, args.group_train_candles, config.min_history
+                )
+                shared = LSTMForecaster(config).fit(cut)
             else:
-                local[key].update(frame, epochs=args.finetune_epochs)
-        seconds["local"].append((retrain, time.perf_counter() - started))
-        started = time.perf_counter()
-        if retrain or shared is None:
-            shared = LSTMForecaster(config).fit(cut)
-        else:
-            shared.update(seen, epochs=args.finetune_epochs)
-        seconds["global"].append((retrain, time.perf_counter() - started))
+                shared.update(seen, epochs=args.finetune_epochs)
+            seconds["global"].append((retrain, time.perf_counter() - started))
         for key, frame in seen.items():
             for side, model, name in (("local", local.get(key), None), ("global", shared, key)):
-                if model is None:
+                if model is None or side not in sides:
                     continue
                 try:
                     forecast = model.predict(frame, series=name)
@@ -109,12 +142,15 @@ def main() -> None:
                     forecast.assign(series=key, side=side, last=float(frame["close"].iloc[-1]))
                 )
         print(
-            f"  {as_of:%Y-%m-%d} {'retrain' if retrain else 'finetune'}: local "
-            f"{seconds['local'][-1][1]:.1f}s global {seconds['global'][-1][1]:.1f}s",
+            f"  {as_of:%Y-%m-%d} {'retrain' if retrain else 'finetune'}: "
+            + " ".join(f"{side} {seconds[side][-1][1]:.1f}s" for side in sides),
             file=sys.stderr,
             flush=True,
         )
-    report(pd.concat(rows, ignore_index=True), frames, seconds)
+    forecasts = pd.concat(rows, ignore_index=True)
+    if args.save is not None:
+        args.save.write_bytes(pickle.dumps((header, forecasts, seconds)))
+    report(forecasts, frames, seconds)
 
 
 def report(forecasts: pd.DataFrame, frames: dict[str, pd.DataFrame], seconds: dict) -> None:

@@ -39,6 +39,7 @@ from flows.config import DB_RETRY, RECENT_RUNS, series_config, training_progress
 from flows.tasks import as_utc, load_model, register
 from flows.train_policy import auto_plan
 from forecaster import ArtifactError, LSTMForecaster
+from forecaster.backtest import newest_candles
 from forecaster.metrics import score_forecasts
 from settings import SeriesConfig, get_settings
 from settings.series import timeframe_of
@@ -93,14 +94,19 @@ def group_skill(version: VersionInfo, candles: dict[str, pd.DataFrame]) -> dict[
 def fit_group(
     timeframe: str, candles: dict[str, pd.DataFrame], config: SeriesConfig
 ) -> LSTMForecaster:
-    """Train the global model from scratch on each series' newest ``train_candles`` candles."""
-    if config.train_candles is not None:
-        candles = {key: frame.iloc[-config.train_candles :] for key, frame in candles.items()}
+    """Train the global model from scratch on each series' newest candles.
+
+    ``group_train_candles`` in all, shared by the series, each at most ``train_candles``.
+    """
+    candles = newest_candles(
+        candles, config.train_candles, config.group_train_candles, config.forecaster.min_history
+    )
     get_run_logger().info(
-        "global %s model: fitting on %d series (%d candles)",
+        "global %s model: fitting on %d series (%d candles in all, each its newest %d at most)",
         timeframe,
         len(candles),
         sum(len(frame) for frame in candles.values()),
+        max(len(frame) for frame in candles.values()),
     )
     with training_progress():
         return LSTMForecaster(config.forecaster).fit(candles)

@@ -37,13 +37,17 @@ class BacktestPolicy:
     - ``retrain_every``: steps between fits from scratch (1 = refit at every as-of time);
     - ``finetune_epochs``: epochs of `update` on the steps in between (0 = none);
     - ``finetune_learning_rate``: None for the config's ``finetune_learning_rate``;
-    - ``train_candles``: fit on the newest N candles only (None = all history up to t).
+    - ``train_candles``: fit on the newest N candles only (None = all history up to t);
+    - ``group_train_candles``: a global model (several series) fits on at most N candles in
+      all, each of its k series on its newest N // k (and at most ``train_candles``), so
+      that a retrain costs about the same whatever the number of series (None = no cap).
     """
 
     retrain_every: int = 7
     finetune_epochs: int = 1
     finetune_learning_rate: float | None = None
     train_candles: int | None = None
+    group_train_candles: int | None = None
 
     def __post_init__(self) -> None:
         if (
@@ -59,13 +63,14 @@ class BacktestPolicy:
                 f"BacktestPolicy.finetune_epochs must be an integer >= 0, "
                 f"got {self.finetune_epochs!r}"
             )
-        if self.train_candles is not None and (
-            not isinstance(self.train_candles, int) or self.train_candles < 2
-        ):
-            raise ValueError(
-                f"BacktestPolicy.train_candles must be None or an integer >= 2, "
-                f"got {self.train_candles!r}"
-            )
+        for name in ("train_candles", "group_train_candles"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 2
+            ):
+                raise ValueError(
+                    f"BacktestPolicy.{name} must be None or an integer >= 2, got {value!r}"
+                )
 
 
 @dataclass
@@ -129,7 +134,11 @@ def walk_forward_steps(
             continue
         seen = visible if group is None else up_to(group, as_of)  # every series', to as_of
         if model is None or since_retrain >= policy.retrain_every:
-            model, action, since_retrain = make().fit(_newest(seen, policy)), "retrain", 0
+            fresh = make()
+            part = newest_candles(
+                seen, policy.train_candles, policy.group_train_candles, _least(fresh)
+            )
+            model, action, since_retrain = fresh.fit(part), "retrain", 0
         elif policy.finetune_epochs:
             model.update(
                 seen, epochs=policy.finetune_epochs, learning_rate=policy.finetune_learning_rate
@@ -208,15 +217,33 @@ def _group(
     return {str(key): _frame(frame) for key, frame in candles.items()}
 
 
-def _newest(
-    seen: pd.DataFrame | dict[str, pd.DataFrame], policy: BacktestPolicy
+def newest_candles(
+    seen: pd.DataFrame | Mapping[str, pd.DataFrame],
+    train_candles: int | None = None,
+    group_train_candles: int | None = None,
+    least: int = 1,
 ) -> pd.DataFrame | dict[str, pd.DataFrame]:
-    """What a retrain fits on: the newest ``policy.train_candles`` candles (of each series)."""
-    if policy.train_candles is None:
-        return seen
-    if isinstance(seen, dict):
-        return {key: frame.iloc[-policy.train_candles :] for key, frame in seen.items()}
-    return seen.iloc[-policy.train_candles :]
+    """What a retrain fits on: each series' newest ``train_candles`` candles (None: all).
+
+    Several series (``{series key: candles}``) share ``group_train_candles`` when it is set:
+    each of the k series keeps its newest ``group_train_candles // k``, but never fewer than
+    ``least`` (a config's ``min_history``, so that no series drops out of training).
+    """
+    if not isinstance(seen, Mapping):
+        return seen if train_candles is None else seen.iloc[-train_candles:]
+    share = train_candles
+    if group_train_candles is not None and seen:
+        share = max(group_train_candles // len(seen), least)
+        share = share if train_candles is None else min(share, train_candles)
+    if share is None:
+        return dict(seen)
+    return {key: frame.iloc[-share:] for key, frame in seen.items()}
+
+
+def _least(model: Any) -> int:
+    """The fewest candles ``model`` fits on (1 when it is not windowed)."""
+    config = getattr(model, "config", None)
+    return config.min_history if isinstance(config, ForecasterConfig) else 1
 
 
 def _skip_reason(

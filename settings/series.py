@@ -40,7 +40,10 @@ class ModelSettings(BaseModel):
     - ``train_candles``: a retrain fits on this many newest final candles (None: all of them);
     - ``retrain_after``: the auto policy retrains once the last retrain is this many candles
       of the series' own timeframe old;
-    - ``model_scope`` (a timeframe's only): ``series`` or ``timeframe`` (one global model).
+    - ``model_scope`` (a timeframe's only): ``series`` or ``timeframe`` (one global model);
+    - ``group_train_candles`` (a timeframe's only): a global retrain fits on at most this many
+      candles in all, each of its k series on its newest ``group_train_candles // k`` (never
+      more than ``train_candles``), so that its cost does not grow with the number of series.
     """
 
     model_config = ConfigDict(extra="allow", frozen=True)
@@ -48,13 +51,15 @@ class ModelSettings(BaseModel):
     train_candles: PositiveInt | None = None
     retrain_after: PositiveInt | None = None
     model_scope: Literal["series", "timeframe"] | None = None
+    group_train_candles: PositiveInt | None = None
 
     @model_validator(mode="after")
     def _known_fields(self) -> ModelSettings:
         unknown = sorted(set(self.model_extra or {}) - _FORECASTER_FIELDS)
         if unknown:
             raise ValueError(
-                f"unknown setting(s) {unknown}: use train_candles, retrain_after, model_scope or a "
+                f"unknown setting(s) {unknown}: use train_candles, retrain_after, model_scope, "
+                f"group_train_candles or a "
                 f"ForecasterConfig field ({', '.join(sorted(_FORECASTER_FIELDS))})"
             )
         return self
@@ -69,7 +74,10 @@ class ModelSettings(BaseModel):
 # Defaults that suit each timeframe. A daily series keeps the package's tuned config and all
 # its history; an hourly one forecasts the next 24 hours from the last 2 days and retrains on
 # its newest year weekly; a minute one forecasts the next hour and trains on a bounded
-# ~2 weeks of candles (training time stays bounded however long the file is).
+# ~2 weeks of candles (training time stays bounded however long the file is). A global model
+# (model_scope "timeframe") retrains on group_train_candles in all, shared by its series: for
+# hourly and minute twice one series' train_candles; for daily chosen on data before the
+# benchmark's test years (docs/benchmarks.md, "One global model").
 TIMEFRAME_DEFAULTS: dict[str, dict[str, Any]] = {
     "d": {
         "window": 7,
@@ -79,6 +87,7 @@ TIMEFRAME_DEFAULTS: dict[str, dict[str, Any]] = {
         "train_candles": None,
         "retrain_after": 7,
         "model_scope": "series",
+        "group_train_candles": 2_000,
     },
     "1h": {
         "window": 48,
@@ -88,6 +97,7 @@ TIMEFRAME_DEFAULTS: dict[str, dict[str, Any]] = {
         "train_candles": 24 * 365,
         "retrain_after": 24 * 7,
         "model_scope": "series",
+        "group_train_candles": 2 * 24 * 365,
     },
     "minute": {
         "window": 60,
@@ -97,6 +107,7 @@ TIMEFRAME_DEFAULTS: dict[str, dict[str, Any]] = {
         "train_candles": 20_000,
         "retrain_after": 24 * 60,
         "model_scope": "series",
+        "group_train_candles": 2 * 20_000,
     },
 }
 
@@ -110,6 +121,7 @@ class SeriesConfig:
     train_candles: int | None  # a retrain uses this many newest candles (None: all)
     retrain_after: int  # candles of the series' timeframe between retrains
     model_scope: str = "series"  # or "timeframe": one global model of the timeframe's group
+    group_train_candles: int | None = None  # a global retrain's candles, all series together
 
     @property
     def group(self) -> str | None:
@@ -128,6 +140,8 @@ class SeriesConfig:
     def version_config(self) -> dict[str, Any]:
         """What a model version stores as its config; a change of it means a retrain."""
         extra = {} if self.train_candles is None else {"train_candles": self.train_candles}
+        if self.group is not None and self.group_train_candles is not None:
+            extra["group_train_candles"] = self.group_train_candles
         return self.forecaster.to_dict() | extra
 
 
@@ -159,16 +173,17 @@ def resolve(
         merged |= timeframe_settings[timeframe].overrides()
     if series in series_settings:
         own = series_settings[series].overrides()
-        if "model_scope" in own or merged["model_scope"] == "timeframe":
+        scoped = [name for name in ("model_scope", "group_train_candles") if name in own]
+        if scoped or merged["model_scope"] == "timeframe":
             raise ValueError(
-                f"{series}: {'model_scope' if 'model_scope' in own else 'its settings'} cannot "
+                f"{series}: {scoped[0] if scoped else 'its settings'} cannot "
                 f"be set per series: the model scope is per timeframe, and the series of a "
                 f"global model share their timeframe's settings; set them in "
                 f"CDDF_TIMEFRAME_SETTINGS[{timeframe!r}]"
             )
         merged |= own
     train_candles, retrain_after = merged.pop("train_candles"), merged.pop("retrain_after")
-    model_scope = merged.pop("model_scope")
+    model_scope, group_train_candles = merged.pop("model_scope"), merged.pop("group_train_candles")
     config = ForecasterConfig.from_dict(ForecasterConfig().to_dict() | merged)
     missing = [level for level in REQUIRED_LEVELS if level not in config.interval_levels]
     if missing:
@@ -182,4 +197,11 @@ def resolve(
             f"use at least window + horizon + 1 = "
             f"{config.window + config.horizon + 1}"
         )
-    return SeriesConfig(series, config, train_candles, retrain_after, model_scope)
+    if group_train_candles is not None and group_train_candles < config.min_history:
+        raise ValueError(
+            f"{series}: group_train_candles={group_train_candles} leaves the global model no "
+            f"training window: use at least {config.min_history} (one series' least history)"
+        )
+    return SeriesConfig(
+        series, config, train_candles, retrain_after, model_scope, group_train_candles
+    )

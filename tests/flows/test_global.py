@@ -71,6 +71,7 @@ def test_the_daily_run_trains_one_global_model_and_forecasts_every_series(group_
 
     (version,) = global_versions(engine)
     assert (version.model_group, version.kind) == ("d", "retrain")
+    assert version.config["group_train_candles"] == 2_000  # the daily default, stored
     assert version.series == "Bitstamp_BTCUSD_d"  # the group's first series trained on
     assert group_members(engine, version.id) == {
         "Bitstamp_BTCUSD_d": True,
@@ -154,8 +155,15 @@ def test_model_scope_is_a_timeframe_setting_checked_at_start(monkeypatch):
     monkeypatch.setenv("CDDF_SERIES_SETTINGS", '{"Bitstamp_BTCUSD_d": {"window": 14}}')
     with pytest.raises(SettingsError, match="CDDF_SERIES_SETTINGS.*CDDF_TIMEFRAME_SETTINGS"):
         get_settings()
-    monkeypatch.setenv("CDDF_TIMEFRAME_SETTINGS", '{"d": {"model_scope": "everything"}}')
+    monkeypatch.setenv("CDDF_SERIES_SETTINGS", '{"Bitstamp_BTCUSD_d": {"group_train_candles": 9}}')
+    monkeypatch.setenv("CDDF_TIMEFRAME_SETTINGS", '{"d": {"model_scope": "series"}}')
+    with pytest.raises(SettingsError, match="group_train_candles cannot be set per series"):
+        get_settings()
     monkeypatch.delenv("CDDF_SERIES_SETTINGS")
+    monkeypatch.setenv("CDDF_TIMEFRAME_SETTINGS", '{"d": {"group_train_candles": 9}}')
+    with pytest.raises(SettingsError, match="group_train_candles=9 leaves the global model no"):
+        get_settings()
+    monkeypatch.setenv("CDDF_TIMEFRAME_SETTINGS", '{"d": {"model_scope": "everything"}}')
     with pytest.raises(SettingsError, match="CDDF_TIMEFRAME_SETTINGS"):
         get_settings()
 

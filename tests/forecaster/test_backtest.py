@@ -9,7 +9,12 @@ import pandas as pd
 import pytest
 
 from forecaster import NaiveForecaster
-from forecaster.backtest import BacktestPolicy, walk_forward, walk_forward_steps
+from forecaster.backtest import (
+    BacktestPolicy,
+    newest_candles,
+    walk_forward,
+    walk_forward_steps,
+)
 from tests.forecaster.synthetic import TINY, random_walk, sine_candles
 
 
@@ -69,3 +74,27 @@ def test_bad_ranges_and_policies_are_refused():
         walk_forward(series, lambda: NaiveForecaster(), series.index[40], series.index[30])
     with pytest.raises(ValueError, match="retrain_every"):
         BacktestPolicy(retrain_every=0)
+
+
+def test_a_group_shares_group_train_candles_each_series_its_newest():
+    group = {key: sine_candles(100, seed=seed) for seed, key in enumerate("abc")}
+    shared = newest_candles(group, group_train_candles=90)
+    assert {key: len(frame) for key, frame in shared.items()} == {"a": 30, "b": 30, "c": 30}
+    assert all(frame.index[-1] == group[key].index[-1] for key, frame in shared.items())
+    assert len(newest_candles(group, 20, 90)["a"]) == 20  # train_candles caps each too
+    assert len(newest_candles(group, None, 90, least=40)["b"]) == 40  # none drops out
+    assert len(newest_candles(group["a"], 25, 90)) == 25  # one series: train_candles alone
+    assert newest_candles(group) == group
+
+
+def test_a_global_walk_forward_retrains_within_group_train_candles():
+    group = {key: sine_candles(200, seed=seed) for seed, key in enumerate(("x_d", "y_d"))}
+    config = dataclasses.replace(TINY, max_epochs=1)
+    start = group["x_d"].index[150]
+    policy = BacktestPolicy(retrain_every=10, finetune_epochs=0, group_train_candles=120)
+    (step,) = walk_forward_steps(group, config, start, start, policy, series="x_d")
+    assert step.action == "retrain"
+    # each of the 2 series fitted on its newest 60 candles, up to the as-of
+    assert step.model.training_range_ == (group["x_d"].index[91], start)
+    with pytest.raises(ValueError, match="group_train_candles"):
+        BacktestPolicy(group_train_candles=1)
