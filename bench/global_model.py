@@ -75,6 +75,11 @@ def main() -> None:
     parser.add_argument("--save", type=Path, default=None, help="pickle the forecasts here")
     parser.add_argument("--combine", type=Path, nargs="+", default=None, help="saved sides")
     parser.add_argument("--config", default="{}", help="ForecasterConfig overrides as JSON")
+    parser.add_argument(
+        "--retrain-cost",
+        action="store_true",
+        help="time one retrain only: each local model, and the global one on 1, 2, 4, ... series",
+    )
     args = parser.parse_args()
     frames = daily_series()
     if args.combine:
@@ -88,6 +93,10 @@ def main() -> None:
     # every series has this day and the horizon after it: every forecast is scored
     newest = min(frame.index[-1] for frame in frames.values()) - pd.Timedelta(days=config.horizon)
     end = newest if args.end is None else min(pd.Timestamp(args.end, tz=newest.tz), newest)
+    if args.retrain_cost:
+        seen = {key: frame.loc[:end] for key, frame in frames.items()}
+        retrain_cost(seen, config, args.train_candles, args.group_train_candles)
+        return
     days = pd.date_range(end=end, periods=args.days, freq="D")
     sides = ("local", "global") if args.side == "both" else (args.side,)
     header = (
@@ -151,6 +160,40 @@ def main() -> None:
     if args.save is not None:
         args.save.write_bytes(pickle.dumps((header, forecasts, seconds)))
     report(forecasts, frames, seconds)
+
+
+def retrain_cost(
+    seen: dict[str, pd.DataFrame],
+    config: ForecasterConfig,
+    train_candles: int | None,
+    group_train_candles: int | None,
+) -> None:
+    """Seconds of one retrain: every local model, then the global one on 1, 2, 4, ... series.
+
+    Interleaved (local, global, local, ...) so that the machine's load falls on both sides.
+    """
+    print(f"\none retrain as of {max(f.index[-1] for f in seen.values()):%Y-%m-%d}")
+    keys = list(seen)
+    counts = sorted({*(2**i for i in range(len(keys).bit_length())), len(keys)})
+    local, shared = [], {}
+    for i, key in enumerate(keys):
+        started = time.perf_counter()
+        LSTMForecaster(config).fit(newest_candles(seen[key], train_candles))
+        local.append(time.perf_counter() - started)
+        if i < len(counts):
+            group = {k: seen[k] for k in keys[: counts[i]]}
+            cut = newest_candles(group, train_candles, group_train_candles, config.min_history)
+            started = time.perf_counter()
+            LSTMForecaster(config).fit(cut)
+            shared[counts[i]] = (time.perf_counter() - started, sum(map(len, cut.values())))
+    one = float(np.mean(local))
+    print(f"local: {len(local)} trainings, mean {one:.1f} s, together {sum(local):.1f} s")
+    for k, (seconds, candles) in shared.items():
+        print(
+            f"global on {k} series ({candles} candles): {seconds:.1f} s = "
+            f"{seconds / one:.2f}x one local training, {seconds / sum(local[:k]):.2f}x "
+            f"its {k} local trainings"
+        )
 
 
 def report(forecasts: pd.DataFrame, frames: dict[str, pd.DataFrame], seconds: dict) -> None:

@@ -87,7 +87,7 @@ TIMEFRAME_DEFAULTS: dict[str, dict[str, Any]] = {
         "train_candles": None,
         "retrain_after": 7,
         "model_scope": "series",
-        "group_train_candles": 2_000,
+        "group_train_candles": 4_000,
     },
     "1h": {
         "window": 48,

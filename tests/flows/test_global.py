@@ -71,7 +71,7 @@ def test_the_daily_run_trains_one_global_model_and_forecasts_every_series(group_
 
     (version,) = global_versions(engine)
     assert (version.model_group, version.kind) == ("d", "retrain")
-    assert version.config["group_train_candles"] == 2_000  # the daily default, stored
+    assert version.config["group_train_candles"] == 4_000  # the daily default, stored
     assert version.series == "Bitstamp_BTCUSD_d"  # the group's first series trained on
     assert group_members(engine, version.id) == {
         "Bitstamp_BTCUSD_d": True,
