@@ -7,9 +7,9 @@ last two years. Every rule is replayed the way the service replays its record (p
 time: a forecast counts once its target is at or before the as_of), in one pass per horizon;
 that equals the service's replay while a horizon has at most `RECORD_ROUNDS` scored rounds
 (but for the service widening a 95 % band to hold the 80 % one, left out here: the interval
-scores differ in the third decimal). Prints, per rule, the RMSE ratio to naive and the interval scores ÷ close per series and their
-worst / mean, the worst 80 % coverage of a year or volatility tercile, beside the naive
-with trailing-365 empirical intervals.
+scores differ in the third decimal). Prints, per rule, the RMSE ratio to naive and the
+interval scores ÷ close per series and their worst / mean, the worst 80 % coverage of a
+year or volatility tercile, beside the naive with trailing-365 empirical intervals.
 
     nice .venv/bin/python bench/walkforward.py --retrain-every 28 --train-candles 1000 \\
         --start 2016-07-01 --end 2018-12-31 --no-baselines --cache bench/.cache

@@ -123,7 +123,11 @@ def package_default(candles: pd.DataFrame) -> tuple[LSTMForecaster, pd.DataFrame
     model = LSTMForecaster(config).fit(train)
     first, last = candles.index[N_TRAIN + WINDOW - 1], candles.index[N_TRAIN + N_TEST + WINDOW - 2]
     result = walk_forward(
-        candles, config, first, last, BacktestPolicy(retrain_every=10**9, finetune_epochs=0),
+        candles,
+        config,
+        first,
+        last,
+        BacktestPolicy(retrain_every=10**9, finetune_epochs=0),
         model=model,
     )
     return model, result.forecasts
@@ -142,8 +146,10 @@ def main() -> None:
     actual = close[N_TRAIN + WINDOW :]  # (248,)
     last = close[N_TRAIN + WINDOW - 1 : -1]
     print(f"# bench/seed.py  {datetime.now(UTC):%Y-%m-%d %H:%M} UTC  device {device()}")
-    print(f"candles {len(candles)} ({candles.index[0]:%Y-%m-%d} .. {candles.index[-1]:%Y-%m-%d}),"
-          f" train windows {N_TRAIN}, test windows {len(actual)}")
+    print(
+        f"candles {len(candles)} ({candles.index[0]:%Y-%m-%d} .. {candles.index[-1]:%Y-%m-%d}),"
+        f" train windows {N_TRAIN}, test windows {len(actual)}"
+    )
 
     seed_pred, seed_seconds = seed_setup(close, args.seed_epochs)
     model, forecasts = package_default(candles)
@@ -156,21 +162,29 @@ def main() -> None:
         print("\nbenchmark 1: test figures (248 daily forecasts, H = 1)")
         naive_rmse = rows["(a) naive"]["rmse"]
         for name, row in rows.items():
-            print(f"  {name:<32} RMSE ${row['rmse']:>9,.2f} ({row['rmse'] / naive_rmse:.3f}x naive)"
-                  f"  MAE ${row['mae']:>8,.2f}  MAPE {row['mape']:5.2f}%"
-                  f"  direction {_share(row['direction'])}")
+            print(
+                f"  {name:<32} RMSE ${row['rmse']:>9,.2f} ({row['rmse'] / naive_rmse:.3f}x naive)"
+                f"  MAE ${row['mae']:>8,.2f}  MAPE {row['mape']:5.2f}%"
+                f"  direction {_share(row['direction'])}"
+            )
         inside = (forecasts["lower_80"] <= actual) & (actual <= forecasts["upper_80"])
         inside95 = (forecasts["lower_95"] <= actual) & (actual <= forecasts["upper_95"])
-        print(f"  (c) interval coverage 80% {inside.mean():.3f}, 95% {inside95.mean():.3f};"
-              f" config {model.config}")
+        print(
+            f"  (c) interval coverage 80% {inside.mean():.3f}, 95% {inside95.mean():.3f};"
+            f" config {model.config}"
+        )
 
     print("\nbenchmark 2: training speed")
-    print(f"  (b) seed setup: {seed_seconds:8.1f} s for {args.seed_epochs} epochs at batch 7"
-          f" (test RMSE ${scores(seed_pred, actual, last)['rmse']:,.2f})")
-    print(f"  (c) default:    {model.train_seconds_:8.1f} s, {model.epochs_trained_} epochs at"
-          f" batch {model.config.batch_size}, best epoch "
-          f"{model.validation_metrics_['best_epoch']:.0f} on {model.device_}"
-          f" (test RMSE ${scores(default_pred, actual, last)['rmse']:,.2f})")
+    print(
+        f"  (b) seed setup: {seed_seconds:8.1f} s for {args.seed_epochs} epochs at batch 7"
+        f" (test RMSE ${scores(seed_pred, actual, last)['rmse']:,.2f})"
+    )
+    print(
+        f"  (c) default:    {model.train_seconds_:8.1f} s, {model.epochs_trained_} epochs at"
+        f" batch {model.config.batch_size}, best epoch "
+        f"{model.validation_metrics_['best_epoch']:.0f} on {model.device_}"
+        f" (test RMSE ${scores(default_pred, actual, last)['rmse']:,.2f})"
+    )
     print(f"  ratio (c)/(b) = {model.train_seconds_ / seed_seconds:.3f}  (target <= 0.05)")
     bound, gflops = flop_bound_seconds()
     for batch in (7, model.config.batch_size):

@@ -75,21 +75,42 @@ def main() -> None:
     parser.add_argument("--end", default=None, help="last as-of day (default: the file's end)")
     parser.add_argument("--retrain-every", type=int, default=7)
     parser.add_argument("--finetune-epochs", type=int, default=1)
-    parser.add_argument("--train-candles", type=int, default=None,
-                        help="refit on the newest N candles only (default: all history)")
+    parser.add_argument(
+        "--train-candles",
+        type=int,
+        default=None,
+        help="refit on the newest N candles only (default: all history)",
+    )
     parser.add_argument("--config", default="{}", help="ForecasterConfig overrides as JSON")
-    parser.add_argument("--daily-multi", action="store_true",
-                        help="every daily series of ../shared/data/multi/, each from its "
-                        "1,001st candle (after the first 1,000)")
-    parser.add_argument("--last", type=int, default=None,
-                        help="only the last N as-of candles of each series (a smoke run)")
-    parser.add_argument("--no-baselines", action="store_true",
-                        help="skip the drift and seasonal-naive walk-forwards")
-    parser.add_argument("--forecasts-only", action="store_true",
-                        help="only the LSTM walk-forward (into --cache), no side by side")
-    parser.add_argument("--cache", type=Path, default=None,
-                        help="keep each LSTM walk-forward's forecasts here and reuse them when "
-                        "the file, config, policy and dates are the same (e.g. bench/.cache)")
+    parser.add_argument(
+        "--daily-multi",
+        action="store_true",
+        help="every daily series of ../shared/data/multi/, each from its "
+        "1,001st candle (after the first 1,000)",
+    )
+    parser.add_argument(
+        "--last",
+        type=int,
+        default=None,
+        help="only the last N as-of candles of each series (a smoke run)",
+    )
+    parser.add_argument(
+        "--no-baselines",
+        action="store_true",
+        help="skip the drift and seasonal-naive walk-forwards",
+    )
+    parser.add_argument(
+        "--forecasts-only",
+        action="store_true",
+        help="only the LSTM walk-forward (into --cache), no side by side",
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="keep each LSTM walk-forward's forecasts here and reuse them when "
+        "the file, config, policy and dates are the same (e.g. bench/.cache)",
+    )
     args = parser.parse_args()
     if not args.daily_multi:
         run(args.source, args, args.start)
@@ -119,9 +140,11 @@ def run(source: Path, args: argparse.Namespace, start: str | None) -> None:
     )
     holes = find_holes(candles.index, key.period)
     print(f"# bench/walkforward.py  {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
-    print(f"{key.key}: candles {len(candles)} ({candles.index[0]:%Y-%m-%d %H:%M} .. "
-          f"{candles.index[-1]:%Y-%m-%d %H:%M}), {len(holes)} holes "
-          f"({sum(h.missing for h in holes)} missing), as-of {start} .. {args.end or 'end'}")
+    print(
+        f"{key.key}: candles {len(candles)} ({candles.index[0]:%Y-%m-%d %H:%M} .. "
+        f"{candles.index[-1]:%Y-%m-%d %H:%M}), {len(holes)} holes "
+        f"({sum(h.missing for h in holes)} missing), as-of {start} .. {args.end or 'end'}"
+    )
     print(f"policy {policy}\nconfig {config}")
 
     started = time.perf_counter()
@@ -131,13 +154,19 @@ def run(source: Path, args: argparse.Namespace, start: str | None) -> None:
             print(f"  {step.as_of:%Y-%m-%d %H:%M} skipped: {step.reason}", file=sys.stderr)
         if step.action == "retrain":
             model = step.model
-            print(f"  {step.as_of:%Y-%m-%d %H:%M} retrain {step.seconds:5.1f}s "
-                  f"{model.epochs_trained_} epochs, validation skill "
-                  f"{model.validation_metrics_['skill']:+.4f}  "
-                  f"[{time.perf_counter() - started:6.0f}s]", file=sys.stderr, flush=True)
+            print(
+                f"  {step.as_of:%Y-%m-%d %H:%M} retrain {step.seconds:5.1f}s "
+                f"{model.epochs_trained_} epochs, validation skill "
+                f"{model.validation_metrics_['skill']:+.4f}  "
+                f"[{time.perf_counter() - started:6.0f}s]",
+                file=sys.stderr,
+                flush=True,
+            )
 
     result, seconds = _cached(
-        args.cache, source, (config, policy, start, args.end),
+        args.cache,
+        source,
+        (config, policy, start, args.end),
         lambda: walk_forward(candles, config, start, args.end, policy, on_step=progress),
     )
     steps = result.steps
@@ -145,39 +174,48 @@ def run(source: Path, args: argparse.Namespace, start: str | None) -> None:
     in_holes = ~forecasts["target_time"].isin(candles.index) & (
         forecasts["target_time"] <= candles.index[-1]
     )
-    print(f"\n{len(steps)} as-of times in {seconds:.0f} s: "
-          f"{(steps['action'] == 'skip').sum()} skipped (hole), "
-          f"{in_holes.sum()} forecasts unscorable (target in a hole), "
-          f"{(steps['action'] == 'retrain').sum()} retrains "
-          f"({steps.loc[steps['action'] == 'retrain', 'seconds'].sum():.0f} s), "
-          f"{(steps['action'] == 'finetune').sum()} fine-tunes "
-          f"({steps.loc[steps['action'] == 'finetune', 'seconds'].sum():.0f} s)")
+    print(
+        f"\n{len(steps)} as-of times in {seconds:.0f} s: "
+        f"{(steps['action'] == 'skip').sum()} skipped (hole), "
+        f"{in_holes.sum()} forecasts unscorable (target in a hole), "
+        f"{(steps['action'] == 'retrain').sum()} retrains "
+        f"({steps.loc[steps['action'] == 'retrain', 'seconds'].sum():.0f} s), "
+        f"{(steps['action'] == 'finetune').sum()} fine-tunes "
+        f"({steps.loc[steps['action'] == 'finetune', 'seconds'].sum():.0f} s)"
+    )
     report("LSTM (package default)", result.metrics)
     if args.forecasts_only:
         return
     close = candles["close"].astype("float64")
     served, serve_seconds = served_replay(forecasts, close)
-    print(f"\nside by side (issue 13), as-of {start} .. {args.end or 'end'}; interval scores "
-          "÷ the close at as_of; coverage by year of as_of, terciles of the as_of volatility")
+    print(
+        f"\nside by side (issue 13), as-of {start} .. {args.end or 'end'}; interval scores "
+        "÷ the close at as_of; coverage by year of as_of, terciles of the as_of volatility"
+    )
     side_by_side = models(served, close)
     for name, frame in side_by_side.items():
         took = {"LSTM raw": seconds, "served aggregate": seconds + serve_seconds}.get(name)
         compare(name, frame, close, took)
     if args.daily_multi:  # the served rule was chosen on what came before: the clean part
         since = candles.index[-1] - pd.DateOffset(years=2)
-        print(f"\n  the last two years alone (as-of {since:%Y-%m-%d} .. end), not seen when "
-              "the served rule was chosen (bench/aggregation_choice.py):")
+        print(
+            f"\n  the last two years alone (as-of {since:%Y-%m-%d} .. end), not seen when "
+            "the served rule was chosen (bench/aggregation_choice.py):"
+        )
         for name, frame in side_by_side.items():
             compare(name, frame[pd.DatetimeIndex(frame["as_of"]) >= since], close, None)
     if args.no_baselines:
         return
     for name, make in (
         ("drift", lambda: DriftForecaster(horizon=config.horizon)),
-        (f"seasonal naive ({season})",
-         lambda: SeasonalNaiveForecaster(season, horizon=config.horizon)),
+        (
+            f"seasonal naive ({season})",
+            lambda: SeasonalNaiveForecaster(season, horizon=config.horizon),
+        ),
     ):
-        baseline = walk_forward(candles, make, start, args.end,
-                                BacktestPolicy(retrain_every=1, finetune_epochs=0))
+        baseline = walk_forward(
+            candles, make, start, args.end, BacktestPolicy(retrain_every=1, finetune_epochs=0)
+        )
         report(name, baseline.metrics)
 
 
@@ -217,20 +255,25 @@ def service_config(series: str) -> ForecasterConfig:
 def report(name: str, metrics: pd.DataFrame) -> None:
     """The pooled row against the targets, then one line per horizon."""
     pooled = metrics.loc[0]
-    print(f"\n{name}: RMSE {_price(pooled['rmse'])} vs naive {_price(pooled['naive_rmse'])}"
-          f" -> ratio {pooled['rmse'] / pooled['naive_rmse']:.4f} (target <= 1.00, goal 0.97);"
-          f" MASE {pooled['mase']:.4f}; direction {pooled['direction']:.3f};"
-          f" coverage 80% {pooled['coverage_80']:.3f} (target 0.77-0.83),"
-          f" 95% {pooled['coverage_95']:.3f}")
+    print(
+        f"\n{name}: RMSE {_price(pooled['rmse'])} vs naive {_price(pooled['naive_rmse'])}"
+        f" -> ratio {pooled['rmse'] / pooled['naive_rmse']:.4f} (target <= 1.00, goal 0.97);"
+        f" MASE {pooled['mase']:.4f}; direction {pooled['direction']:.3f};"
+        f" coverage 80% {pooled['coverage_80']:.3f} (target 0.77-0.83),"
+        f" 95% {pooled['coverage_95']:.3f}"
+    )
     for horizon, row in metrics.drop(index=0).iterrows():
-        print(f"  h={horizon}: n {int(row['n']):4d}  ratio {row['rmse'] / row['naive_rmse']:.4f}"
-              f"  MAPE {row['mape']:.2f}%  cov80 {row['coverage_80']:.3f}"
-              f"  cov95 {row['coverage_95']:.3f}  width80 {_price(row['width_80'])}")
+        print(
+            f"  h={horizon}: n {int(row['n']):4d}  ratio {row['rmse'] / row['naive_rmse']:.4f}"
+            f"  MAPE {row['mape']:.2f}%  cov80 {row['coverage_80']:.3f}"
+            f"  cov95 {row['coverage_95']:.3f}  width80 {_price(row['width_80'])}"
+        )
 
 
 def _price(value: float) -> str:
     """$1,234 for BTC-sized numbers, $0.01234 for ADA-sized ones."""
     return f"${value:,.0f}" if abs(value) >= 1000 else f"${value:.4g}"
+
 
 if __name__ == "__main__":
     main()

@@ -42,26 +42,60 @@ QUANTITIES = ("value", "lower_80", "upper_80", "lower_95", "upper_95")
 # Columns of ``forecasts`` added by revision 0005 (NULL on rows written before it but the
 # lstm_* ones, which it copied from the LSTM's forecast that value then was).
 SERVING_COLUMNS = (
-    "lstm_value", "lstm_lower_80", "lstm_upper_80", "lstm_lower_95", "lstm_upper_95",
-    "drift", "naive_lower_80", "naive_upper_80", "naive_lower_95", "naive_upper_95",
-    "volatility", "scale_80", "scale_95",
+    "lstm_value",
+    "lstm_lower_80",
+    "lstm_upper_80",
+    "lstm_lower_95",
+    "lstm_upper_95",
+    "drift",
+    "naive_lower_80",
+    "naive_upper_80",
+    "naive_lower_95",
+    "naive_upper_95",
+    "volatility",
+    "scale_80",
+    "scale_95",
 )
 # Probabilistic scores, each for the served forecast, the LSTM's (lstm_) and the naive with
 # empirical intervals (naive_): interval score and pinball loss at the bounds (÷ the close at
 # as_of) and 80 % coverage per volatility tercile of the scored as_of times.
 PROBABILISTIC = (
-    "interval_score_80", "interval_score_95", "pinball_80", "pinball_95",
-    "coverage_80_low_vol", "coverage_80_mid_vol", "coverage_80_high_vol",
+    "interval_score_80",
+    "interval_score_95",
+    "pinball_80",
+    "pinball_95",
+    "coverage_80_low_vol",
+    "coverage_80_mid_vol",
+    "coverage_80_high_vol",
 )
 SCORE_COLUMNS = (
-    *PROBABILISTIC, "dm_statistic", "dm_p_value",
-    "lstm_rmse", "lstm_skill", "lstm_coverage_80", "lstm_coverage_95",
-    *(f"lstm_{name}" for name in PROBABILISTIC), "lstm_dm_statistic", "lstm_dm_p_value",
-    "naive_coverage_80", "naive_coverage_95", *(f"naive_{name}" for name in PROBABILISTIC),
+    *PROBABILISTIC,
+    "dm_statistic",
+    "dm_p_value",
+    "lstm_rmse",
+    "lstm_skill",
+    "lstm_coverage_80",
+    "lstm_coverage_95",
+    *(f"lstm_{name}" for name in PROBABILISTIC),
+    "lstm_dm_statistic",
+    "lstm_dm_p_value",
+    "naive_coverage_80",
+    "naive_coverage_95",
+    *(f"naive_{name}" for name in PROBABILISTIC),
 )
 METRIC_COLUMNS = (
-    "rmse", "mae", "mape", "smape", "mase", "direction",
-    "coverage_80", "width_80", "coverage_95", "width_95", "naive_rmse", "skill",
+    "rmse",
+    "mae",
+    "mape",
+    "smape",
+    "mase",
+    "direction",
+    "coverage_80",
+    "width_80",
+    "coverage_95",
+    "width_95",
+    "naive_rmse",
+    "skill",
     *SCORE_COLUMNS,
 )
 

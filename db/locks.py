@@ -52,7 +52,7 @@ class Lease:
 def holder_name(flow_run_id: object | None = None) -> str:
     """Who takes a lease: host, process id, flow run and a token unique to this call.
 
-        holder_name("4f0c…")  # -> 'host build-1 pid 4242 flow run 4f0c… [9a1b2c3d]'
+    holder_name("4f0c…")  # -> 'host build-1 pid 4242 flow run 4f0c… [9a1b2c3d]'
     """
     run = f" flow run {flow_run_id}" if flow_run_id else ""
     return f"host {socket.gethostname()} pid {os.getpid()}{run} [{uuid.uuid4().hex[:8]}]"

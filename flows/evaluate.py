@@ -80,8 +80,11 @@ def score_runs(runs: list[RunInfo], actuals: pd.Series) -> list[RunInfo]:
         if len(in_holes):  # later candles are final: these targets never got a candle
             logger.warning(
                 "%s: run %d: %d forecast(s) unscorable, the series has no candle at %s (a "
-                "hole); forecast_vs_actual lists them with scorable = 0", run.series, run.id,
-                len(in_holes), ", ".join(f"{t:%Y-%m-%d %H:%M}" for t in in_holes),
+                "hole); forecast_vs_actual lists them with scorable = 0",
+                run.series,
+                run.id,
+                len(in_holes),
+                ", ".join(f"{t:%Y-%m-%d %H:%M}" for t in in_holes),
             )
         metrics = scores(run_rows, actuals)
         if metrics.empty:
@@ -104,8 +107,13 @@ def score_version(series: str, model_version_id: int, actuals: pd.Series) -> flo
         pooled = metrics.loc[0]
         get_run_logger().info(
             "%s: model version %d against naive: served DM %+.2f (p %.3f), the LSTM's own "
-            "skill %s, DM %+.2f (p %.3f)", series, model_version_id, pooled["dm_statistic"],
-            pooled["dm_p_value"], _fmt(pooled["lstm_skill"]), pooled["lstm_dm_statistic"],
+            "skill %s, DM %+.2f (p %.3f)",
+            series,
+            model_version_id,
+            pooled["dm_statistic"],
+            pooled["dm_p_value"],
+            _fmt(pooled["lstm_skill"]),
+            pooled["lstm_dm_statistic"],
             pooled["lstm_dm_p_value"],
         )
     skill = metrics.loc[0, "skill"] if 0 in metrics.index else None

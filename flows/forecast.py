@@ -102,7 +102,9 @@ def make_forecasts(
     if filled:
         get_run_logger().warning(
             "forecast as of %s: %d of the %d input candles were missing (a hole) and were "
-            "filled with the last close and zero volume", candles.index[-1], filled,
+            "filled with the last close and zero volume",
+            candles.index[-1],
+            filled,
             model.config.window,
         )
     return forecasts
@@ -138,8 +140,14 @@ def forecast_flow(
         description=f"The served forecast of {series}: weights of the LSTM and naive",
     )
     return ForecastOutcome(
-        series, written.run.id, version.id, written.run.as_of, written.replaced,
-        served.forecasts, served.weights, served.summary(),
+        series,
+        written.run.id,
+        version.id,
+        written.run.as_of,
+        written.replaced,
+        served.forecasts,
+        served.weights,
+        served.summary(),
     )
 
 

@@ -110,7 +110,12 @@ def store_forecasts(
     run_id = str(flow_run.id) if flow_run.id else None
     served = served_forecast(series, forecasts)
     written = write_forecast_run(
-        get_engine(), series, version.id, served.forecasts, kind=kind, flow_run_id=run_id,
+        get_engine(),
+        series,
+        version.id,
+        served.forecasts,
+        kind=kind,
+        flow_run_id=run_id,
         weights=served.weights,
     )
     logger = get_run_logger()

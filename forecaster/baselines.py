@@ -45,9 +45,7 @@ class _Baseline:
         close forward (the grid of `_on_grid`).
         """
         frame = as_candles(candles)
-        require_length(
-            frame, self.needs_history + self.horizon, f"fitting {type(self).__name__}"
-        )
+        require_length(frame, self.needs_history + self.horizon, f"fitting {type(self).__name__}")
         self.period_ = infer_period(frame.index)
         actual = _on_grid(frame, self.period_)  # (period,) NaN in holes
         close = pd.Series(actual).ffill().to_numpy()
@@ -60,17 +58,20 @@ class _Baseline:
         valid = (targets < len(close)) & ~np.isnan(truth)
         residuals = np.log(truth / predicted)
         self.quantiles_ = {
-            level: np.array([
-                conformal_quantiles(residuals[valid[:, h], h][:, None], level)[0]
-                for h in range(self.horizon)
-            ])
+            level: np.array(
+                [
+                    conformal_quantiles(residuals[valid[:, h], h][:, None], level)[0]
+                    for h in range(self.horizon)
+                ]
+            )
             for level in self.interval_levels
         }
         self.training_range_ = (frame.index[0], frame.index[-1])
         return self
 
-    def update(self, candles: pd.DataFrame | pd.Series, epochs: int = 0,
-               learning_rate: float | None = None) -> Any:
+    def update(
+        self, candles: pd.DataFrame | pd.Series, epochs: int = 0, learning_rate: float | None = None
+    ) -> Any:
         """Refit on ``candles`` (a baseline has nothing to fine-tune)."""
         return self.fit(candles)
 
@@ -90,12 +91,14 @@ class _Baseline:
         predicted = self._forecast(close, np.array([len(close) - 1]))[0]
         as_of_time = frame.index[-1]
         horizons = np.arange(1, self.horizon + 1)
-        result = pd.DataFrame({
-            "as_of": as_of_time,
-            "target_time": target_times(as_of_time, horizons, self.period_, frame.index),
-            "horizon": horizons,
-            "value": predicted,
-        })
+        result = pd.DataFrame(
+            {
+                "as_of": as_of_time,
+                "target_time": target_times(as_of_time, horizons, self.period_, frame.index),
+                "horizon": horizons,
+                "value": predicted,
+            }
+        )
         for level in self.interval_levels:
             name = f"{level * 100:g}"
             result[f"lower_{name}"] = predicted * np.exp(-self.quantiles_[level])

@@ -53,25 +53,48 @@ class ForecasterConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", tuple(self.features))
         object.__setattr__(self, "interval_levels", tuple(float(x) for x in self.interval_levels))
-        for name in ("window", "horizon", "units", "layers", "batch_size", "max_epochs",
-                     "finetune_windows", "ensemble"):
-            _check(name, _is_int(getattr(self, name)) and getattr(self, name) >= 1,
-                   "a positive integer", getattr(self, name))
-        _check("patience", _is_int(self.patience) and self.patience >= 0, "an integer >= 0",
-               self.patience)
+        for name in (
+            "window",
+            "horizon",
+            "units",
+            "layers",
+            "batch_size",
+            "max_epochs",
+            "finetune_windows",
+            "ensemble",
+        ):
+            _check(
+                name,
+                _is_int(getattr(self, name)) and getattr(self, name) >= 1,
+                "a positive integer",
+                getattr(self, name),
+            )
+        _check(
+            "patience",
+            _is_int(self.patience) and self.patience >= 0,
+            "an integer >= 0",
+            self.patience,
+        )
         _check("seed", _is_int(self.seed), "an integer", self.seed)
         for name in ("learning_rate", "clipnorm", "finetune_learning_rate"):
             value = getattr(self, name)
             _check(name, _is_number(value) and value > 0, "a positive number", value)
-        _check("dropout", _is_number(self.dropout) and 0 <= self.dropout < 1, "in [0, 1)",
-               self.dropout)
-        _check("validation_fraction",
-               _is_number(self.validation_fraction) and 0 < self.validation_fraction < 1,
-               "in (0, 1)", self.validation_fraction)
+        _check(
+            "dropout", _is_number(self.dropout) and 0 <= self.dropout < 1, "in [0, 1)", self.dropout
+        )
+        _check(
+            "validation_fraction",
+            _is_number(self.validation_fraction) and 0 < self.validation_fraction < 1,
+            "in (0, 1)",
+            self.validation_fraction,
+        )
         _check("target", self.target in TARGETS, f"one of {TARGETS}", self.target)
-        if not self.features or self.features[0] != "close" or len(set(self.features)) != len(
-            self.features
-        ) or any(f not in FEATURES for f in self.features):
+        if (
+            not self.features
+            or self.features[0] != "close"
+            or len(set(self.features)) != len(self.features)
+            or any(f not in FEATURES for f in self.features)
+        ):
             raise ValueError(
                 f"ForecasterConfig.features must start with 'close' and name distinct features "
                 f"among {FEATURES}, got {self.features!r}"
@@ -84,8 +107,12 @@ class ForecasterConfig:
                 "ForecasterConfig.interval_levels must be distinct probabilities in (0, 1) "
                 f"such as (0.8, 0.95), got {levels!r}"
             )
-        _check("mixed_precision", isinstance(self.mixed_precision, bool), "True or False",
-               self.mixed_precision)
+        _check(
+            "mixed_precision",
+            isinstance(self.mixed_precision, bool),
+            "True or False",
+            self.mixed_precision,
+        )
 
     @property
     def min_windows(self) -> int:
@@ -142,11 +169,7 @@ def _is_int(value: object) -> bool:
 
 
 def _is_number(value: object) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-    )
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _level_name(level: float) -> str:

@@ -32,9 +32,7 @@ def conformal_quantiles(residuals: np.ndarray, level: float) -> np.ndarray:
     return scores[rank - 1]
 
 
-def residual_quantiles(
-    residuals: np.ndarray, levels: tuple[float, ...]
-) -> dict[float, np.ndarray]:
+def residual_quantiles(residuals: np.ndarray, levels: tuple[float, ...]) -> dict[float, np.ndarray]:
     """``{level: quantile per horizon}`` for every interval level."""
     return {level: conformal_quantiles(residuals, level) for level in levels}
 
@@ -50,6 +48,7 @@ def shrinkage(predicted: np.ndarray, targets: np.ndarray, anchor: np.ndarray) ->
     """
     move, actual = predicted - anchor, targets - anchor  # (n, horizon)
     power = (move**2).sum(axis=0)
-    factor = np.divide((move * actual).sum(axis=0), power, out=np.zeros_like(power),
-                       where=power > 0)
+    factor = np.divide(
+        (move * actual).sum(axis=0), power, out=np.zeros_like(power), where=power > 0
+    )
     return np.clip(factor, 0.0, 1.0)

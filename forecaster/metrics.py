@@ -18,8 +18,19 @@ import pandas as pd
 from forecaster.probabilistic import SCORE_COLUMNS, probabilistic_scores
 
 COLUMNS = [
-    "n", "rmse", "mae", "mape", "smape", "mase", "direction",
-    "coverage_80", "width_80", "coverage_95", "width_95", "naive_rmse", "skill",
+    "n",
+    "rmse",
+    "mae",
+    "mape",
+    "smape",
+    "mase",
+    "direction",
+    "coverage_80",
+    "width_80",
+    "coverage_95",
+    "width_95",
+    "naive_rmse",
+    "skill",
     *SCORE_COLUMNS,
 ]
 _BOUND = re.compile(r"^lower_(?P<level>[0-9.]+)$")
@@ -62,8 +73,12 @@ def score_forecasts(forecasts: pd.DataFrame, actuals: pd.Series) -> pd.DataFrame
     rows = {0: _score(frame, levels)}
     for horizon, group in frame.groupby("horizon", sort=True):
         rows[int(horizon)] = _score(group, levels)
-    extra = [c for level in levels if level not in ("80", "95")
-             for c in (f"coverage_{level}", f"width_{level}")]
+    extra = [
+        c
+        for level in levels
+        if level not in ("80", "95")
+        for c in (f"coverage_{level}", f"width_{level}")
+    ]
     result = pd.DataFrame.from_dict(rows, orient="index", columns=COLUMNS + extra)
     result.index.name = "horizon"
     return result.astype({"n": "int64"})

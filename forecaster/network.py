@@ -119,7 +119,10 @@ def fine_tune(
         losses.append(total / len(x))
         logger.info(
             "update epoch %d/%d loss %.4f (%.2fs)",
-            epoch + 1, epochs, losses[-1], time.perf_counter() - started,
+            epoch + 1,
+            epochs,
+            losses[-1],
+            time.perf_counter() - started,
         )
     return losses
 
@@ -149,5 +152,9 @@ class EpochLog(keras.callbacks.Callback):
         losses = " ".join(f"{k} {v:.4f}" for k, v in logs.items() if "loss" in k)
         logger.info(
             "%s epoch %d/%d %s (%.2fs)",
-            self.label, epoch + 1, self.epochs, losses, time.perf_counter() - self._started,
+            self.label,
+            epoch + 1,
+            self.epochs,
+            losses,
+            time.perf_counter() - self._started,
         )

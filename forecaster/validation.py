@@ -119,9 +119,7 @@ def require_length(candles: pd.DataFrame, needed: int, purpose: str) -> None:
         )
 
 
-def cut_at(
-    candles: pd.DataFrame | pd.Series, as_of: object
-) -> pd.DataFrame | pd.Series:
+def cut_at(candles: pd.DataFrame | pd.Series, as_of: object) -> pd.DataFrame | pd.Series:
     """Rows up to and including ``as_of`` (a candle time), before any value is looked at.
 
     Only the index is checked here, so that rows after ``as_of`` can never matter.

@@ -112,20 +112,24 @@ def upgrade() -> None:
         sa.Column("device", sa.String(length=32), nullable=False),
         sa.Column("train_seconds", sa.Double(), nullable=False),
         sa.Column("flow_run_id", sa.String(length=36), nullable=True),
-        sa.CheckConstraint(
-            "kind IN ('retrain', 'finetune')", name=op.f("ck_model_versions_kind")
+        sa.CheckConstraint("kind IN ('retrain', 'finetune')", name=op.f("ck_model_versions_kind")),
+        sa.ForeignKeyConstraint(
+            ["series"],
+            ["series.key"],
+            name=op.f("fk_model_versions_series_series"),
+            ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["series"], ["series.key"],
-            name=op.f("fk_model_versions_series_series"), ondelete="CASCADE",
+            ["parent_id"],
+            ["model_versions.id"],
+            name=op.f("fk_model_versions_parent_id_model_versions"),
+            ondelete="SET NULL",
         ),
         sa.ForeignKeyConstraint(
-            ["parent_id"], ["model_versions.id"],
-            name=op.f("fk_model_versions_parent_id_model_versions"), ondelete="SET NULL",
-        ),
-        sa.ForeignKeyConstraint(
-            ["retrain_id"], ["model_versions.id"],
-            name=op.f("fk_model_versions_retrain_id_model_versions"), ondelete="SET NULL",
+            ["retrain_id"],
+            ["model_versions.id"],
+            name=op.f("fk_model_versions_retrain_id_model_versions"),
+            ondelete="SET NULL",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_model_versions")),
     )
@@ -145,21 +149,23 @@ def upgrade() -> None:
         sa.Column("flow_run_id", sa.String(length=36), nullable=True),
         sa.CheckConstraint("kind IN ('daily', 'backfill')", name=op.f("ck_forecast_runs_kind")),
         sa.ForeignKeyConstraint(
-            ["series"], ["series.key"],
-            name=op.f("fk_forecast_runs_series_series"), ondelete="CASCADE",
+            ["series"],
+            ["series.key"],
+            name=op.f("fk_forecast_runs_series_series"),
+            ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["model_version_id"], ["model_versions.id"],
-            name=op.f("fk_forecast_runs_model_version_id_model_versions"), ondelete="CASCADE",
+            ["model_version_id"],
+            ["model_versions.id"],
+            name=op.f("fk_forecast_runs_model_version_id_model_versions"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_forecast_runs")),
         sa.UniqueConstraint(
             "series", "as_of", "model_version_id", name=op.f("uq_forecast_runs_series")
         ),
     )
-    op.create_index(
-        "ix_forecast_runs_model_version_id", "forecast_runs", ["model_version_id"]
-    )
+    op.create_index("ix_forecast_runs_model_version_id", "forecast_runs", ["model_version_id"])
 
     op.create_table(
         "forecasts",
@@ -173,8 +179,10 @@ def upgrade() -> None:
             for name in ("value", "lower_80", "upper_80", "lower_95", "upper_95", "naive")
         ),
         sa.ForeignKeyConstraint(
-            ["run_id"], ["forecast_runs.id"],
-            name=op.f("fk_forecasts_run_id_forecast_runs"), ondelete="CASCADE",
+            ["run_id"],
+            ["forecast_runs.id"],
+            name=op.f("fk_forecasts_run_id_forecast_runs"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("run_id", "horizon", name=op.f("pk_forecasts")),
     )
@@ -198,22 +206,38 @@ def upgrade() -> None:
         *(
             _metric(name)
             for name in (
-                "rmse", "mae", "mape", "smape", "mase", "direction",
-                "coverage_80", "width_80", "coverage_95", "width_95", "naive_rmse", "skill",
+                "rmse",
+                "mae",
+                "mape",
+                "smape",
+                "mase",
+                "direction",
+                "coverage_80",
+                "width_80",
+                "coverage_95",
+                "width_95",
+                "naive_rmse",
+                "skill",
             )
         ),
         sa.Column("scored_at", _utc(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["series"], ["series.key"],
-            name=op.f("fk_forecast_metrics_series_series"), ondelete="CASCADE",
+            ["series"],
+            ["series.key"],
+            name=op.f("fk_forecast_metrics_series_series"),
+            ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["model_version_id"], ["model_versions.id"],
-            name=op.f("fk_forecast_metrics_model_version_id_model_versions"), ondelete="CASCADE",
+            ["model_version_id"],
+            ["model_versions.id"],
+            name=op.f("fk_forecast_metrics_model_version_id_model_versions"),
+            ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["run_id"], ["forecast_runs.id"],
-            name=op.f("fk_forecast_metrics_run_id_forecast_runs"), ondelete="CASCADE",
+            ["run_id"],
+            ["forecast_runs.id"],
+            name=op.f("fk_forecast_metrics_run_id_forecast_runs"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_forecast_metrics")),
         sa.UniqueConstraint("run_id", "horizon", name=op.f("uq_forecast_metrics_run_id")),

@@ -79,9 +79,7 @@ def upgrade() -> None:
         sa.Column("new_is_final", sa.Boolean(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_candle_revisions")),
     )
-    op.create_index(
-        "ix_candle_revisions_series_id_time", "candle_revisions", ["series_id", "time"]
-    )
+    op.create_index("ix_candle_revisions_series_id_time", "candle_revisions", ["series_id", "time"])
 
     op.create_table(
         "series_locks",

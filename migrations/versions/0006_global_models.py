@@ -43,13 +43,16 @@ def upgrade() -> None:
         sa.Column("series", sa.String(length=100), nullable=False),
         sa.Column("trained", sa.Boolean(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["model_version_id"], ["model_versions.id"],
+            ["model_version_id"],
+            ["model_versions.id"],
             name=op.f("fk_model_version_series_model_version_id_model_versions"),
             ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["series"], ["series.key"],
-            name=op.f("fk_model_version_series_series_series"), ondelete="CASCADE",
+            ["series"],
+            ["series.key"],
+            name=op.f("fk_model_version_series_series_series"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("model_version_id", "series", name=op.f("pk_model_version_series")),
     )

@@ -26,8 +26,20 @@ DOC = Path(__file__).parents[2] / "docs" / "sql.md"
 QUERIES = re.findall(r"```sql\n(.*?)```", DOC.read_text(), flags=re.S)
 KEY = SeriesKey.parse("Bitstamp_BTCUSD_d")
 CANDLES = make_candles(KEY, 50, start="2025-08-10")  # up to 2025-09-28
-METRICS = ("rmse", "mae", "mape", "smape", "mase", "direction", "coverage_80", "width_80",
-           "coverage_95", "width_95", "naive_rmse", "skill")
+METRICS = (
+    "rmse",
+    "mae",
+    "mape",
+    "smape",
+    "mase",
+    "direction",
+    "coverage_80",
+    "width_80",
+    "coverage_95",
+    "width_95",
+    "naive_rmse",
+    "skill",
+)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -67,30 +79,58 @@ def _filled(url: str):
     finish_run(engine, rejecting, status="success", rejected_rows=1)
     closes = CANDLES["close"]
     for first_day, last_day in ((20, 34), (35, 46)):
-        version = register_version(engine, NewVersion(
-            series=KEY.key, kind="retrain", parent_id=None, config={"horizon": 3},
-            train_first=CANDLES.index[0].to_pydatetime(),
-            train_last=CANDLES.index[first_day].to_pydatetime(), n_windows=10,
-            validation_metrics={"rmse": 1.0}, artifact=b"model", device="CPU", train_seconds=1.0,
-        ))
+        version = register_version(
+            engine,
+            NewVersion(
+                series=KEY.key,
+                kind="retrain",
+                parent_id=None,
+                config={"horizon": 3},
+                train_first=CANDLES.index[0].to_pydatetime(),
+                train_last=CANDLES.index[first_day].to_pydatetime(),
+                n_windows=10,
+                validation_metrics={"rmse": 1.0},
+                artifact=b"model",
+                device="CPU",
+                train_seconds=1.0,
+            ),
+        )
         for day in range(first_day, last_day + 1):
             as_of = CANDLES.index[day]
             h = np.arange(1, 4)
             value = closes.iloc[day] * (1 + 0.01 * h)
-            frame = pd.DataFrame({
-                "as_of": as_of, "target_time": as_of + pd.to_timedelta(h, unit="D"),
-                "horizon": h, "value": value, "lower_80": value * 0.97, "upper_80": value * 1.03,
-                "lower_95": value * 0.95, "upper_95": value * 1.05, "naive": closes.iloc[day],
-            })
-            weights = pd.DataFrame({  # the served forecast's weights (schema 0005)
-                "horizon": np.repeat(h, 3), "expert": ["lstm", "naive", "drift"] * 3,
-                "weight": [0.2, 0.7, 0.1] * 3, "rounds": day - first_day, "from_prior": False,
-            })
+            frame = pd.DataFrame(
+                {
+                    "as_of": as_of,
+                    "target_time": as_of + pd.to_timedelta(h, unit="D"),
+                    "horizon": h,
+                    "value": value,
+                    "lower_80": value * 0.97,
+                    "upper_80": value * 1.03,
+                    "lower_95": value * 0.95,
+                    "upper_95": value * 1.05,
+                    "naive": closes.iloc[day],
+                }
+            )
+            weights = pd.DataFrame(
+                {  # the served forecast's weights (schema 0005)
+                    "horizon": np.repeat(h, 3),
+                    "expert": ["lstm", "naive", "drift"] * 3,
+                    "weight": [0.2, 0.7, 0.1] * 3,
+                    "rounds": day - first_day,
+                    "from_prior": False,
+                }
+            )
             run = write_forecast_run(engine, KEY.key, version.id, frame, weights=weights).run
-            scores = pd.DataFrame({name: [0.5] for name in METRICS} | {
-                "n": [3], "first_target": [frame["target_time"].min()],
-                "last_target": [frame["target_time"].max()],
-            }, index=pd.Index([0], name="horizon"))
+            scores = pd.DataFrame(
+                {name: [0.5] for name in METRICS}
+                | {
+                    "n": [3],
+                    "first_target": [frame["target_time"].min()],
+                    "last_target": [frame["target_time"].max()],
+                },
+                index=pd.Index([0], name="horizon"),
+            )
             write_run_metrics(engine, run, scores)
         write_version_metrics(engine, KEY.key, version.id, scores, n_runs=last_day - first_day)
     assert len(runs(engine, KEY.key)) == 27

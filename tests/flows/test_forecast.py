@@ -63,5 +63,8 @@ def test_a_forecast_handed_a_version_uses_it_not_a_newer_one(service):
     assert outcome.model_version_id == handed.id != newer.id
     assert forecast_flow(SERIES).model_version_id == newer.id  # a run on its own: the newest
     early = candles_until(60).index[-1].to_pydatetime()
-    with pytest.raises(ValueError, match=f"model version {newer.id} of {SERIES}, trained up to .*: it cannot forecast"):
+    with pytest.raises(
+        ValueError,
+        match=f"model version {newer.id} of {SERIES}, trained up to .*: it cannot forecast",
+    ):
         forecast_flow(SERIES, as_of=early, version_id=newer.id)

@@ -43,9 +43,7 @@ def service(service_database, monkeypatch, prefect_harness):
     return start_service(monkeypatch)
 
 
-def test_train_registers_a_version_then_auto_fine_tunes_keeps_and_retrains(
-    service, monkeypatch
-):
+def test_train_registers_a_version_then_auto_fine_tunes_keeps_and_retrains(service, monkeypatch):
     monkeypatch.setenv("CDDF_RETRAIN_AFTER_DAYS", "3")
     first = train_flow(SERIES)
     assert (first.action, first.reason) == ("retrain", "there is no model yet")
@@ -77,9 +75,7 @@ def test_train_registers_a_version_then_auto_fine_tunes_keeps_and_retrains(
 
 
 @SQLITE_ONLY
-def test_changing_a_series_settings_retrains_it_and_counts_age_in_its_candles(
-    service, monkeypatch
-):
+def test_changing_a_series_settings_retrains_it_and_counts_age_in_its_candles(service, monkeypatch):
     monkeypatch.setenv("CDDF_SERIES", SERIES)
     monkeypatch.setenv("CDDF_SERIES_SETTINGS", f'{{"{SERIES}": {{"retrain_after": 2}}}}')
     first = train_flow(SERIES).version
@@ -247,9 +243,6 @@ def _child_environment() -> dict[str, str]:
         "CDDF_FORECASTER": '{"units": 8, "window": 7, "horizon": 3, "max_epochs": 100000, '
         '"patience": 100000, "batch_size": 8}',
     }
-
-
-
 
 
 def test_training_progress_restores_the_level_after_trainings_that_overlap():

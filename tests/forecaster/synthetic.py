@@ -8,8 +8,15 @@ import pandas as pd
 from forecaster import ForecasterConfig
 
 TINY = ForecasterConfig(
-    window=7, horizon=3, units=8, batch_size=16, max_epochs=12, patience=12,
-    learning_rate=1e-2, finetune_windows=32, seed=1,
+    window=7,
+    horizon=3,
+    units=8,
+    batch_size=16,
+    max_epochs=12,
+    patience=12,
+    learning_rate=1e-2,
+    finetune_windows=32,
+    seed=1,
 )
 
 

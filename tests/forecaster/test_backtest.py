@@ -21,7 +21,10 @@ from tests.forecaster.synthetic import TINY, random_walk, sine_candles
 def test_naive_walk_forward_scores_zero_skill():
     series = random_walk(200)
     result = walk_forward(
-        series, lambda: NaiveForecaster(horizon=2), series.index[100], series.index[150],
+        series,
+        lambda: NaiveForecaster(horizon=2),
+        series.index[100],
+        series.index[150],
         BacktestPolicy(retrain_every=10, finetune_epochs=0),
     )
     assert len(result.forecasts) == 51 * 2

@@ -9,8 +9,16 @@ import pytest
 from forecaster import DriftForecaster, NaiveForecaster, SeasonalNaiveForecaster
 from tests.forecaster.synthetic import random_walk
 
-COLUMNS = ["as_of", "target_time", "horizon", "value", "lower_80", "upper_80", "lower_95",
-           "upper_95"]
+COLUMNS = [
+    "as_of",
+    "target_time",
+    "horizon",
+    "value",
+    "lower_80",
+    "upper_80",
+    "lower_95",
+    "upper_95",
+]
 
 
 def test_naive_repeats_the_close_at_as_of():

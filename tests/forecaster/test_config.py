@@ -32,10 +32,19 @@ def test_config_is_frozen():
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("window", 0), ("horizon", -1), ("units", 2.5), ("batch_size", True),
-        ("learning_rate", 0), ("dropout", 1.0), ("validation_fraction", 1.0),
-        ("target", "price"), ("features", ("range",)), ("features", ("close", "close")),
-        ("interval_levels", (0.8, 1.2)), ("patience", -1), ("mixed_precision", "yes"),
+        ("window", 0),
+        ("horizon", -1),
+        ("units", 2.5),
+        ("batch_size", True),
+        ("learning_rate", 0),
+        ("dropout", 1.0),
+        ("validation_fraction", 1.0),
+        ("target", "price"),
+        ("features", ("range",)),
+        ("features", ("close", "close")),
+        ("interval_levels", (0.8, 1.2)),
+        ("patience", -1),
+        ("mixed_precision", "yes"),
     ],
 )
 def test_bad_values_name_the_field(field, value):
