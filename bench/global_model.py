@@ -83,11 +83,7 @@ def main() -> None:
     args = parser.parse_args()
     frames = daily_series()
     if args.combine:
-        saved = [pickle.loads(path.read_bytes()) for path in args.combine]
-        for header, _, _ in saved:
-            print(header)
-        rows = pd.concat([forecasts for _, forecasts, _ in saved], ignore_index=True)
-        report(rows, frames, {side: t for _, _, timing in saved for side, t in timing.items()})
+        combine(args.combine, frames)
         return
     config = ForecasterConfig.from_dict(ForecasterConfig().to_dict() | json.loads(args.config))
     # every series has this day and the horizon after it: every forecast is scored
@@ -162,6 +158,21 @@ def main() -> None:
     report(forecasts, frames, seconds)
 
 
+def combine(paths: list[Path], frames: dict[str, pd.DataFrame]) -> None:
+    """Report saved sides together; a side saved twice (two caps) is named by its file."""
+    saved = [pickle.loads(path.read_bytes()) for path in paths]
+    sides = [side for _, _, seconds in saved for side in seconds]
+    rows, timings = [], {}
+    for path, (header, forecasts, seconds) in zip(paths, saved, strict=True):
+        print(header)
+        names = {
+            side: side if sides.count(side) == 1 else f"{side}:{path.stem}" for side in seconds
+        }
+        rows.append(forecasts.assign(side=forecasts["side"].map(names)))
+        timings |= {names[side]: timing for side, timing in seconds.items()}
+    report(pd.concat(rows, ignore_index=True), frames, timings)
+
+
 def retrain_cost(
     seen: dict[str, pd.DataFrame],
     config: ForecasterConfig,
@@ -219,14 +230,17 @@ def report(forecasts: pd.DataFrame, frames: dict[str, pd.DataFrame], seconds: di
         is80=100 * interval_score(rel["lower_80"], rel["upper_80"], rel["actual"], level=0.8),
         is95=100 * interval_score(rel["lower_95"], rel["upper_95"], rel["actual"], level=0.95),
     )
-    print(f"\n{'series':24} {'side':6} {'n':>6} {'rmse/naive':>10} {'IS80 %':>8} {'IS95 %':>8}")
+    width = max(6, *map(len, forecasts["side"].unique()))
+    print(
+        f"\n{'series':24} {'side':{width}} {'n':>6} {'rmse/naive':>10} {'IS80 %':>8} {'IS95 %':>8}"
+    )
     for (key, side), group in [
         *scored.groupby(["series", "side"]),
         *(((" pooled", s), g) for s, g in scored.groupby("side")),
     ]:
         ratio = np.sqrt(group["err"].mean() / group["naive_err"].mean())
         print(
-            f"{key:24} {side:6} {len(group):6d} {ratio:10.4f} {group['is80'].mean():8.3f} "
+            f"{key:24} {side:{width}} {len(group):6d} {ratio:10.4f} {group['is80'].mean():8.3f} "
             f"{group['is95'].mean():8.3f}"
         )
     print()
@@ -234,7 +248,7 @@ def report(forecasts: pd.DataFrame, frames: dict[str, pd.DataFrame], seconds: di
         retrain = [s for r, s in timings if r]
         tune = [s for r, s in timings if not r]
         print(
-            f"{side:6} training: retrain day {np.mean(retrain) if retrain else 0:.1f} s "
+            f"{side} training: retrain day {np.mean(retrain) if retrain else 0:.1f} s "
             f"(n={len(retrain)}), fine-tune day {np.mean(tune) if tune else 0:.2f} s "
             f"(n={len(tune)})"
         )
