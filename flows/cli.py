@@ -32,6 +32,11 @@ if TYPE_CHECKING:
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 # training progress (the ``forecaster`` logger) in the flow run logs
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "forecaster")
+# The ephemeral server's telemetry heartbeat writes its first session into a fresh Prefect
+# database; when the run ends within seconds (a source that cannot be reached), the server
+# stops under it and prints "database is locked" after our error. It has nowhere to send to
+# on an offline machine either. An explicit setting wins; a server of your own is unaffected.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 app = typer.Typer(
     name="cdd-forecast",

@@ -218,6 +218,36 @@ def test_cli_run_names_an_unreachable_host_and_shows_source(service, monkeypatch
     assert count(service, ModelVersion) == 0
 
 
+def test_a_first_run_on_a_fresh_machine_that_cannot_download_prints_only_its_error(tmp_path):
+    """A new Prefect home, the ephemeral API, an unreachable source: our error, no traceback.
+
+    The ephemeral server's telemetry once wrote its first session as the server stopped and
+    printed "database is locked" after the error (flows/cli.py turns it off).
+    """
+    with socket.socket() as unused:  # a port that nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "CDDF_"))}
+    env |= {
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "CDDF_DATABASE_URL": f"sqlite:///{tmp_path / 'cddf.sqlite'}",
+        "CDDF_CDD_BASE_URL": f"http://127.0.0.1:{port}/cdd/",
+        "CDDF_HTTP_RETRIES": "0",
+    }
+    ran = subprocess.run(
+        [str(Path(sys.executable).with_name("cdd-forecast")), "run"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = ran.stdout + ran.stderr
+    assert ran.returncode == 1, output
+    assert "cannot reach 127.0.0.1" in output and "--source" in output
+    assert "Traceback" not in output and "database is locked" not in output, output
+
+
 @SQLITE_ONLY
 def test_training_runs_in_the_train_deployment_when_one_is_configured(service, cdd, monkeypatch):
     """A served ``train`` deployment (as a gpu worker would run it) trains; daily waits."""
