@@ -183,7 +183,7 @@ def backfill_segment(
         retrain_every=plan.retrain_every,
         finetune_epochs=FINETUNE_EPOCHS,
         train_candles=config.train_candles,  # a retrain fits on what the daily one would
-        group_train_candles=config.group_train_candles if plan.group is not None else None,
+        group_train_candles=config.group_train_candles,  # applies to a group's candles only
     )
     # nothing after the segment's last as_of, of any series
     candles = plan.candles.loc[:last] if plan.group is None else up_to(plan.members, last)
