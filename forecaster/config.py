@@ -28,6 +28,10 @@ class ForecasterConfig:
     - ``ensemble``: independently initialised LSTM members trained side by side whose
       forecasts are averaged.
     - ``finetune_windows``: how many of the newest windows `update` trains on.
+    - ``series_embedding``: for a global model (`LSTMForecaster.fit` on several series), the
+      dimensions of a learned per-series vector fed beside each step's features; 0 (the
+      default, chosen on data before the test years: docs/benchmarks.md) is none. A
+      single-series fit ignores it.
     """
 
     window: int = 7
@@ -47,6 +51,7 @@ class ForecasterConfig:
     finetune_learning_rate: float = 1e-4
     finetune_windows: int = 64
     ensemble: int = 1
+    series_embedding: int = 0
     mixed_precision: bool = False
     seed: int = 0
 
@@ -76,6 +81,12 @@ class ForecasterConfig:
             self.patience,
         )
         _check("seed", _is_int(self.seed), "an integer", self.seed)
+        _check(
+            "series_embedding",
+            _is_int(self.series_embedding) and self.series_embedding >= 0,
+            "an integer >= 0 (0: no embedding)",
+            self.series_embedding,
+        )
         for name in ("learning_rate", "clipnorm", "finetune_learning_rate"):
             value = getattr(self, name)
             _check(name, _is_number(value) and value > 0, "a positive number", value)

@@ -54,6 +54,9 @@ from forecaster.windowing import (
 logger = logging.getLogger("forecaster")
 KIND = "LSTMForecaster"
 Candles = pd.DataFrame | pd.Series
+# With a series embedding, this share of a global fit's training windows is shown as slot 0,
+# "a series not trained on": the slot a new series of the group forecasts with.
+UNKNOWN_SLOT_SHARE = 0.125
 
 
 class LSTMForecaster:
@@ -95,9 +98,12 @@ class LSTMForecaster:
         of one timeframe for one global model (see `forecaster.pooled`): ``series_`` are the
         series trained on, ``skipped_series_`` those with too little history (and why),
         ``calibration_`` says per series whether its intervals are its own or pooled.
+        With ``config.series_embedding``, a global model also learns a vector per series
+        (a series it was not trained on forecasts with the slot of "any series").
         """
         cfg = self.config
-        if isinstance(candles, Mapping):
+        grouped = isinstance(candles, Mapping)
+        if grouped:
             frames = self._frames(candles, same_period=False)
             period = common_period(frames)
             parts, skipped = group_blocks(frames, cfg, period)
@@ -120,9 +126,15 @@ class LSTMForecaster:
             transform.inputs(validation[:, : cfg.window]),
             transform.targets(validation, cfg.window),
         )
+        n_slots = len(parts) if grouped and cfg.series_embedding else 0
+        if n_slots:
+            slots = _slots([len(part.train) for part in parts])
+            unknown = np.random.default_rng(cfg.seed).random(len(slots)) < UNKNOWN_SLOT_SHARE
+            x_train = _with_slots(x_train, np.where(unknown, 0, slots))
+            x_val = _with_slots(x_val, _slots([len(part.validation) for part in parts]))
 
         keras.utils.set_random_seed(cfg.seed)  # the order fit shuffles the windows in
-        network = build_network(cfg, train.shape[2])
+        network = build_network(cfg, train.shape[2], n_slots)
         stopper = keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=cfg.patience, restore_best_weights=True
         )
@@ -147,7 +159,7 @@ class LSTMForecaster:
         self.device_ = device()
         self.history_ = {k: [float(x) for x in v] for k, v in history.history.items()}
         self.epochs_trained_ = len(self.history_["loss"])
-        self._calibrate(parts, validation, y_val, stopper, grouped=isinstance(candles, Mapping))
+        self._calibrate(parts, validation, x_val, y_val, stopper, grouped=grouped)
         self.skipped_series_ = skipped
         logger.info(
             "fitted on %d windows (%s .. %s) in %.1fs on %s, %d epochs, validation %s",
@@ -182,6 +194,7 @@ class LSTMForecaster:
         self,
         parts: list[SeriesBlocks],
         validation: np.ndarray,
+        x_val: np.ndarray | list[np.ndarray],
         y_val: np.ndarray,
         stopper: keras.callbacks.EarlyStopping,
         grouped: bool,
@@ -189,7 +202,7 @@ class LSTMForecaster:
         """Pooled shrinkage and intervals; a group's series also get their own where they can."""
         cfg, transform = self.config, self.transform_
         windows = validation[:, : cfg.window]  # (n_val, window, feature)
-        raw = forecast(self.network_, transform.inputs(windows))  # (n_val, horizon)
+        raw = forecast(self.network_, x_val)  # (n_val, horizon)
         anchor, spread = transform.anchor(windows), transform.spread(windows)
         pooled = calibrate(raw, y_val, anchor, spread, cfg.interval_levels)
         self.shrinkage_, self.quantiles_ = pooled.shrinkage, pooled.quantiles
@@ -255,6 +268,7 @@ class LSTMForecaster:
                     f"fine-tune on ({', '.join(frames)})"
                 )
             blocks = np.concatenate(list(recent.values()))  # (n, window + horizon, feature)
+            slots = np.concatenate([np.full(len(b), self._slot(key)) for key, b in recent.items()])
             newest = max(frames[key].index[-1] for key in recent)
             self.update_series_ = tuple(recent)
         else:
@@ -266,11 +280,12 @@ class LSTMForecaster:
                     f"no {length} consecutive candles (window + horizon) to fine-tune on"
                     f"{_holes_note(frame.index, self.period_)}"
                 )
+            slots = np.zeros(len(blocks))
             newest = frame.index[-1]
         if epochs == 0:
             return self
         self.update_windows_ = len(blocks)
-        x = self.transform_.inputs(blocks[:, : cfg.window])
+        x = self._inputs(blocks[:, : cfg.window], slots)
         y = member_targets(self.transform_.targets(blocks, cfg.window), cfg.ensemble)
         set_learning_rate(self.network_, learning_rate or cfg.finetune_learning_rate)
         losses = self.history_.setdefault("finetune_loss", [])
@@ -319,7 +334,9 @@ class LSTMForecaster:
             feature_matrix(recent, cfg.features, cfg.target), cfg.window
         )  # (1, window, feature)
         calibration = self.calibration_for(series)
-        scaled = self._calibrated(windows, calibration.shrinkage)  # (1, horizon)
+        scaled = self._calibrated(
+            windows, calibration.shrinkage, np.array([self._slot(series)])
+        )  # (1, horizon)
         spread = self.transform_.spread(windows)[:, None]
         as_of_time = frame.index[-1]
         horizons = np.arange(1, cfg.horizon + 1)
@@ -369,11 +386,18 @@ class LSTMForecaster:
                 ) from error
         cfg = model.config
         expected = (None, cfg.window, len(cfg.features))
-        if tuple(model.network_.input_shape) != expected:
+        shape = tuple(model.network_.inputs[0].shape)
+        if shape != expected:
             raise artifact.ArtifactError(
-                f"{source}: network input {model.network_.input_shape} does not match the "
-                f"config's {expected}"
+                f"{source}: network input {shape} does not match the config's {expected}"
             )
+        if model.embedded_:
+            rows = model.network_.get_layer("series_embedding").input_dim
+            if rows != len(model.series_) + 1:
+                raise artifact.ArtifactError(
+                    f"{source}: the series embedding has {rows} rows but the metadata names "
+                    f"{len(model.series_)} series (one row each, and one for any other series)"
+                )
         return model
 
     def save(self, path: str | Path) -> Path:
@@ -414,20 +438,44 @@ class LSTMForecaster:
             )
         return frame
 
+    @property
+    def embedded_(self) -> bool:
+        """Whether the network learned a vector per series (a second input: the slot)."""
+        return len(self.network_.inputs) > 1
+
+    def _slot(self, series: str | None) -> int:
+        """``series``' row in the embedding: 1 + its place in ``series_``, 0 when unknown."""
+        return self.series_.index(series) + 1 if series in self.series_ else 0
+
+    def _inputs(self, windows: np.ndarray, slots: np.ndarray) -> np.ndarray | list[np.ndarray]:
+        """Network inputs for raw windows: ``[(n, window, feature), (n, 1)]`` when embedded."""
+        x = self.transform_.inputs(windows)
+        return _with_slots(x, slots) if self.embedded_ else x
+
     def calibration_for(self, series: str | None) -> SeriesCalibration:
         """The shrinkage and intervals ``series`` forecasts with: its own, or the pooled ones."""
         own = getattr(self, "series_calibration_", {}).get(series) if series else None
         return own or SeriesCalibration(self.shrinkage_, self.quantiles_)
 
-    def _calibrated(self, windows: np.ndarray, factor: np.ndarray | None = None) -> np.ndarray:
-        """Scaled forecasts ``(n, horizon)``: the network's, shrunk toward naive."""
-        raw = forecast(self.network_, self.transform_.inputs(windows))
+    def _calibrated(self, windows: np.ndarray, factor: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        """Scaled forecasts ``(n, horizon)``: the network's, shrunk toward naive by ``factor``."""
+        raw = forecast(self.network_, self._inputs(windows, slots))
         anchor = self.transform_.anchor(windows)
-        return anchor + (self.shrinkage_ if factor is None else factor) * (raw - anchor)
+        return anchor + factor * (raw - anchor)
 
     def _check_fitted(self) -> None:
         if not self.is_fitted:
             raise RuntimeError("this LSTMForecaster is not fitted yet; call fit(candles) first")
+
+
+def _slots(counts: list[int]) -> np.ndarray:
+    """Slot 1 for the first series' ``counts[0]`` windows, 2 for the next series', ..."""
+    return np.repeat(np.arange(1, len(counts) + 1), counts)
+
+
+def _with_slots(x: np.ndarray, slots: np.ndarray) -> list[np.ndarray]:
+    """The two inputs of an embedded network: windows and each window's series slot ``(n, 1)``."""
+    return [x, np.asarray(slots, dtype="int32")[:, None]]
 
 
 def _holes_note(index: pd.DatetimeIndex, period: pd.Timedelta | None) -> str:

@@ -1,6 +1,7 @@
 """The Keras 3 network: ``ensemble`` independent LSTM stacks side by side in one model.
 
-Input ``(batch, window, feature)``; output ``(batch, ensemble, horizon)``, one forecast per
+Input ``(batch, window, feature)`` (and, for a global model with ``series_embedding``, each
+window's series slot ``(batch, 1)``); output ``(batch, ensemble, horizon)``, one forecast per
 member, trained against the same targets (the loss is the mean of the members' MSE, so
 the members learn independently); the forecast is their mean. The LSTM layers keep the
 defaults that let TensorFlow take the cuDNN kernel on a GPU.
@@ -29,8 +30,12 @@ def device() -> str:
     return "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
 
 
-def build_network(config: ForecasterConfig, n_features: int) -> keras.Model:
+def build_network(config: ForecasterConfig, n_features: int, n_series: int = 0) -> keras.Model:
     """A compiled network for ``config``, its initial weights drawn from ``config.seed``.
+
+    ``n_series`` > 0 with ``config.series_embedding`` > 0: a second input, each window's
+    series slot (1..n_series; 0 is "a series not trained on"), looked up in a learned
+    embedding of that many dimensions and fed to every LSTM beside each step's features.
 
     Every initializer and dropout layer gets its own seed from a private stream: left
     unseeded, Keras draws them from Python's global ``random``, which any other thread of
@@ -44,9 +49,22 @@ def build_network(config: ForecasterConfig, n_features: int) -> keras.Model:
         return seeds.randrange(2**31)
 
     inputs = keras.Input(shape=(config.window, n_features), name="windows")
+    steps, model_inputs = inputs, inputs
+    if config.series_embedding and n_series:
+        slots = keras.Input(shape=(1,), dtype="int32", name="series")
+        embedded = keras.layers.Embedding(
+            n_series + 1,
+            config.series_embedding,
+            embeddings_initializer=keras.initializers.RandomUniform(-0.05, 0.05, seed()),
+            name="series_embedding",
+        )(slots)  # (batch, 1, dim)
+        repeated = keras.layers.Reshape((config.series_embedding,))(embedded)
+        repeated = keras.layers.RepeatVector(config.window)(repeated)  # (batch, window, dim)
+        steps = keras.layers.Concatenate(axis=-1, name="steps")([inputs, repeated])
+        model_inputs = [inputs, slots]
     members = []
     for member in range(config.ensemble):
-        x = inputs
+        x = steps
         for layer in range(config.layers):
             x = keras.layers.LSTM(
                 config.units,
@@ -73,7 +91,7 @@ def build_network(config: ForecasterConfig, n_features: int) -> keras.Model:
         if len(members) == 1
         else keras.layers.Concatenate(axis=1, name="members")(members)
     )  # (batch, ensemble, horizon)
-    network = keras.Model(inputs, outputs, name="lstm_forecaster")
+    network = keras.Model(model_inputs, outputs, name="lstm_forecaster")
     optimizer: keras.optimizers.Optimizer = keras.optimizers.Adam(
         learning_rate=config.learning_rate, global_clipnorm=config.clipnorm
     )
@@ -88,15 +106,18 @@ def member_targets(targets: np.ndarray, ensemble: int) -> np.ndarray:
     return np.repeat(targets[:, None, :], ensemble, axis=1)
 
 
-def forecast(network: keras.Model, inputs: np.ndarray) -> np.ndarray:
-    """The members' mean forecast ``(n, horizon)`` for inputs ``(n, window, feature)``."""
+def forecast(network: keras.Model, inputs: np.ndarray | list[np.ndarray]) -> np.ndarray:
+    """The members' mean forecast ``(n, horizon)`` for inputs ``(n, window, feature)``.
+
+    A network with a series embedding takes ``[windows, slots]``.
+    """
     outputs = network.predict_on_batch(inputs)  # (n, ensemble, horizon); a compiled step
     return np.asarray(outputs, dtype="float64").mean(axis=1)
 
 
 def fine_tune(
     network: keras.Model,
-    x: np.ndarray,
+    x: np.ndarray | list[np.ndarray],
     y: np.ndarray,
     epochs: int,
     batch_size: int,
@@ -108,15 +129,19 @@ def fine_tune(
     milliseconds where ``fit`` would spend most of its time setting up.
     """
     order_rng = np.random.default_rng(seed)
+    parts = x if isinstance(x, list) else [x]
     losses = []
     for epoch in range(epochs):
         started = time.perf_counter()
-        order = order_rng.permutation(len(x))
+        order = order_rng.permutation(len(y))
         total = 0.0
-        for first in range(0, len(x), batch_size):
+        for first in range(0, len(y), batch_size):
             batch = order[first : first + batch_size]
-            total += float(network.train_on_batch(x[batch], y[batch])) * len(batch)
-        losses.append(total / len(x))
+            inputs = [part[batch] for part in parts]
+            total += float(
+                network.train_on_batch(inputs if isinstance(x, list) else inputs[0], y[batch])
+            ) * len(batch)
+        losses.append(total / len(y))
         logger.info(
             "update epoch %d/%d loss %.4f (%.2fs)",
             epoch + 1,

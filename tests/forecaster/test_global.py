@@ -167,3 +167,59 @@ def test_the_single_series_api_records_no_series(candles):
     model = LSTMForecaster(ForecasterConfig(**{**GLOBAL.to_dict()})).fit(candles)
     assert model.series_ == () and model.calibration_ == {}
     assert LSTMForecaster.from_bytes(model.to_bytes()).series_ == ()
+
+
+@pytest.fixture(scope="module")
+def embedded(group):
+    from forecaster import LSTMForecaster
+
+    return LSTMForecaster(dataclasses.replace(GLOBAL, series_embedding=3)).fit(group)
+
+
+def test_a_series_embedding_gives_each_trained_series_its_own_forecast(embedded, group):
+    btc = group["Bitstamp_BTCUSD_d"]
+    assert embedded.embedded_
+    rows = embedded.network_.get_layer("series_embedding").get_weights()[0]
+    assert rows.shape == (len(embedded.series_) + 1, 3)  # one row per series, one for any other
+    own = embedded.predict(btc, series="Bitstamp_BTCUSD_d")["value"]
+    as_ada = embedded.predict(btc, series="Binance_ADAUSDT_d")["value"]
+    unknown = embedded.predict(btc, series="Kraken_NEWUSD_d")["value"]
+    assert not np.allclose(own, as_ada) and not np.allclose(own, unknown)
+    assert (own > 0).all() and np.isfinite(unknown).all()
+
+
+def test_an_embedded_model_saves_loads_and_fine_tunes_a_newcomer(embedded, group):
+    from forecaster import LSTMForecaster
+    from forecaster.artifact import ArtifactError
+
+    loaded = LSTMForecaster.from_bytes(embedded.to_bytes())
+    assert loaded.embedded_ and loaded.series_ == embedded.series_
+    for key in (*embedded.series_, "Kraken_NEWUSD_d"):
+        pd.testing.assert_frame_equal(
+            loaded.predict(group[key], series=key), embedded.predict(group[key], series=key)
+        )
+    newcomer = scaled(sine_candles(60, seed=7, start="2021-03-01"), 3.0)
+    before = embedded.network_.get_layer("series_embedding").get_weights()[0]
+    loaded.update({**group, "Coinbase_ETHUSD_d": newcomer}, epochs=1)
+    after = loaded.network_.get_layer("series_embedding").get_weights()[0]
+    assert not np.allclose(before, after)  # the slots of the series it fine-tuned on moved
+    assert np.isfinite(loaded.predict(newcomer, series="Coinbase_ETHUSD_d")["value"]).all()
+
+    loaded.series_ = loaded.series_[:-1]  # metadata naming fewer series than the embedding's rows
+    with pytest.raises(ArtifactError, match="series embedding has 4 rows .* names 2 series"):
+        LSTMForecaster.from_bytes(loaded.to_bytes())
+
+
+def test_a_single_series_fit_ignores_the_embedding(candles):
+    from forecaster import LSTMForecaster
+
+    config = dataclasses.replace(GLOBAL, series_embedding=3)
+    model = LSTMForecaster(config).fit(candles)
+    plain = LSTMForecaster(GLOBAL).fit(candles)
+    assert not model.embedded_
+    pd.testing.assert_frame_equal(model.predict(candles), plain.predict(candles))
+
+
+def test_a_negative_embedding_is_refused_naming_the_setting():
+    with pytest.raises(ValueError, match="series_embedding must be an integer >= 0"):
+        ForecasterConfig(series_embedding=-1)
