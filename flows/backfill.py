@@ -79,6 +79,7 @@ from flows.tasks import load_model, register, store_forecasts
 from forecaster import ArtifactError
 from forecaster.backtest import BacktestPolicy, up_to, walk_forward_steps
 from settings import SeriesConfig, get_settings
+from settings.series import with_new_defaults
 
 FINETUNE_EPOCHS = 5  # as the daily flow's fine-tune (LSTMForecaster.update's default)
 __all__ = ["BackfillError", "BackfillPlan", "BackfillSummary", "backfill_flow", "minimum_history"]
@@ -170,7 +171,8 @@ def backfill_segment(
     parent: VersionInfo | None = None
     if not segment.block_start:
         parent = version_before(series, plan.group, plan.previous(first))
-        if parent is not None and parent.config != stored_config(config, plan.group):
+        stored = None if parent is None else with_new_defaults(parent.config)
+        if stored is not None and stored != stored_config(config, plan.group):
             parent = None  # trained with another config: start afresh
     model = None
     if parent is not None:

@@ -13,6 +13,7 @@ import pandas as pd
 
 from db.registry import VersionInfo
 from settings import SeriesConfig, get_settings
+from settings.series import with_new_defaults
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ def auto_plan(
 ) -> TrainPlan:
     """The auto policy, given a loadable latest version (see the module docstring)."""
     settings = get_settings()
-    if latest.config != config.version_config():
+    if with_new_defaults(latest.config) != config.version_config():
         return TrainPlan("retrain", f"the series' settings changed since version {latest.id}")
     if latest.train_last >= data_end:
         return TrainPlan("keep", f"no final candle after {latest.train_last:%Y-%m-%d %H:%M}")

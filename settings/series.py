@@ -145,6 +145,15 @@ class SeriesConfig:
         return self.forecaster.to_dict() | extra
 
 
+def with_new_defaults(stored: dict[str, Any]) -> dict[str, Any]:
+    """A model version's stored config, each `ForecasterConfig` field added since at its default.
+
+    Compared with `SeriesConfig.version_config`: an upgrade that adds a field (at a default
+    that changes nothing) must not read as "the settings changed" and retrain every series.
+    """
+    return ForecasterConfig().to_dict() | dict(stored)
+
+
 def timeframe_of(series: str) -> str:
     """The timeframe part of a series key (``Bitstamp_BTCUSD_1h`` → ``1h``)."""
     return series.rsplit("_", 1)[-1]

@@ -108,6 +108,26 @@ def test_changing_a_series_settings_retrains_it_and_counts_age_in_its_candles(se
 
 
 @SQLITE_ONLY
+def test_a_version_stored_before_a_config_field_existed_is_fine_tuned_not_retrained(
+    service, monkeypatch
+):
+    """An upgrade that adds a ForecasterConfig field at its default retrains nothing."""
+    first = train_flow(SERIES).version
+    older = {key: value for key, value in first.config.items() if key != "series_embedding"}
+    with Session(service) as session, session.begin():
+        session.execute(
+            update(ModelVersion).where(ModelVersion.id == first.id).values(config=older)
+        )
+    store(service, candles_until(N_CANDLES + 1))
+    assert train_flow(SERIES).action == "finetune"
+
+    monkeypatch.setenv("CDDF_SERIES_SETTINGS", f'{{"{SERIES}": {{"series_embedding": 4}}}}')
+    store(service, candles_until(N_CANDLES + 2))
+    changed = train_flow(SERIES)  # the field set to another value is a change of settings
+    assert changed.action == "retrain" and "settings changed" in changed.reason
+
+
+@SQLITE_ONLY
 def test_auto_retrains_when_the_recent_skill_falls_below_the_threshold(service, monkeypatch):
     train_flow(SERIES)
     forecast_flow(SERIES)
