@@ -117,14 +117,15 @@ def finetune_group(
     timeframe: str, model: LSTMForecaster, candles: dict[str, pd.DataFrame]
 ) -> LSTMForecaster:
     """Fine-tune the global model on every series' newest windows (new series too)."""
-    get_run_logger().info(
-        "global %s model: fine-tuning on the newest %d windows of %d series",
-        timeframe,
-        model.config.finetune_windows,
-        len(candles),
-    )
     with training_progress():
-        return model.update(candles)
+        model.update(candles)
+    get_run_logger().info(
+        "global %s model: fine-tuned on %d windows, the newest of each of %d series",
+        timeframe,
+        model.update_windows_,
+        len(model.update_series_),
+    )
+    return model
 
 
 def plan_group(

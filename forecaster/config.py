@@ -28,6 +28,17 @@ class ForecasterConfig:
     - ``ensemble``: independently initialised LSTM members trained side by side whose
       forecasts are averaged.
     - ``finetune_windows``: how many of the newest windows `update` trains on.
+    - ``group_finetune_windows``: a global model's `update` trains on at most this many
+      windows in all, each of its k series on its newest ``group_finetune_windows // k``
+      (at least 1, at most ``finetune_windows``); None (the default, chosen on data before
+      the test years: docs/benchmarks.md) is ``finetune_windows``: a group's fine-tune takes
+      the steps one series' takes, whatever the number of series.
+    - ``series_interval_windows``: a global model's series with at least this many
+      validation windows gets interval quantiles of its own; one with fewer (but at least
+      `forecaster.pooled.MIN_SERIES_CALIBRATION`, for its own shrinkage) the quantiles of
+      every series' validation windows together, each shrunk by its own series' factor.
+      The default, 1,000, chosen on data before the test years (docs/benchmarks.md), shares
+      them whenever a global fit is capped by the service's ``group_train_candles``.
     - ``series_embedding``: for a global model (`LSTMForecaster.fit` on several series), the
       dimensions of a learned per-series vector fed beside each step's features; 0 (the
       default, chosen on data before the test years: docs/benchmarks.md) is none. A
@@ -50,7 +61,9 @@ class ForecasterConfig:
     interval_levels: tuple[float, ...] = (0.8, 0.95)
     finetune_learning_rate: float = 1e-4
     finetune_windows: int = 64
+    group_finetune_windows: int | None = None
     ensemble: int = 1
+    series_interval_windows: int = 1_000
     series_embedding: int = 0
     mixed_precision: bool = False
     seed: int = 0
@@ -66,6 +79,7 @@ class ForecasterConfig:
             "batch_size",
             "max_epochs",
             "finetune_windows",
+            "series_interval_windows",
             "ensemble",
         ):
             _check(
@@ -81,6 +95,13 @@ class ForecasterConfig:
             self.patience,
         )
         _check("seed", _is_int(self.seed), "an integer", self.seed)
+        _check(
+            "group_finetune_windows",
+            self.group_finetune_windows is None
+            or (_is_int(self.group_finetune_windows) and self.group_finetune_windows >= 1),
+            "a positive integer or None",
+            self.group_finetune_windows,
+        )
         _check(
             "series_embedding",
             _is_int(self.series_embedding) and self.series_embedding >= 0,

@@ -21,6 +21,7 @@ import pandas as pd
 from forecaster import artifact
 from forecaster.config import ForecasterConfig
 from forecaster.holes import fill_window, find_holes
+from forecaster.intervals import residual_quantiles, shrinkage
 from forecaster.network import (
     EpochLog,
     build_network,
@@ -217,19 +218,36 @@ class LSTMForecaster:
         )
         if not grouped:
             return
-        for key, rows in own_slices(parts).items():
-            own = len(validation[rows]) >= MIN_SERIES_CALIBRATION
-            chosen = pooled
-            if own:
-                chosen = calibrate(
-                    raw[rows], y_val[rows], anchor[rows], spread[rows], cfg.interval_levels
+        slices = own_slices(parts)
+        counts = {part.key: len(part.validation) for part in parts}
+        factors = {
+            key: shrinkage(raw[rows], y_val[rows], anchor[rows])
+            if counts[key] >= MIN_SERIES_CALIBRATION
+            else pooled.shrinkage
+            for key, rows in slices.items()
+        }
+        # every row shrunk by its series' factor; the shared intervals come from them all
+        own_scaled = np.empty_like(scaled)  # (n_val, horizon)
+        for key, rows in slices.items():
+            own_scaled[rows] = anchor[rows] + factors[key] * (raw[rows] - anchor[rows])
+        scores = (own_scaled - y_val) / spread[:, None]  # (n_val, horizon)
+        shared = residual_quantiles(scores, cfg.interval_levels)
+        for key, rows in slices.items():
+            if counts[key] < MIN_SERIES_CALIBRATION:
+                chosen, self.calibration_[key] = pooled, "pooled"
+            elif counts[key] < cfg.series_interval_windows and len(parts) > 1:
+                chosen = SeriesCalibration(factors[key], shared)
+                self.calibration_[key] = "pooled intervals"
+            else:
+                chosen = SeriesCalibration(
+                    factors[key], residual_quantiles(scores[rows], cfg.interval_levels)
                 )
+                self.calibration_[key] = "series"
+            if chosen is not pooled:
                 self.series_calibration_[key] = chosen
-            self.calibration_[key] = "series" if own else "pooled"
-            series_scaled = anchor[rows] + chosen.shrinkage * (raw[rows] - anchor[rows])
             self.series_metrics_[key] = validation_scores(
                 transform,
-                series_scaled,
+                own_scaled[rows],
                 y_val[rows],
                 validation[rows],
                 chosen.shrinkage,
@@ -249,7 +267,10 @@ class LSTMForecaster:
         (fewer than ``finetune_windows`` on a short or holed history), ``last_update_loss_``
         its last epoch's training loss. Given
         ``{series key: candles}``, it takes each series' newest windows (a series new to
-        the model too; one without a window is left out) and trains on them together.
+        the model too; one without a window is left out) and trains on them together:
+        with N = ``config.group_finetune_windows`` (by default ``finetune_windows``), the
+        newest N // k windows of each of the k series (at least one, at most
+        ``finetune_windows``).
         """
         self._check_fitted()
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
@@ -260,7 +281,9 @@ class LSTMForecaster:
         length = cfg.window + cfg.horizon
         if isinstance(candles, Mapping):
             frames = self._frames(candles)
-            recent = {key: self._recent_blocks(frame) for key, frame in frames.items()}
+            budget = cfg.group_finetune_windows or cfg.finetune_windows
+            each = max(1, min(cfg.finetune_windows, budget // len(frames)))
+            recent = {key: self._recent_blocks(frame, each) for key, frame in frames.items()}
             recent = {key: blocks for key, blocks in recent.items() if len(blocks)}
             if not recent:
                 raise ValueError(
@@ -274,7 +297,7 @@ class LSTMForecaster:
         else:
             frame = self._candles(candles)
             require_length(frame, length, "fine-tuning (window + horizon)")
-            blocks = self._recent_blocks(frame)
+            blocks = self._recent_blocks(frame, cfg.finetune_windows)
             if len(blocks) == 0:
                 raise ValueError(
                     f"no {length} consecutive candles (window + horizon) to fine-tune on"
@@ -297,11 +320,11 @@ class LSTMForecaster:
         self.training_range_ = (first, max(last, newest))
         return self
 
-    def _recent_blocks(self, frame: pd.DataFrame) -> np.ndarray:
-        """The newest ``finetune_windows`` blocks ``(n, window + horizon, feature)`` of a series."""
+    def _recent_blocks(self, frame: pd.DataFrame, count: int) -> np.ndarray:
+        """The newest ``count`` blocks ``(n, window + horizon, feature)`` of a series."""
         cfg = self.config
         length = cfg.window + cfg.horizon
-        starts = block_starts(frame.index, self.period_, length)[-cfg.finetune_windows :]
+        starts = block_starts(frame.index, self.period_, length)[-count:]
         if len(starts) == 0:
             return np.zeros((0, length, len(cfg.features)))
         recent = frame.iloc[starts[0] :]  # the newest windows' candles

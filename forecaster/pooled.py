@@ -4,8 +4,10 @@ A global model (`LSTMForecaster.fit` given a mapping ``{series key: candles}``) 
 the windows of every series together. The target is scale-free (log returns relative to
 each window's last close), so windows of BTC at $100,000 and ADA at $0.40 look alike.
 Windows are built per series (never across two series, never across a hole) and every
-series validates on its own newest windows. Shrinkage and intervals are calibrated per
-series where it has at least `MIN_SERIES_CALIBRATION` validation windows, pooled otherwise.
+series validates on its own newest windows. Shrinkage is calibrated per series where it has
+at least `MIN_SERIES_CALIBRATION` validation windows, pooled otherwise; interval quantiles
+too from ``config.series_interval_windows`` windows, below that (the default for a capped
+global fit) from every series' validation windows together, each shrunk by its own factor.
 
 >>> SeriesCalibration(np.array([0.5]), {0.8: np.array([1.0])}).to_state()
 {'shrinkage': [0.5], 'quantiles': {'0.8': [1.0]}}

@@ -148,8 +148,10 @@ class SeriesConfig:
 def with_new_defaults(stored: dict[str, Any]) -> dict[str, Any]:
     """A model version's stored config, each `ForecasterConfig` field added since at its default.
 
-    Compared with `SeriesConfig.version_config`: an upgrade that adds a field (at a default
-    that changes nothing) must not read as "the settings changed" and retrain every series.
+    Compared with `SeriesConfig.version_config`: an upgrade that adds a field must not read
+    as "the settings changed" and retrain every series; the new field's default applies
+    from the next fine-tune (a field's default that changes a trained model's forecasts
+    would need a retrain: none does so far).
     """
     return ForecasterConfig().to_dict() | dict(stored)
 

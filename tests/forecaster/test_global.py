@@ -56,8 +56,9 @@ def test_a_global_fit_uses_every_series_windows_never_across_two(fitted, group):
 
 def test_series_with_enough_validation_windows_get_their_own_calibration(fitted):
     assert fitted.calibration_ == {
-        "Bitstamp_BTCUSD_d": "series",
-        "Binance_ADAUSDT_d": "series",
+        # their own shrinkage; intervals shared (fewer than series_interval_windows windows)
+        "Bitstamp_BTCUSD_d": "pooled intervals",
+        "Binance_ADAUSDT_d": "pooled intervals",
         "Binance_SOLUSDT_d": "pooled",  # round(141 * 0.2) = 28 < MIN_SERIES_CALIBRATION
     }
     assert set(fitted.series_calibration_) == {"Bitstamp_BTCUSD_d", "Binance_ADAUSDT_d"}
@@ -153,8 +154,10 @@ def test_update_fine_tunes_on_every_series_newest_windows_a_new_one_too(fitted, 
     newcomer = scaled(sine_candles(60, seed=7, start="2021-03-01"), 3.0)
     model.update({**group, "Coinbase_ETHUSD_d": newcomer}, epochs=1)
     assert model.update_series_ == (*group, "Coinbase_ETHUSD_d")
-    expected = sum(min(GLOBAL.finetune_windows, len(f) - LENGTH + 1) for f in group.values())
-    assert model.update_windows_ == expected + min(GLOBAL.finetune_windows, 60 - LENGTH + 1)
+    # by default the 5 series share finetune_windows (32): the newest 32 // 5 windows of each
+    each = GLOBAL.finetune_windows // 5
+    expected = sum(min(each, len(f) - LENGTH + 1) for f in group.values())  # Kraken has 3
+    assert model.update_windows_ == expected + each == 4 * 6 + 3
     assert model.calibration_ == fitted.calibration_  # calibration waits for a retrain
     assert model.training_range_[1] == group["Bitstamp_BTCUSD_d"].index[-1]
     before = fitted.predict(group["Bitstamp_BTCUSD_d"])["value"]
@@ -223,3 +226,50 @@ def test_a_single_series_fit_ignores_the_embedding(candles):
 def test_a_negative_embedding_is_refused_naming_the_setting():
     with pytest.raises(ValueError, match="series_embedding must be an integer >= 0"):
         ForecasterConfig(series_embedding=-1)
+
+
+def test_a_group_fine_tune_budget_is_shared_by_its_series(fitted, group):
+    from forecaster import LSTMForecaster
+
+    model = LSTMForecaster.from_bytes(fitted.to_bytes())
+    model.config = dataclasses.replace(GLOBAL, group_finetune_windows=9)
+    model.update(group, epochs=1)  # 4 series: the newest 9 // 4 = 2 windows of each
+    assert model.update_series_ == tuple(group) and model.update_windows_ == 4 * 2
+
+    model.config = dataclasses.replace(GLOBAL, group_finetune_windows=4 * 32)
+    model.update(group, epochs=1)  # each series' finetune_windows (32): all 3 of Kraken's
+    assert model.update_windows_ == 3 * 32 + 3
+
+    model.config = dataclasses.replace(GLOBAL, group_finetune_windows=2)
+    model.update(group, epochs=1)  # fewer windows than series: still one of each
+    assert model.update_windows_ == 4
+    model.update(group["Bitstamp_BTCUSD_d"], epochs=1)  # one series: finetune_windows
+    assert model.update_windows_ == GLOBAL.finetune_windows
+    with pytest.raises(ValueError, match="group_finetune_windows must be a positive integer"):
+        dataclasses.replace(GLOBAL, group_finetune_windows=0)
+
+
+def test_series_with_few_validation_windows_share_intervals_more_get_their_own(fitted, group):
+    from forecaster import LSTMForecaster
+
+    model = fitted  # default series_interval_windows: these series' intervals are shared
+    own = LSTMForecaster(dataclasses.replace(GLOBAL, series_interval_windows=40)).fit(group)
+    trained = ("Bitstamp_BTCUSD_d", "Binance_ADAUSDT_d")
+    assert own.calibration_ == {**dict.fromkeys(trained, "series"), "Binance_SOLUSDT_d": "pooled"}
+    # the same network (seeded), only the calibration differs
+    pd.testing.assert_series_equal(
+        own.predict(group[trained[0]], series=trained[0])["value"],
+        model.predict(group[trained[0]], series=trained[0])["value"],
+    )
+    for key in trained:
+        mine, theirs = model.series_calibration_[key], own.series_calibration_[key]
+        np.testing.assert_array_equal(mine.shrinkage, theirs.shrinkage)  # still its own
+        assert not np.allclose(mine.quantiles[0.8], theirs.quantiles[0.8])
+    shared = model.series_calibration_["Bitstamp_BTCUSD_d"].quantiles
+    for level, q in model.series_calibration_["Binance_ADAUSDT_d"].quantiles.items():
+        np.testing.assert_array_equal(q, shared[level])  # one set of quantiles for both
+    loaded = LSTMForecaster.from_bytes(model.to_bytes())
+    pd.testing.assert_frame_equal(
+        loaded.predict(group["Binance_ADAUSDT_d"], series="Binance_ADAUSDT_d"),
+        model.predict(group["Binance_ADAUSDT_d"], series="Binance_ADAUSDT_d"),
+    )
