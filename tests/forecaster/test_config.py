@@ -45,6 +45,9 @@ def test_config_is_frozen():
         ("interval_levels", (0.8, 1.2)),
         ("patience", -1),
         ("mixed_precision", "yes"),
+        ("series_interval_windows", 0),
+        ("group_finetune_windows", 0),
+        ("series_embedding", -1),
     ],
 )
 def test_bad_values_name_the_field(field, value):
