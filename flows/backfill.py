@@ -171,8 +171,9 @@ def backfill_segment(
     parent: VersionInfo | None = None
     if not segment.block_start:
         parent = version_before(series, plan.group, plan.previous(first))
-        stored = None if parent is None else with_new_defaults(parent.config)
-        if stored is not None and stored != stored_config(config, plan.group):
+        if parent is not None and with_new_defaults(parent.config) != stored_config(
+            config, plan.group
+        ):
             parent = None  # trained with another config: start afresh
     model = None
     if parent is not None:

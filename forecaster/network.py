@@ -129,7 +129,6 @@ def fine_tune(
     milliseconds where ``fit`` would spend most of its time setting up.
     """
     order_rng = np.random.default_rng(seed)
-    parts = x if isinstance(x, list) else [x]
     losses = []
     for epoch in range(epochs):
         started = time.perf_counter()
@@ -137,10 +136,8 @@ def fine_tune(
         total = 0.0
         for first in range(0, len(y), batch_size):
             batch = order[first : first + batch_size]
-            inputs = [part[batch] for part in parts]
-            total += float(
-                network.train_on_batch(inputs if isinstance(x, list) else inputs[0], y[batch])
-            ) * len(batch)
+            inputs = [part[batch] for part in x] if isinstance(x, list) else x[batch]
+            total += float(network.train_on_batch(inputs, y[batch])) * len(batch)
         losses.append(total / len(y))
         logger.info(
             "update epoch %d/%d loss %.4f (%.2fs)",
