@@ -32,8 +32,7 @@ from db.forecasts import RunKind
 from db.registry import VersionInfo, get_version, latest_group_version, latest_version
 from db.series_key import SeriesKey
 from flows.config import DB_RETRY, series_config
-from flows.tasks import final_candles, load_model, store_forecasts
-from forecaster import LSTMForecaster
+from flows.tasks import ServingModel, final_candles, serving_model, store_forecasts
 from forecaster.aggregate import QUANTITIES
 from forecaster.baselines import naive_forecast
 from settings.series import timeframe_of
@@ -88,15 +87,13 @@ def serving_version(series: str, data_end: datetime, version_id: int | None) -> 
 
 
 @task(cache_policy=NO_CACHE)
-def make_forecasts(
-    model: LSTMForecaster, candles: pd.DataFrame, series: str | None = None
-) -> pd.DataFrame:
+def make_forecasts(serving: ServingModel, candles: pd.DataFrame, series: str) -> pd.DataFrame:
     """The model's forecasts after the last candle, with the naive forecast beside each.
 
     A hole of a few candles just before it is filled (the forecasts' ``filled`` column says
     how many, and a warning); a longer one is a HoleError naming the hole.
     """
-    forecasts = model.predict(candles, series=series)  # a global model's own calibration
+    forecasts = serving.predict(candles, series)  # a global model's own calibration
     forecasts["naive"] = naive_forecast(candles)  # "the next close = the last one"
     filled = int(forecasts["filled"].iloc[0])
     if filled:
@@ -105,7 +102,7 @@ def make_forecasts(
             "filled with the last close and zero volume",
             candles.index[-1],
             filled,
-            model.config.window,
+            serving.model.config.window,
         )
     return forecasts
 
@@ -129,8 +126,7 @@ def forecast_flow(
     series = SeriesKey.parse(series).key
     candles = final_candles(series, as_of)
     version = serving_version(series, candles.index[-1].to_pydatetime(), version_id)
-    model = load_model(version)
-    forecasts = make_forecasts(model, candles, series)
+    forecasts = make_forecasts(serving_model(version), candles, series)
     written = store_forecasts(series, version, forecasts, kind)
     served = written.served
     create_markdown_artifact(

@@ -48,3 +48,20 @@ def start_service(monkeypatch: pytest.MonkeyPatch) -> Engine:
     engine = get_engine()
     store(engine, candles_until(N_CANDLES))
     return engine
+
+
+def count_rebuilt_models(monkeypatch) -> list[int]:
+    """The ids of the versions whose artifact is rebuilt into a model from now on (in order),
+    starting with no model loaded by an earlier test."""
+    import flows.tasks
+
+    rebuilt: list[int] = []
+    real = flows.tasks._from_bytes
+
+    def counted(blob: bytes, version):
+        rebuilt.append(version.id)
+        return real(blob, version)
+
+    monkeypatch.setattr(flows.tasks, "_from_bytes", counted)
+    monkeypatch.setattr(flows.tasks, "_served", type(flows.tasks._served)())
+    return rebuilt

@@ -8,11 +8,19 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from db.forecast_tables import Forecast, ForecastRun
+from db.forecast_tables import Forecast, ForecastRun, ModelVersion
 from db.forecasts import run_forecasts, runs
+from db.registry import ArtifactChecksumError
 from flows.forecast import forecast_flow
 from flows.train import train_flow
-from tests.flows.forecast_service import HORIZON, N_CANDLES, SERIES, candles_until, start_service
+from tests.flows.forecast_service import (
+    HORIZON,
+    N_CANDLES,
+    SERIES,
+    candles_until,
+    count_rebuilt_models,
+    start_service,
+)
 
 
 @pytest.fixture
@@ -68,3 +76,21 @@ def test_a_forecast_handed_a_version_uses_it_not_a_newer_one(service):
         match=f"model version {newer.id} of {SERIES}, trained up to .*: it cannot forecast",
     ):
         forecast_flow(SERIES, as_of=early, version_id=newer.id)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_model_is_rebuilt_once_per_process_yet_an_altered_artifact_still_fails(
+    service, monkeypatch
+):
+    rebuilt = count_rebuilt_models(monkeypatch)
+    version = train_flow(SERIES).version
+    first = forecast_flow(SERIES)
+    second = forecast_flow(SERIES, kind="backfill")
+    assert rebuilt == [version.id]  # the second forecast reused the loaded model
+    np.testing.assert_array_equal(first.forecasts["value"], second.forecasts["value"])
+
+    with Session(service) as session, session.begin():
+        altered = session.get(ModelVersion, version.id)
+        altered.artifact = altered.artifact[:-1] + bytes([altered.artifact[-1] ^ 0xFF])
+    with pytest.raises(ArtifactChecksumError, match=f"model version {version.id} of {SERIES}"):
+        forecast_flow(SERIES)  # the artifact is checked on every forecast, loaded or not

@@ -19,7 +19,7 @@ from flows.train import train_flow
 from settings import SettingsError, get_settings
 from tests.db.factory import version_metrics
 from tests.flows.cdd_files import make_candles, make_cdd_csv
-from tests.flows.forecast_service import TINY
+from tests.flows.forecast_service import TINY, count_rebuilt_models
 
 GLOBAL_D = '{"d": {"model_scope": "timeframe"}}'
 LENGTHS = {
@@ -64,12 +64,16 @@ def run_versions(engine) -> dict[str, int]:
         return {series: version for series, version in rows}
 
 
-def test_the_daily_run_trains_one_global_model_and_forecasts_every_series(group_service, tmp_path):
+def test_the_daily_run_trains_one_global_model_and_forecasts_every_series(
+    group_service, tmp_path, monkeypatch
+):
     engine = group_service
     source = write_files(tmp_path, LENGTHS)
+    rebuilt = count_rebuilt_models(monkeypatch)
     outcomes = daily_flow(source=source)
 
     (version,) = global_versions(engine)
+    assert rebuilt == [version.id]  # its three series' forecasts loaded it once
     assert (version.model_group, version.kind) == ("d", "retrain")
     assert version.config["group_train_candles"] == 4_000  # the daily default, stored
     assert version.series == "Bitstamp_BTCUSD_d"  # the group's first series trained on
