@@ -16,13 +16,9 @@ from __future__ import annotations
 import base64
 import io
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from PIL import Image  # noqa: E402
+import pandas as pd
+from matplotlib.figure import Figure
+from PIL import Image
 
 CHART_CANDLES = 90
 CHART_COLORS = 256  # palette colours (a PNG palette's most): lines, bands, their soft edges
@@ -54,40 +50,33 @@ def forecast_png(
     def joined(column: str) -> list[float]:
         return [last_close, *ahead[column].astype(float)]
 
-    figure, axes = plt.subplots(figsize=(10, 4.5), dpi=100)
-    try:
-        axes.plot(recent.index, recent.to_numpy(dtype=float), color="#1f3b73", label="close")
+    # a Figure of its own, not pyplot's: series draw their charts side by side in threads,
+    # and pyplot keeps every open figure in one global registry
+    figure = Figure(figsize=(10, 4.5), dpi=100)
+    axes = figure.subplots()
+    axes.plot(recent.index, recent.to_numpy(dtype=float), color="#1f3b73", label="close")
+    for level, alpha in ((95, 0.18), (80, 0.35)):
         axes.fill_between(
             x,
-            joined("lower_95"),
-            joined("upper_95"),
+            joined(f"lower_{level}"),
+            joined(f"upper_{level}"),
             color="#f28e2b",
-            alpha=0.18,
-            label="95 % interval",
+            alpha=alpha,
+            label=f"{level} % interval",
         )
-        axes.fill_between(
-            x,
-            joined("lower_80"),
-            joined("upper_80"),
-            color="#f28e2b",
-            alpha=0.35,
-            label="80 % interval",
-        )
-        axes.plot(x, joined("value"), color="#e15759", marker="o", markersize=3, label="forecast")
-        as_of = recent.index[-1]
-        axes.axvline(as_of, color="grey", linewidth=0.8, linestyle="--")
-        axes.set_title(
-            f"{series}: last {len(recent)} candles, forecast as of {as_of:%Y-%m-%d %H:%M} UTC"
-        )
-        axes.set_ylabel("close")
-        axes.grid(alpha=0.3)
-        axes.legend(loc="upper left")
-        figure.autofmt_xdate()
-        figure.tight_layout()
-        drawn = io.BytesIO()
-        figure.savefig(drawn, format="png")
-    finally:
-        plt.close(figure)
+    axes.plot(x, joined("value"), color="#e15759", marker="o", markersize=3, label="forecast")
+    as_of = recent.index[-1]
+    axes.axvline(as_of, color="grey", linewidth=0.8, linestyle="--")
+    axes.set_title(
+        f"{series}: last {len(recent)} candles, forecast as of {as_of:%Y-%m-%d %H:%M} UTC"
+    )
+    axes.set_ylabel("close")
+    axes.grid(alpha=0.3)
+    axes.legend(loc="upper left")
+    figure.autofmt_xdate()
+    figure.tight_layout()
+    drawn = io.BytesIO()
+    figure.savefig(drawn, format="png")
     return _palette_png(drawn.getvalue())
 
 
