@@ -1,7 +1,7 @@
 """Many series side by side (issue 9.5): the daily flow on N real daily series, serial vs parallel.
 
     nice .venv/bin/python bench/many_series.py [--n 1,4,8] [--parallel 4] [--skip-second]
-        [--hourly] [--global-model]
+        [--hourly] [--global-model [--repeat R]]
 
 For each N and each parallelism (1 = serial, then ``--parallel``), on a fresh SQLite database:
 the daily run on N real CryptoDataDownload daily files (../shared/data/Bitstamp_BTCUSD_d.csv
@@ -16,7 +16,10 @@ parallel/serial ratios. ``--hourly`` adds one hourly series (``Binance_ADAUSDT_1
 hourly defaults), serial, reported on its own. ``--global-model`` adds, for each N, the same
 runs with one global model for the daily series, in parallel; every file of that run (local
 rows too) is then cut at the newest day all of them have (the multi files end in October 2021:
-a global model serves series that are current together). Targets: first run N=8 parallel
+a global model serves series that are current together). A fine-tune day's wall varies by a
+third from run to run on a small machine: ``--repeat R`` runs it R times a side, local models
+and the global model alternately, each from the database as the first run left it, and
+reports the median of the R global / local ratios. Targets: first run N=8 parallel
 <= 0.8x serial; fine-tune day N=8 parallel <= 0.6x serial; per-series CPU seconds of the
 fine-tune day no higher in parallel (issue 9); fine-tune day N=8 with the global model <= 0.5x
 the local models' (issue 14). The forecaster runs with the service's config per series
@@ -28,6 +31,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -141,14 +146,50 @@ def use(database: Path, parallel: int, scope: str = "series") -> None:
 def runs(
     folder: Path, chosen: list[Path], parallel: int, args, scope: str = "series"
 ) -> list[tuple[str, Measured]]:
-    """The first (retrain) and second (fine-tune) daily runs of ``chosen`` on a fresh database."""
+    """The first (retrain) and second (fine-tune) daily runs of ``chosen`` on a fresh database;
+    the database as the first run left it is kept beside it (for `second_again`)."""
     keys = [path.stem for path in chosen]
     end = common_end(chosen) if args.global_model else None  # local and global alike
-    sources = [("first", write_source(folder / "first", chosen, 2, end))]
-    if not args.skip_second:
-        sources.append(("second", write_source(folder / "second", chosen, 1, end)))
+    first = write_source(folder / "first", chosen, 2, end)
     use(folder.with_suffix(".sqlite"), parallel, scope)
-    return [(name, daily_run(keys, source)) for name, source in sources]
+    measured = [("first", daily_run(keys, first))]
+    if not args.skip_second:
+        copy_database(folder.with_suffix(".sqlite"), folder.with_suffix(".first.sqlite"))
+        second = write_source(folder / "second", chosen, 1, end)
+        measured.append(("second", daily_run(keys, second)))
+    return measured
+
+
+def second_again(folder: Path, chosen: list[Path], parallel: int, scope: str) -> Measured:
+    """The second (fine-tune) run of `runs` again, from the database as its first run left it."""
+    copy_database(folder.with_suffix(".first.sqlite"), folder.with_suffix(".sqlite"))
+    use(folder.with_suffix(".sqlite"), parallel, scope)
+    return daily_run([path.stem for path in chosen], folder / "second")
+
+
+def copy_database(source: Path, target: Path) -> None:
+    """Copy a SQLite database whole (SQLite's backup: its WAL included), replacing ``target``."""
+    from db.engine import clear_engine_cache
+
+    clear_engine_cache()  # the service's connections closed first
+    with sqlite3.connect(source) as origin, sqlite3.connect(target) as copy:
+        origin.backup(copy)
+
+
+REPEATED: dict[int, list[float]] = {}  # N: global / local wall of each fine-tune day pair
+
+
+def repeat_second(folder: Path, n: int, chosen: list[Path], args, rows: dict) -> None:
+    """The fine-tune day ``args.repeat - 1`` more times a side, local and global alternately."""
+    ratios = REPEATED.setdefault(
+        n, [rows[n, -args.parallel, "second"].wall / rows[n, args.parallel, "second"].wall]
+    )
+    for _ in range(args.repeat - 1):
+        local = second_again(folder / f"n{n}_p{args.parallel}", chosen, args.parallel, "series")
+        report(f"{n} | {args.parallel}", "second again", local, n)
+        shared = second_again(folder / f"n{n}_global", chosen, args.parallel, "timeframe")
+        report(f"{n} | {args.parallel} global", "second again", shared, n)
+        ratios.append(shared.wall / local.wall)
 
 
 def report(label: str, name: str, m: Measured, n: int) -> None:
@@ -169,6 +210,13 @@ def main() -> None:
         "--global-model",
         action="store_true",
         help="also each N with one global daily model (model_scope timeframe), in parallel",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="with --global-model: run each N's fine-tune day this many times a side, local "
+        "(parallel) and global alternately, from the same stored state; the median ratio",
     )
     args = parser.parse_args()
     sizes = [int(n) for n in args.n.split(",")]
@@ -199,6 +247,8 @@ def main() -> None:
             for name, m in runs(folder_n, files[:n], args.parallel, args, "timeframe"):
                 rows[n, -args.parallel, name] = m  # negative: the global model's row
                 report(f"{n} | {args.parallel} global", name, m, n)
+            if not args.skip_second:
+                repeat_second(folder, n, files[:n], args, rows)
     print("\nparallel / serial (wall; CPU per series)")
     for (n, parallel, name), m in rows.items():
         if parallel < 0 and (n, -parallel, name) in rows:
@@ -213,6 +263,11 @@ def main() -> None:
                 f"N={n} {name} run: wall {m.wall / serial.wall:.2f}x, "
                 f"CPU/series {m.cpu / serial.cpu:.2f}x"
             )
+    for n, ratios in REPEATED.items():
+        print(
+            f"N={n} second run repeated {len(ratios)} times a side: global / local wall "
+            f"{', '.join(f'{r:.2f}' for r in ratios)}; median {statistics.median(ratios):.2f}x"
+        )
     if args.hourly:
         hourly = SHARED / "multi" / "Binance_ADAUSDT_1h.csv"
         print(f"\nhourly: {hourly.stem}, the service's hourly defaults, serial")
