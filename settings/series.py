@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 from forecaster import ForecasterConfig
 
@@ -43,7 +43,10 @@ class ModelSettings(BaseModel):
     - ``model_scope`` (a timeframe's only): ``series`` or ``timeframe`` (one global model);
     - ``group_train_candles`` (a timeframe's only): a global retrain fits on at most this many
       candles in all, each of its k series on its newest ``group_train_candles // k`` (never
-      more than ``train_candles``), so that its cost does not grow with the number of series.
+      more than ``train_candles``), so that its cost does not grow with the number of series;
+    - ``group_validation_fraction`` (a timeframe's only): the global model's
+      ``validation_fraction`` (None: the timeframe's), the share of each series' windows that
+      validates and calibrates its intervals.
     """
 
     model_config = ConfigDict(extra="allow", frozen=True)
@@ -52,6 +55,7 @@ class ModelSettings(BaseModel):
     retrain_after: PositiveInt | None = None
     model_scope: Literal["series", "timeframe"] | None = None
     group_train_candles: PositiveInt | None = None
+    group_validation_fraction: float | None = Field(default=None, gt=0, lt=1)
 
     @model_validator(mode="after")
     def _known_fields(self) -> ModelSettings:
@@ -59,7 +63,7 @@ class ModelSettings(BaseModel):
         if unknown:
             raise ValueError(
                 f"unknown setting(s) {unknown}: use train_candles, retrain_after, model_scope, "
-                f"group_train_candles or a "
+                f"group_train_candles, group_validation_fraction or a "
                 f"ForecasterConfig field ({', '.join(sorted(_FORECASTER_FIELDS))})"
             )
         return self
@@ -77,7 +81,9 @@ class ModelSettings(BaseModel):
 # ~2 weeks of candles (training time stays bounded however long the file is). A global model
 # (model_scope "timeframe") retrains on group_train_candles in all, shared by its series: for
 # hourly and minute twice one series' train_candles; for daily chosen on data before the
-# benchmark's test years (docs/benchmarks.md, "One global model").
+# benchmark's test years (docs/benchmarks.md, "One global model"), with a validation share
+# that gives each of 9 daily series as many validation windows as its local model (~200):
+# its intervals then come from as many of its windows.
 TIMEFRAME_DEFAULTS: dict[str, dict[str, Any]] = {
     "d": {
         "window": 7,
@@ -87,7 +93,8 @@ TIMEFRAME_DEFAULTS: dict[str, dict[str, Any]] = {
         "train_candles": None,
         "retrain_after": 7,
         "model_scope": "series",
-        "group_train_candles": 4_000,
+        "group_train_candles": 5_000,
+        "group_validation_fraction": 0.36,
     },
     "1h": {
         "window": 48,
@@ -98,6 +105,7 @@ TIMEFRAME_DEFAULTS: dict[str, dict[str, Any]] = {
         "retrain_after": 24 * 7,
         "model_scope": "series",
         "group_train_candles": 2 * 24 * 365,
+        "group_validation_fraction": None,
     },
     "minute": {
         "window": 60,
@@ -108,8 +116,13 @@ TIMEFRAME_DEFAULTS: dict[str, dict[str, Any]] = {
         "retrain_after": 24 * 60,
         "model_scope": "series",
         "group_train_candles": 2 * 20_000,
+        "group_validation_fraction": None,
     },
 }
+
+
+# settings of a timeframe only, never of one series
+GROUP_SETTINGS = ("model_scope", "group_train_candles", "group_validation_fraction")
 
 
 @dataclass(frozen=True)
@@ -184,7 +197,7 @@ def resolve(
         merged |= timeframe_settings[timeframe].overrides()
     if series in series_settings:
         own = series_settings[series].overrides()
-        scoped = [name for name in ("model_scope", "group_train_candles") if name in own]
+        scoped = [name for name in GROUP_SETTINGS if name in own]
         if scoped or merged["model_scope"] == "timeframe":
             raise ValueError(
                 f"{series}: {scoped[0] if scoped else 'its settings'} cannot "
@@ -194,7 +207,9 @@ def resolve(
             )
         merged |= own
     train_candles, retrain_after = merged.pop("train_candles"), merged.pop("retrain_after")
-    model_scope, group_train_candles = merged.pop("model_scope"), merged.pop("group_train_candles")
+    model_scope, group_train_candles, group_validation = (merged.pop(n) for n in GROUP_SETTINGS)
+    if model_scope == "timeframe" and group_validation is not None:
+        merged["validation_fraction"] = group_validation
     config = ForecasterConfig.from_dict(ForecasterConfig().to_dict() | merged)
     missing = [level for level in REQUIRED_LEVELS if level not in config.interval_levels]
     if missing:

@@ -75,7 +75,8 @@ def test_the_daily_run_trains_one_global_model_and_forecasts_every_series(
     (version,) = global_versions(engine)
     assert rebuilt == [version.id]  # its three series' forecasts loaded it once
     assert (version.model_group, version.kind) == ("d", "retrain")
-    assert version.config["group_train_candles"] == 4_000  # the daily default, stored
+    assert version.config["group_train_candles"] == 5_000  # the daily defaults, stored
+    assert version.config["validation_fraction"] == 0.36  # the group's, not a series' 0.2
     assert version.series == "Bitstamp_BTCUSD_d"  # the group's first series trained on
     assert group_members(engine, version.id) == {
         "Bitstamp_BTCUSD_d": True,
@@ -156,6 +157,29 @@ def test_model_scope_is_a_timeframe_setting_checked_at_start(monkeypatch):
     monkeypatch.setenv("CDDF_TIMEFRAME_SETTINGS", GLOBAL_D)
     assert get_settings().series_config("Bitstamp_BTCUSD_d").group == "d"
     assert get_settings().series_config("Binance_BTCUSDT_1h").group is None
+
+    def validation_fraction() -> float:
+        return get_settings().series_config("Bitstamp_BTCUSD_d").forecaster.validation_fraction
+
+    # the global model validates on a larger share of each series' windows; a local one not
+    assert validation_fraction() == 0.36
+    monkeypatch.setenv("CDDF_TIMEFRAME_SETTINGS", '{"d": {"group_validation_fraction": 0.5}}')
+    assert validation_fraction() == 0.2
+    monkeypatch.setenv(
+        "CDDF_TIMEFRAME_SETTINGS",
+        '{"d": {"model_scope": "timeframe", "group_validation_fraction": 0.5}}',
+    )
+    assert validation_fraction() == 0.5
+    monkeypatch.setenv("CDDF_TIMEFRAME_SETTINGS", '{"d": {"group_validation_fraction": 1.5}}')
+    with pytest.raises(SettingsError, match="group_validation_fraction"):
+        get_settings()
+    monkeypatch.setenv(
+        "CDDF_SERIES_SETTINGS", '{"Bitstamp_BTCUSD_d": {"group_validation_fraction": 0.3}}'
+    )
+    monkeypatch.setenv("CDDF_TIMEFRAME_SETTINGS", GLOBAL_D)
+    with pytest.raises(SettingsError, match="group_validation_fraction cannot be set per series"):
+        get_settings()
+    monkeypatch.setenv("CDDF_TIMEFRAME_SETTINGS", GLOBAL_D)
     monkeypatch.setenv("CDDF_SERIES_SETTINGS", '{"Bitstamp_BTCUSD_d": {"window": 14}}')
     with pytest.raises(SettingsError, match="CDDF_SERIES_SETTINGS.*CDDF_TIMEFRAME_SETTINGS"):
         get_settings()
