@@ -14,6 +14,11 @@ per fine-tune day (local: all series' trainings together).
     .venv/bin/python bench/global_model.py --days 3 --config '{"max_epochs": 2}'   # smoke
     nice .venv/bin/python bench/global_model.py                                    # full run
     nice .venv/bin/python bench/global_model.py --group-train-candles 2000         # group cap
+    nice .venv/bin/python bench/global_model.py --retrain-every 28 --train-candles 1000 \
+        --group-train-candles 5000 --group-config '{"validation_fraction": 0.36}'  # the service's
+
+``--group-config`` overrides the global model's config only, as the service's group settings
+do (``group_validation_fraction`` is the global model's ``validation_fraction``).
 
 A side alone (``--side local``) with ``--save FILE`` keeps its forecasts and seconds;
 ``--combine A B`` reports saved sides side by side, so each can run when the machine is free.
@@ -76,6 +81,12 @@ def main() -> None:
     parser.add_argument("--combine", type=Path, nargs="+", default=None, help="saved sides")
     parser.add_argument("--config", default="{}", help="ForecasterConfig overrides as JSON")
     parser.add_argument(
+        "--group-config",
+        default="{}",
+        help="overrides of the global model only, as JSON, as the service's group settings do "
+        "(its daily defaults: '{\"validation_fraction\": 0.36}')",
+    )
+    parser.add_argument(
         "--retrain-cost",
         action="store_true",
         help="time one retrain only: each local model, and the global one on 1, 2, 4, ... series",
@@ -86,12 +97,13 @@ def main() -> None:
         combine(args.combine, frames)
         return
     config = ForecasterConfig.from_dict(ForecasterConfig().to_dict() | json.loads(args.config))
+    group_config = ForecasterConfig.from_dict(config.to_dict() | json.loads(args.group_config))
     # every series has this day and the horizon after it: every forecast is scored
     newest = min(frame.index[-1] for frame in frames.values()) - pd.Timedelta(days=config.horizon)
     end = newest if args.end is None else min(pd.Timestamp(args.end, tz=newest.tz), newest)
     if args.retrain_cost:
         seen = {key: frame.loc[:end] for key, frame in frames.items()}
-        retrain_cost(seen, config, args.train_candles, args.group_train_candles)
+        retrain_cost(seen, config, group_config, args.train_candles, args.group_train_candles)
         return
     days = pd.date_range(end=end, periods=args.days, freq="D")
     sides = ("local", "global") if args.side == "both" else (args.side,)
@@ -100,7 +112,8 @@ def main() -> None:
         f"{len(frames)} daily series, as-of {days[0]:%Y-%m-%d} .. {days[-1]:%Y-%m-%d}, "
         f"{'/'.join(sides)}, retrain every {args.retrain_every}, fine-tune "
         f"{args.finetune_epochs} epoch(s), train_candles {args.train_candles}, "
-        f"group_train_candles {args.group_train_candles}\nconfig {config}"
+        f"group_train_candles {args.group_train_candles}\nconfig {config}\n"
+        f"global model's overrides {args.group_config}"
     )
     print(header)
     rows, seconds = [], {side: [] for side in sides}
@@ -129,9 +142,9 @@ def main() -> None:
             started = time.perf_counter()
             if retrain or shared is None:
                 cut = newest_candles(
-                    seen, args.train_candles, args.group_train_candles, config.min_history
+                    seen, args.train_candles, args.group_train_candles, group_config.min_history
                 )
-                shared = LSTMForecaster(config).fit(cut)
+                shared = LSTMForecaster(group_config).fit(cut)
             else:
                 shared.update(seen, epochs=args.finetune_epochs)
             seconds["global"].append((retrain, time.perf_counter() - started))
@@ -176,6 +189,7 @@ def combine(paths: list[Path], frames: dict[str, pd.DataFrame]) -> None:
 def retrain_cost(
     seen: dict[str, pd.DataFrame],
     config: ForecasterConfig,
+    group_config: ForecasterConfig,
     train_candles: int | None,
     group_train_candles: int | None,
 ) -> None:
@@ -193,9 +207,11 @@ def retrain_cost(
         local.append(time.perf_counter() - started)
         if i < len(counts):
             group = {k: seen[k] for k in keys[: counts[i]]}
-            cut = newest_candles(group, train_candles, group_train_candles, config.min_history)
+            cut = newest_candles(
+                group, train_candles, group_train_candles, group_config.min_history
+            )
             started = time.perf_counter()
-            LSTMForecaster(config).fit(cut)
+            LSTMForecaster(group_config).fit(cut)
             shared[counts[i]] = (time.perf_counter() - started, sum(map(len, cut.values())))
     one = float(np.mean(local))
     print(f"local: {len(local)} trainings, mean {one:.1f} s, together {sum(local):.1f} s")
