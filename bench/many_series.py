@@ -176,20 +176,17 @@ def copy_database(source: Path, target: Path) -> None:
         origin.backup(copy)
 
 
-REPEATED: dict[int, list[float]] = {}  # N: global / local wall of each fine-tune day pair
-
-
-def repeat_second(folder: Path, n: int, chosen: list[Path], args, rows: dict) -> None:
-    """The fine-tune day ``args.repeat - 1`` more times a side, local and global alternately."""
-    ratios = REPEATED.setdefault(
-        n, [rows[n, -args.parallel, "second"].wall / rows[n, args.parallel, "second"].wall]
-    )
+def repeat_second(folder: Path, n: int, chosen: list[Path], args, rows: dict) -> list[float]:
+    """The fine-tune day ``args.repeat - 1`` more times a side, local and global alternately;
+    the global / local wall of every pair, the first run's included."""
+    ratios = [rows[n, -args.parallel, "second"].wall / rows[n, args.parallel, "second"].wall]
     for _ in range(args.repeat - 1):
         local = second_again(folder / f"n{n}_p{args.parallel}", chosen, args.parallel, "series")
         report(f"{n} | {args.parallel}", "second again", local, n)
         shared = second_again(folder / f"n{n}_global", chosen, args.parallel, "timeframe")
         report(f"{n} | {args.parallel} global", "second again", shared, n)
         ratios.append(shared.wall / local.wall)
+    return ratios
 
 
 def report(label: str, name: str, m: Measured, n: int) -> None:
@@ -237,6 +234,7 @@ def main() -> None:
         "| actions | failed"
     )
     rows: dict[tuple[int, int, str], Measured] = {}
+    repeated: dict[int, list[float]] = {}  # N: global / local wall of each fine-tune day pair
     for n in sizes:
         for parallel in (1, args.parallel):
             for name, m in runs(folder / f"n{n}_p{parallel}", files[:n], parallel, args):
@@ -248,7 +246,7 @@ def main() -> None:
                 rows[n, -args.parallel, name] = m  # negative: the global model's row
                 report(f"{n} | {args.parallel} global", name, m, n)
             if not args.skip_second:
-                repeat_second(folder, n, files[:n], args, rows)
+                repeated[n] = repeat_second(folder, n, files[:n], args, rows)
     print("\nparallel / serial (wall; CPU per series)")
     for (n, parallel, name), m in rows.items():
         if parallel < 0 and (n, -parallel, name) in rows:
@@ -263,7 +261,7 @@ def main() -> None:
                 f"N={n} {name} run: wall {m.wall / serial.wall:.2f}x, "
                 f"CPU/series {m.cpu / serial.cpu:.2f}x"
             )
-    for n, ratios in REPEATED.items():
+    for n, ratios in repeated.items():
         print(
             f"N={n} second run repeated {len(ratios)} times a side: global / local wall "
             f"{', '.join(f'{r:.2f}' for r in ratios)}; median {statistics.median(ratios):.2f}x"

@@ -82,8 +82,8 @@ class ModelSettings(BaseModel):
 # (model_scope "timeframe") retrains on group_train_candles in all, shared by its series: for
 # hourly and minute twice one series' train_candles; for daily chosen on data before the
 # benchmark's test years (docs/benchmarks.md, "One global model"), with a validation share
-# that gives each of 9 daily series as many validation windows as its local model (~200):
-# its intervals then come from as many of its windows.
+# that gives each of 9 daily series as many validation windows as its local model (~200),
+# from all of which the shared interval quantiles come.
 TIMEFRAME_DEFAULTS: dict[str, dict[str, Any]] = {
     "d": {
         "window": 7,
