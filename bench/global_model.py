@@ -15,10 +15,12 @@ per fine-tune day (local: all series' trainings together).
     nice .venv/bin/python bench/global_model.py                                    # full run
     nice .venv/bin/python bench/global_model.py --group-train-candles 2000         # group cap
     nice .venv/bin/python bench/global_model.py --retrain-every 28 --train-candles 1000 \
-        --group-train-candles 5000 --group-config '{"validation_fraction": 0.36}'  # the service's
+        --group-train-candles 5000 \
+        --group-config '{"validation_fraction": 0.36, "patience": 3}'              # the service's
 
 ``--group-config`` overrides the global model's config only, as the service's group settings
-do (``group_validation_fraction`` is the global model's ``validation_fraction``).
+do (``group_validation_fraction`` and ``group_patience`` are the global model's
+``validation_fraction`` and ``patience``).
 
 A side alone (``--side local``) with ``--save FILE`` keeps its forecasts and seconds;
 ``--combine A B`` reports saved sides side by side, so each can run when the machine is free.
@@ -84,7 +86,7 @@ def main() -> None:
         "--group-config",
         default="{}",
         help="overrides of the global model only, as JSON, as the service's group settings do "
-        "(its daily defaults: '{\"validation_fraction\": 0.36}')",
+        "(its daily defaults: '{\"validation_fraction\": 0.36, \"patience\": 3}')",
     )
     parser.add_argument(
         "--retrain-cost",
@@ -200,24 +202,32 @@ def retrain_cost(
     print(f"\none retrain as of {max(f.index[-1] for f in seen.values()):%Y-%m-%d}")
     keys = list(seen)
     counts = sorted({*(2**i for i in range(len(keys).bit_length())), len(keys)})
-    local, shared = [], {}
+    local, epochs, shared = [], [], {}
     for i, key in enumerate(keys):
         started = time.perf_counter()
-        LSTMForecaster(config).fit(newest_candles(seen[key], train_candles))
+        model = LSTMForecaster(config).fit(newest_candles(seen[key], train_candles))
         local.append(time.perf_counter() - started)
+        epochs.append(model.epochs_trained_)
         if i < len(counts):
             group = {k: seen[k] for k in keys[: counts[i]]}
             cut = newest_candles(
                 group, train_candles, group_train_candles, group_config.min_history
             )
             started = time.perf_counter()
-            LSTMForecaster(group_config).fit(cut)
-            shared[counts[i]] = (time.perf_counter() - started, sum(map(len, cut.values())))
+            model = LSTMForecaster(group_config).fit(cut)
+            shared[counts[i]] = (
+                time.perf_counter() - started,
+                sum(map(len, cut.values())),
+                model.epochs_trained_,
+            )
     one = float(np.mean(local))
-    print(f"local: {len(local)} trainings, mean {one:.1f} s, together {sum(local):.1f} s")
-    for k, (seconds, candles) in shared.items():
+    print(
+        f"local: {len(local)} trainings, mean {one:.1f} s ({np.mean(epochs):.1f} epochs), "
+        f"together {sum(local):.1f} s"
+    )
+    for k, (seconds, candles, n_epochs) in shared.items():
         print(
-            f"global on {k} series ({candles} candles): {seconds:.1f} s = "
+            f"global on {k} series ({candles} candles, {n_epochs} epochs): {seconds:.1f} s = "
             f"{seconds / one:.2f}x one local training, {seconds / sum(local[:k]):.2f}x "
             f"its {k} local trainings"
         )

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, model_validator
 
 from forecaster import ForecasterConfig
 
@@ -46,7 +46,11 @@ class ModelSettings(BaseModel):
       more than ``train_candles``), so that its cost does not grow with the number of series;
     - ``group_validation_fraction`` (a timeframe's only): the global model's
       ``validation_fraction`` (None: the timeframe's), the share of each series' windows that
-      validates and calibrates its intervals.
+      validates and calibrates its intervals;
+    - ``group_patience`` (a timeframe's only): the global model's ``patience`` (None: the
+      timeframe's), the epochs early stopping waits for a better validation loss. A global
+      epoch is up to k series' windows where a local one is one series', so the same wait in
+      gradient steps is fewer epochs.
     """
 
     model_config = ConfigDict(extra="allow", frozen=True)
@@ -56,6 +60,7 @@ class ModelSettings(BaseModel):
     model_scope: Literal["series", "timeframe"] | None = None
     group_train_candles: PositiveInt | None = None
     group_validation_fraction: float | None = Field(default=None, gt=0, lt=1)
+    group_patience: NonNegativeInt | None = None
 
     @model_validator(mode="after")
     def _known_fields(self) -> ModelSettings:
@@ -63,7 +68,7 @@ class ModelSettings(BaseModel):
         if unknown:
             raise ValueError(
                 f"unknown setting(s) {unknown}: use train_candles, retrain_after, model_scope, "
-                f"group_train_candles, group_validation_fraction or a "
+                f"group_train_candles, group_validation_fraction, group_patience or a "
                 f"ForecasterConfig field ({', '.join(sorted(_FORECASTER_FIELDS))})"
             )
         return self
@@ -83,7 +88,9 @@ class ModelSettings(BaseModel):
 # hourly and minute twice one series' train_candles; for daily chosen on data before the
 # benchmark's test years (docs/benchmarks.md, "One global model"), with a validation share
 # that gives each of 9 daily series as many validation windows as its local model (~200),
-# from all of which the shared interval quantiles come.
+# from all of which the shared interval quantiles come. Its early stopping waits
+# group_patience epochs: about a local model's 10 in gradient steps, since a global epoch
+# holds up to 4x (daily: 5,000 x 0.64 against 1,000 x 0.8) or 2x a local one's windows.
 TIMEFRAME_DEFAULTS: dict[str, dict[str, Any]] = {
     "d": {
         "window": 7,
@@ -95,6 +102,7 @@ TIMEFRAME_DEFAULTS: dict[str, dict[str, Any]] = {
         "model_scope": "series",
         "group_train_candles": 5_000,
         "group_validation_fraction": 0.36,
+        "group_patience": 3,
     },
     "1h": {
         "window": 48,
@@ -106,6 +114,7 @@ TIMEFRAME_DEFAULTS: dict[str, dict[str, Any]] = {
         "model_scope": "series",
         "group_train_candles": 2 * 24 * 365,
         "group_validation_fraction": None,
+        "group_patience": 5,
     },
     "minute": {
         "window": 60,
@@ -117,12 +126,23 @@ TIMEFRAME_DEFAULTS: dict[str, dict[str, Any]] = {
         "model_scope": "series",
         "group_train_candles": 2 * 20_000,
         "group_validation_fraction": None,
+        "group_patience": 5,
     },
 }
 
 
 # settings of a timeframe only, never of one series
-GROUP_SETTINGS = ("model_scope", "group_train_candles", "group_validation_fraction")
+GROUP_SETTINGS = (
+    "model_scope",
+    "group_train_candles",
+    "group_validation_fraction",
+    "group_patience",
+)
+# the group settings that are a global model's own value of a ForecasterConfig field
+GROUP_FORECASTER = {
+    "group_validation_fraction": "validation_fraction",
+    "group_patience": "patience",
+}
 
 
 @dataclass(frozen=True)
@@ -207,9 +227,14 @@ def resolve(
             )
         merged |= own
     train_candles, retrain_after = merged.pop("train_candles"), merged.pop("retrain_after")
-    model_scope, group_train_candles, group_validation = (merged.pop(n) for n in GROUP_SETTINGS)
-    if model_scope == "timeframe" and group_validation is not None:
-        merged["validation_fraction"] = group_validation
+    group = {name: merged.pop(name) for name in GROUP_SETTINGS}
+    model_scope, group_train_candles = group["model_scope"], group["group_train_candles"]
+    if model_scope == "timeframe":
+        merged |= {
+            field: group[name]
+            for name, field in GROUP_FORECASTER.items()
+            if group[name] is not None
+        }
     config = ForecasterConfig.from_dict(ForecasterConfig().to_dict() | merged)
     missing = [level for level in REQUIRED_LEVELS if level not in config.interval_levels]
     if missing:

@@ -16,7 +16,9 @@ from db.registry import group_members, latest_group_version, latest_version
 from db.series_key import SeriesKey
 from flows.daily import daily_flow, summary_markdown
 from flows.train import train_flow
+from forecaster import ForecasterConfig
 from settings import SettingsError, get_settings
+from settings.series import TIMEFRAME_DEFAULTS
 from tests.db.factory import version_metrics
 from tests.flows.cdd_files import make_candles, make_cdd_csv
 from tests.flows.forecast_service import TINY, count_rebuilt_models
@@ -172,6 +174,26 @@ def test_model_scope_is_a_timeframe_setting_checked_at_start(monkeypatch):
     assert validation_fraction() == 0.5
     monkeypatch.setenv("CDDF_TIMEFRAME_SETTINGS", '{"d": {"group_validation_fraction": 1.5}}')
     with pytest.raises(SettingsError, match="group_validation_fraction"):
+        get_settings()
+
+    def patience() -> int:
+        return get_settings().series_config("Bitstamp_BTCUSD_d").forecaster.patience
+
+    # and waits fewer of its longer epochs for a better validation loss
+    monkeypatch.setenv("CDDF_TIMEFRAME_SETTINGS", GLOBAL_D)
+    assert patience() == TIMEFRAME_DEFAULTS["d"]["group_patience"] < ForecasterConfig().patience
+    monkeypatch.setenv("CDDF_TIMEFRAME_SETTINGS", '{"d": {"group_patience": 2}}')
+    assert patience() == ForecasterConfig().patience
+    monkeypatch.setenv(
+        "CDDF_TIMEFRAME_SETTINGS", '{"d": {"model_scope": "timeframe", "group_patience": 2}}'
+    )
+    assert patience() == 2
+    monkeypatch.setenv("CDDF_TIMEFRAME_SETTINGS", '{"d": {"group_patience": -1}}')
+    with pytest.raises(SettingsError, match="group_patience"):
+        get_settings()
+    monkeypatch.setenv("CDDF_SERIES_SETTINGS", '{"Bitstamp_BTCUSD_d": {"group_patience": 3}}')
+    monkeypatch.setenv("CDDF_TIMEFRAME_SETTINGS", GLOBAL_D)
+    with pytest.raises(SettingsError, match="group_patience cannot be set per series"):
         get_settings()
     monkeypatch.setenv(
         "CDDF_SERIES_SETTINGS", '{"Bitstamp_BTCUSD_d": {"group_validation_fraction": 0.3}}'
