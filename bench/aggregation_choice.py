@@ -54,6 +54,8 @@ class Rule:
     width: str = "lstm"  # whose half-width is scaled: the LSTM's or the naive-empirical's
     rate: float = 1.0  # the factor on BOA's adaptive learning rate (value weights)
     bound_prior: tuple[float, float] = (0.5, 0.5)  # "bounds": the LSTM's bound, the naive's
+    bound_rate: float = 1.0  # "bounds": the factor on the bound learners' learning rate
+    split: bool = False  # "bounds": each side's scale tracked on its own, at (1 - level) / 2
 
 
 class LossBernstein(Bernstein):
@@ -163,6 +165,36 @@ RULES = [
         {"lstm": 0.1, "naive": 0.9},
         interval="quantile",
         window=730,
+    ),
+    *(
+        Rule(
+            f"the chosen rule, each side's scale own, P {step}",
+            {"lstm": 0.1, "naive": 0.9},
+            interval="bounds",
+            rate=0.39,
+            step=step,
+            split=True,
+        )
+        for step in (0.01, 0.02, 0.04)
+    ),
+    *(
+        Rule(
+            f"the chosen rule, bound rate {bound_rate}",
+            {"lstm": 0.1, "naive": 0.9},
+            interval="bounds",
+            rate=0.39,
+            bound_rate=bound_rate,
+        )
+        for bound_rate in (0.01, 0.1, 0.25, 0.5, 2.0)
+    ),
+    Rule(
+        "the chosen rule, bound rate 0.5, each side's own scale, P 0.01",
+        {"lstm": 0.1, "naive": 0.9},
+        interval="bounds",
+        rate=0.39,
+        bound_rate=0.5,
+        step=0.01,
+        split=True,
     ),
 ]
 
@@ -276,7 +308,9 @@ def replay(frame: pd.DataFrame, close: pd.Series, rule: Rule) -> pd.DataFrame:
         }
         bound_learners = {
             f"{b}_{n}": Bernstein(
-                np.array(rule.bound_prior), quantile=(1 - lv) / 2 if b == "lower" else (1 + lv) / 2
+                np.array(rule.bound_prior),
+                quantile=(1 - lv) / 2 if b == "lower" else (1 + lv) / 2,
+                rate=rule.bound_rate,
             )
             for n, lv in LEVELS.items()
             for b in ("lower", "upper")
@@ -284,6 +318,7 @@ def replay(frame: pd.DataFrame, close: pd.Series, rule: Rule) -> pd.DataFrame:
         low = {n: np.zeros(len(rows)) for n in LEVELS}
         high = {n: np.zeros(len(rows)) for n in LEVELS}
         scales = {n: 1.0 for n in LEVELS}
+        sides = {(n, b): 1.0 for n in LEVELS for b in ("lower", "upper")}
         scores: dict[str, list[float]] = {n: [] for n in LEVELS}
         order = np.argsort(rows["target_time"].to_numpy(), kind="stable")
         targets = rows["target_time"].to_numpy()[order]
@@ -307,6 +342,16 @@ def replay(frame: pd.DataFrame, close: pd.Series, rule: Rule) -> pd.DataFrame:
                             bl.update(bound_x[key][j].tolist(), float(y[j]))
                 for n, level in LEVELS.items():
                     s = abs(y[j] - centre[j]) / half[n][j]
+                    if rule.interval == "bounds" and rule.split:
+                        for b, distance in (
+                            ("lower", (centre[j] - y[j]) / (centre[j] - low[n][j])),
+                            ("upper", (y[j] - centre[j]) / (high[n][j] - centre[j])),
+                        ):
+                            miss = distance > sides[n, b]
+                            sides[n, b] = max(
+                                0.0, sides[n, b] + rule.step * (miss - (1 - level) / 2)
+                            )
+                        continue
                     if rule.interval == "bounds":
                         s = max(
                             (centre[j] - y[j]) / (centre[j] - low[n][j]),
@@ -338,11 +383,14 @@ def replay(frame: pd.DataFrame, close: pd.Series, rule: Rule) -> pd.DataFrame:
                     hi = _mix(bound_learners[f"upper_{n}"], bound_x[f"upper_{n}"][i])
                     low[n][i] = min(lo, centre[i] - 1e-9)
                     high[n][i] = max(hi, centre[i] + 1e-9)
+                    below, above = (
+                        (sides[n, "lower"], sides[n, "upper"]) if rule.split else (scale, scale)
+                    )
                     served[f"lower_{n}"][i] = naive[i] * np.exp(
-                        centre[i] - scale * (centre[i] - low[n][i])
+                        centre[i] - below * (centre[i] - low[n][i])
                     )
                     served[f"upper_{n}"][i] = naive[i] * np.exp(
-                        centre[i] + scale * (high[n][i] - centre[i])
+                        centre[i] + above * (high[n][i] - centre[i])
                     )
                     continue
                 served[f"lower_{n}"][i] = naive[i] * np.exp(centre[i] - scale * half[n][i])

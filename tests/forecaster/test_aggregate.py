@@ -143,7 +143,8 @@ def test_bands_keep_their_coverage_when_the_models_bands_miss_too_often(record):
     forecast = lstm_forecast(close, 700, np.zeros(H), 0.01)
     served = serve(forecast, close.iloc[:701], record)
     bounds = served.weights[(served.weights["quantity"] != "value")]
-    assert (bounds.loc[bounds["expert"] == "naive", "weight"] > 0.5).all()
+    naive = bounds[bounds["expert"] == "naive"].groupby("quantity")["weight"].mean()
+    assert (naive > 0.55).all()  # every bound learnt toward the naive's (prior 0.5), slowly
     out = served.forecasts
     assert (
         np.log(out["upper_80"] / out["lower_80"])
