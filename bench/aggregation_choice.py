@@ -39,6 +39,7 @@ from forecaster.online import Bernstein  # noqa: E402
 
 TEST_START_BTC = pd.Timestamp("2019-01-01", tz="UTC")
 TEST_YEARS = 2  # a multi series' test period: its last two years
+MIN_AS_OFS = 30  # fewer pre-test as-of days than this (XRPUSD's walk has 3) judge nothing
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,23 @@ RULES = [
         )
         for bound_rate in (0.01, 0.1, 0.25, 0.5, 2.0)
     ),
+    *(
+        Rule(
+            f"bound rate 0.1, bound prior {bound_prior}, P {step}",
+            {"lstm": 0.1, "naive": 0.9},
+            interval="bounds",
+            rate=0.39,
+            bound_rate=0.1,
+            bound_prior=bound_prior,
+            step=step,
+        )
+        for bound_prior, step in (
+            ((0.3, 0.7), 0.02),
+            ((0.7, 0.3), 0.02),
+            ((0.5, 0.5), 0.01),
+            ((0.5, 0.5), 0.03),
+        )
+    ),
     Rule(
         "the chosen rule, bound rate 0.5, each side's own scale, P 0.01",
         {"lstm": 0.1, "naive": 0.9},
@@ -244,8 +262,14 @@ def pre_test(cache: Path) -> dict[str, tuple[pd.DataFrame, pd.Series]]:
         )
         frame = pd.concat(frames).drop_duplicates(["as_of", "horizon"])
         frame = frame[frame["as_of"] < end].sort_values(["as_of", "horizon"])
-        if not frame.empty:
-            out[stem] = (frame.reset_index(drop=True), close)
+        if frame["as_of"].nunique() < MIN_AS_OFS:
+            print(
+                f"  {stem}: {frame['as_of'].nunique()} as-of days before its test period, "
+                f"fewer than {MIN_AS_OFS}: left out",
+                file=sys.stderr,
+            )
+            continue
+        out[stem] = (frame.reset_index(drop=True), close)
     return out
 
 
