@@ -86,7 +86,7 @@ def main() -> None:
         "--group-config",
         default="{}",
         help="overrides of the global model only, as JSON, as the service's group settings do "
-        "(its daily defaults: '{\"validation_fraction\": 0.36, \"patience\": 3}')",
+        '(its daily defaults: \'{"validation_fraction": 0.36, "patience": 3}\')',
     )
     parser.add_argument(
         "--retrain-cost",
