@@ -131,18 +131,13 @@ TIMEFRAME_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-# settings of a timeframe only, never of one series
-GROUP_SETTINGS = (
-    "model_scope",
-    "group_train_candles",
-    "group_validation_fraction",
-    "group_patience",
-)
 # the group settings that are a global model's own value of a ForecasterConfig field
 GROUP_FORECASTER = {
     "group_validation_fraction": "validation_fraction",
     "group_patience": "patience",
 }
+# settings of a timeframe only, never of one series
+GROUP_SETTINGS = ("model_scope", "group_train_candles", *GROUP_FORECASTER)
 
 
 @dataclass(frozen=True)
