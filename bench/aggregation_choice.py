@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from _compare import ewma_bounds  # noqa: E402
 from _data import DATA, load_daily, load_series  # noqa: E402
 
 from forecaster.aggregate import LEVELS, references  # noqa: E402
@@ -57,6 +58,16 @@ class Rule:
     bound_prior: tuple[float, float] = (0.5, 0.5)  # "bounds": the LSTM's bound, the naive's
     bound_rate: float = 1.0  # "bounds": the factor on the bound learners' learning rate
     split: bool = False  # "bounds": each side's scale tracked on its own, at (1 - level) / 2
+    # "bounds": the bound experts, by column prefix: "" the LSTM's, "naive_" the naive's
+    # empirical ones, "ewma_" the naive's EWMA-scaled ones (one prior weight each)
+    bound_experts: tuple[str, ...] = ("", "naive_")
+    # "bounds": the scale's step weighted by the band's width (over its running mean): online
+    # gradient descent on the interval score itself instead of on the miss rate
+    weighted: bool = False
+    recent: int = 0  # the width's running mean over the last this many rounds (0: all)
+    # the scale's step while the record is short: max(step, warm / √(rounds scored)), so a new
+    # series' scale finds its level in weeks rather than months (0: the plain step)
+    warm: float = 0.0
 
 
 class LossBernstein(Bernstein):
@@ -202,6 +213,48 @@ RULES = [
         step=0.01,
         split=True,
     ),
+    *(
+        replace(
+            CHOSEN,
+            name=f"bound rate 0.1, {'EWMA as 3rd bound expert, ' if ewma else ''}"
+            f"{'width-weighted ' if weighted else ''}P {step}",
+            bound_rate=0.1,
+            step=step,
+            weighted=weighted,
+            bound_experts=("", "naive_", "ewma_") if ewma else ("", "naive_"),
+            bound_prior=(1 / 3, 1 / 3, 1 / 3) if ewma else (0.5, 0.5),
+        )
+        for ewma, weighted, step in (
+            (False, False, 0.02),
+            (False, True, 0.02),
+            (False, True, 0.01),
+            (False, True, 0.015),
+            (False, True, 0.04),
+            (True, False, 0.02),
+            (True, True, 0.02),
+        )
+    ),
+    *(
+        replace(
+            CHOSEN,
+            name=f"bound rate 0.1, {'width-weighted ' if weighted else ''}P 0.02, warm {warm}",
+            bound_rate=0.1,
+            weighted=weighted,
+            warm=warm,
+        )
+        for weighted, warm in ((False, 0.25), (False, 0.5), (True, 0.25), (True, 0.5))
+    ),
+    *(
+        replace(
+            CHOSEN,
+            name=f"bound rate 0.1, width-weighted (over the last {recent}) P {step}",
+            bound_rate=0.1,
+            weighted=True,
+            recent=recent,
+            step=step,
+        )
+        for recent, step in ((90, 0.02), (365, 0.02), (90, 0.01), (365, 0.01))
+    ),
 ]
 
 
@@ -278,7 +331,15 @@ _REFS: dict[int, pd.DataFrame] = {}
 def _refs(frame: pd.DataFrame, close: pd.Series) -> pd.DataFrame:
     key = id(frame)
     if key not in _REFS:
-        _REFS[key] = with_references(frame, close)
+        data = with_references(frame, close)
+        ewma = ewma_bounds(data, close)
+        _REFS[key] = data.assign(
+            **{
+                f"ewma_{b}_{n}": ewma[f"{b}_{n}"].to_numpy()
+                for n in LEVELS
+                for b in ("lower", "upper")
+            }
+        )
     return _REFS[key]
 
 
@@ -311,9 +372,9 @@ def replay(frame: pd.DataFrame, close: pd.Series, rule: Rule) -> pd.DataFrame:
             for n in LEVELS
         }
         learner = rule.learner(prior.astype(float), rate=rule.rate)
-        bound_x = {  # the bound experts: the LSTM's own bounds and the naive-empirical ones
+        bound_x = {  # the bound experts: the LSTM's own bounds, the naive's empirical ones, ...
             f"{b}_{n}": np.log(
-                np.column_stack([rows[f"{b}_{n}"], rows[f"naive_{b}_{n}"]]) / naive[:, None]
+                np.column_stack([rows[f"{e}{b}_{n}"] for e in rule.bound_experts]) / naive[:, None]
             )
             for n in LEVELS
             for b in ("lower", "upper")
@@ -331,6 +392,7 @@ def replay(frame: pd.DataFrame, close: pd.Series, rule: Rule) -> pd.DataFrame:
         high = {n: np.zeros(len(rows)) for n in LEVELS}
         scales = {n: 1.0 for n in LEVELS}
         sides = {(n, b): 1.0 for n in LEVELS for b in ("lower", "upper")}
+        widths: dict[str, list[float]] = {n: [] for n in LEVELS}  # the scored bands' widths
         scores: dict[str, list[float]] = {n: [] for n in LEVELS}
         order = np.argsort(rows["target_time"].to_numpy(), kind="stable")
         targets = rows["target_time"].to_numpy()[order]
@@ -370,7 +432,12 @@ def replay(frame: pd.DataFrame, close: pd.Series, rule: Rule) -> pd.DataFrame:
                             (y[j] - centre[j]) / (high[n][j] - centre[j]),
                         )
                         miss = s > scales[n]
-                        scales[n] = max(0.0, scales[n] + rule.step * (miss - (1 - level)))
+                        weight = 1.0
+                        if rule.weighted:
+                            widths[n].append(high[n][j] - low[n][j])
+                            weight = widths[n][-1] / np.mean(widths[n][-rule.recent :])
+                        step = max(rule.step, rule.warm / np.sqrt(rounds))
+                        scales[n] = max(0.0, scales[n] + step * weight * (miss - (1 - level)))
                         continue
                     if not np.isfinite(s):
                         continue

@@ -11,16 +11,17 @@ is at or before ``as_of``, beside the close that came — and serves, per horizo
   experts — the LSTM's own volatility-scaled conformal bound and the naive forecast's
   empirical one — with weights learnt on the pinball loss of that quantile (prior
   `BOUND_PRIOR`, learning at `BOUND_RATE` of BOA's rate), then its distance from ``value``
-  times the scale s tracked online from the record's realised coverage at that level
-  (`forecaster.online.tracked_scale`).
+  times the scale s tracked online from the record's realised coverage at that level, each
+  round weighted by its band's width (`forecaster.online.tracked_scale`: gradient descent on
+  the interval score).
 
-The rule (experts, prior, bound experts and their rate, step of s) was chosen on data before
-the test period only (`bench/aggregation_choice.py`, docs/benchmarks.md): drift as a third
-expert and the LSTM's bounds alone were both worse there. Beside the served forecast: the LSTM's own
-(``lstm_*``), ``drift`` (a reference, stored, not aggregated) and the naive forecast with
-empirical intervals (``naive_lower_XX`` / ``naive_upper_XX``: quantiles of the trailing
-`REFERENCE_PERIODS` h-step log returns), and ``volatility`` (the standard deviation of the
-last `VOLATILITY_PERIODS` one-period log returns). Nothing is stored between runs but the
+The rule (experts, prior, bound experts and their rate, step and weights of s) was chosen on
+data before the test period only (`bench/aggregation_choice.py`, docs/benchmarks.md): drift as
+a third expert and the LSTM's bounds alone were both worse there. Beside the served forecast:
+the LSTM's own (``lstm_*``), ``drift`` (a reference, stored, not aggregated) and the naive
+forecast with empirical intervals (``naive_lower_XX`` / ``naive_upper_XX``: quantiles of the
+trailing `REFERENCE_PERIODS` h-step log returns), and ``volatility`` (the standard deviation
+of the last `VOLATILITY_PERIODS` one-period log returns). Nothing is stored between runs but the
 record, so the state survives retrains and fine-tunes, and a backfill replaying the same
 record gets the same numbers. A NaN or infinite value in the record (an old row without the
 naive's bounds, say) drops that round from what needs it; it never reaches a weight.
@@ -221,7 +222,8 @@ def _served_row(
     centre = mixed["value"]
     values = {"value": naive * float(np.exp(centre))}
     for name, level in LEVELS.items():
-        scale = tracked_scale(_coverage_scores(rows, actual, name), level=level).scale
+        scores, widths = _coverage_scores(rows, actual, name)
+        scale = tracked_scale(scores, level=level, widths=widths).scale
         below = max(centre - mixed[f"lower_{name}"], 0.0)
         above = max(mixed[f"upper_{name}"] - centre, 0.0)
         values |= {
@@ -250,8 +252,9 @@ def _mix(now: np.ndarray, weights) -> float:
     return float(np.where(usable, now, 0.0) @ (share / share.sum()))
 
 
-def _coverage_scores(rows: Record, actual: np.ndarray, name: str) -> np.ndarray:
-    """Per scored round: the scale at which its served band would just have held the actual.
+def _coverage_scores(rows: Record, actual: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per scored round: the scale at which its served band would just have held the actual,
+    and the band's width before scaling (the tracking weighs each round by it).
 
     The band a round was served was centre ∓ s × (distance to its aggregated bound); dividing
     the actual's distance outside by the unscaled distance gives the score that s is tracked
@@ -263,7 +266,8 @@ def _coverage_scores(rows: Record, actual: np.ndarray, name: str) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         below = np.where(centre - lower > 0, (centre - lower) / scale, np.nan)
         above = np.where(upper - centre > 0, (upper - centre) / scale, np.nan)
-        return np.maximum((centre - actual) / below, (actual - centre) / above)
+        scores = np.maximum((centre - actual) / below, (actual - centre) / above)
+        return scores, below + above
 
 
 def _log_returns(rows: Record, columns: list[str]) -> np.ndarray:

@@ -25,6 +25,9 @@ import numpy as np
 MIN_ROUNDS = 10
 # Quantile-tracking step of the interval scale, in units of the model's half-width.
 SCALE_STEP = 0.02
+# A round's weight in the tracking: its band's width over the mean width of the last this many
+# rounds (chosen on pre-test data: over all rounds, coverage strayed to 0.787 in a calm spell).
+WIDTH_ROUNDS = 90
 
 
 @dataclass(frozen=True)
@@ -222,7 +225,12 @@ class IntervalScale:
 
 
 def tracked_scale(
-    scores: np.ndarray, *, level: float, step: float = SCALE_STEP, start: float = 1.0
+    scores: np.ndarray,
+    *,
+    level: float,
+    step: float = SCALE_STEP,
+    start: float = 1.0,
+    widths: np.ndarray | None = None,
 ) -> IntervalScale:
     """Online quantile tracking of ``scores`` = |actual − centre| / half-width, in time order.
 
@@ -230,16 +238,38 @@ def tracked_scale(
     control, Angelopoulos, Candès & Tibshirani 2023; adaptive conformal inference of Gibbs &
     Candès 2021 on the scale): it grows after misses and shrinks after hits, so the long-run
     miss rate converges to α = 1 − level whatever the data do, regime changes included.
+
+    With ``widths`` (each round's band width before scaling) the step is weighted by the
+    round's width over the mean of the last `WIDTH_ROUNDS` widths: the interval score is the
+    width times the pinball loss of the score, so this is online gradient descent on the
+    interval score itself. A miss of a wide band (where it costs most) moves s more than one
+    of a narrow band, and the long-run width-weighted miss rate converges to α. Rounds whose
+    score or width is not finite, or whose width is not positive, are skipped.
     """
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     scores = np.asarray(scores, dtype=np.float64)
-    scores = scores[np.isfinite(scores)]
+    usable = np.isfinite(scores)
+    if widths is not None:
+        widths = np.asarray(widths, dtype=np.float64)
+        if widths.shape != scores.shape:
+            raise ValueError(f"widths {widths.shape} must be one per score {scores.shape}")
+        usable &= np.isfinite(widths) & (widths > 0)
+    scores = scores[usable]
+    weights = np.ones(len(scores)) if widths is None else _relative(widths[usable])
     alpha = 1.0 - level
     scale, hits = start, 0
-    for score in scores:
+    for score, weight in zip(scores.tolist(), weights.tolist(), strict=True):
         miss = score > scale
         hits += not miss
-        scale = max(0.0, scale + step * (float(miss) - alpha))
+        scale = max(0.0, scale + step * weight * (float(miss) - alpha))
     coverage = hits / len(scores) if len(scores) else math.nan
     return IntervalScale(scale, len(scores), coverage)
+
+
+def _relative(widths: np.ndarray, rounds: int = WIDTH_ROUNDS) -> np.ndarray:
+    """Each width over the mean of the last ``rounds`` widths up to and including it."""
+    total = np.concatenate([[0.0], np.cumsum(widths)])
+    end = np.arange(1, len(widths) + 1)
+    begin = np.maximum(end - rounds, 0)
+    return widths / ((total[end] - total[begin]) / (end - begin))

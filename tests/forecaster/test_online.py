@@ -84,6 +84,52 @@ def test_the_scale_skips_non_finite_scores():
     assert tracked.rounds == 2
 
 
+def interval_score(scale, scores, widths, level):
+    """Mean interval score of bands ±scale × width / 2 (score = distance / half-width)."""
+    return np.mean(widths * (scale + (np.maximum(scores - scale, 0) / (1 - level))))
+
+
+@pytest.mark.parametrize("level", [0.8, 0.95])
+def test_width_weighted_tracking_finds_the_scale_of_the_best_interval_score(level):
+    """Half the bands are wide and right, half narrow and too narrow: the plain tracker holds
+    coverage by widening both, the width-weighted one (gradient descent on the interval score)
+    settles near the scale whose interval score is lowest, at lower coverage."""
+    rng = np.random.default_rng(5)
+
+    def draw(n):
+        wide = rng.random(n) < 0.5
+        return np.abs(rng.normal(0, np.where(wide, 1.0, 2.0))) / 1.2816, np.where(wide, 3.0, 1.0)
+
+    scores, widths = draw(4000)
+    plain = tracked_scale(scores, level=level)
+    weighted = tracked_scale(scores, level=level, widths=widths)
+    assert abs(plain.coverage - level) < 0.025
+    assert weighted.coverage < plain.coverage - 0.04
+    fresh, fresh_widths = draw(20000)
+    grid = np.linspace(0.5, 4.0, 351)
+    best = grid[np.argmin([interval_score(s, fresh, fresh_widths, level) for s in grid])]
+    assert abs(weighted.scale - best) < 0.15 < abs(plain.scale - best)
+    assert interval_score(weighted.scale, fresh, fresh_widths, level) < interval_score(
+        plain.scale, fresh, fresh_widths, level
+    )
+
+
+def test_equal_widths_track_as_no_widths():
+    scores = np.abs(np.random.default_rng(6).normal(0, 1, 500))
+    weighted = tracked_scale(scores, level=0.8, widths=np.full(500, 0.3))
+    plain = tracked_scale(scores, level=0.8)
+    assert weighted.scale == pytest.approx(plain.scale, abs=1e-9)
+    assert (weighted.rounds, weighted.coverage) == (plain.rounds, plain.coverage)
+
+
+def test_the_scale_skips_rounds_without_a_usable_width():
+    scores = np.array([0.5, 0.7, 2.0, 0.1, 1.5])
+    widths = np.array([1.0, np.nan, 0.0, -1.0, 2.0])
+    assert tracked_scale(scores, level=0.8, widths=widths).rounds == 2
+    with pytest.raises(ValueError, match="widths"):
+        tracked_scale(scores, level=0.8, widths=widths[:3])
+
+
 def test_many_learners_at_once_weigh_as_each_alone():
     """The vectorised replay (horizons × quantities in one pass) equals one learner at a time,
     whatever the learners' lengths, losses and skipped rounds."""
