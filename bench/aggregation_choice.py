@@ -65,6 +65,7 @@ class Rule:
     # gradient descent on the interval score itself instead of on the miss rate
     weighted: bool = False
     recent: int = 0  # the width's running mean over the last this many rounds (0: all)
+    multiplicative: bool = False  # "bounds": the step moves log s instead of s
     # the scale's step while the record is short: max(step, warm / √(rounds scored)), so a new
     # series' scale finds its level in weeks rather than months (0: the plain step)
     warm: float = 0.0
@@ -255,6 +256,19 @@ RULES = [
         )
         for recent, step in ((90, 0.02), (365, 0.02), (90, 0.01), (365, 0.01))
     ),
+    *(
+        replace(
+            CHOSEN,
+            name=f"bound rate 0.1, {'width-weighted (last 90) ' if weighted else ''}"
+            f"log-scale step {step}",
+            bound_rate=0.1,
+            weighted=weighted,
+            recent=90,
+            step=step,
+            multiplicative=True,
+        )
+        for weighted, step in ((False, 0.02), (True, 0.02), (True, 0.015), (True, 0.03))
+    ),
 ]
 
 
@@ -437,7 +451,10 @@ def replay(frame: pd.DataFrame, close: pd.Series, rule: Rule) -> pd.DataFrame:
                             widths[n].append(high[n][j] - low[n][j])
                             weight = widths[n][-1] / np.mean(widths[n][-rule.recent :])
                         step = max(rule.step, rule.warm / np.sqrt(rounds))
-                        scales[n] = max(0.0, scales[n] + step * weight * (miss - (1 - level)))
+                        if rule.multiplicative:
+                            scales[n] *= np.exp(step * weight * (miss - (1 - level)))
+                        else:
+                            scales[n] = max(0.0, scales[n] + step * weight * (miss - (1 - level)))
                         continue
                     if not np.isfinite(s):
                         continue
