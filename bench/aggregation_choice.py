@@ -66,6 +66,7 @@ class Rule:
     weighted: bool = False
     recent: int = 0  # the width's running mean over the last this many rounds (0: all)
     multiplicative: bool = False  # "bounds": the step moves log s instead of s
+    step_95: float | None = None  # "bounds": the 95 % scale's own step (None: ``step``)
     # the scale's step while the record is short: max(step, warm / √(rounds scored)), so a new
     # series' scale finds its level in weeks rather than months (0: the plain step)
     warm: float = 0.0
@@ -269,6 +270,17 @@ RULES = [
         )
         for weighted, step in ((False, 0.02), (True, 0.02), (True, 0.015), (True, 0.03))
     ),
+    *(
+        replace(
+            CHOSEN,
+            name=f"bound rate 0.1, width-weighted (last 90) P 0.02, 95 % P {step}",
+            bound_rate=0.1,
+            weighted=True,
+            recent=90,
+            step_95=step,
+        )
+        for step in (0.005, 0.01, 0.015, 0.03)
+    ),
 ]
 
 
@@ -450,7 +462,8 @@ def replay(frame: pd.DataFrame, close: pd.Series, rule: Rule) -> pd.DataFrame:
                         if rule.weighted:
                             widths[n].append(high[n][j] - low[n][j])
                             weight = widths[n][-1] / np.mean(widths[n][-rule.recent :])
-                        step = max(rule.step, rule.warm / np.sqrt(rounds))
+                        own = rule.step_95 if n == "95" and rule.step_95 else rule.step
+                        step = max(own, rule.warm / np.sqrt(rounds))
                         if rule.multiplicative:
                             scales[n] *= np.exp(step * weight * (miss - (1 - level)))
                         else:
@@ -541,6 +554,7 @@ def show(
         f" (≤1: {(frame['ratio'] <= 1.0005).sum()}/{len(frame)})"
         f"  IS80 {frame['is80'].mean():.4f} IS95 {frame['is95'].mean():.4f}"
         f"  cover80 {frame['cover80'].min():.3f}..{frame['cover80'].max():.3f}"
+        f" cover95 {frame['cover95'].min():.3f}..{frame['cover95'].max():.3f}"
         f" worst year/tercile {frame['worst_pp'].max():.1f} pp"
     )
     if reference is not None:

@@ -6,7 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecaster.aggregate import EXPERTS, PRIOR, RATE, RECORD_COLUMNS, references, serve
+from forecaster.aggregate import (
+    EXPERTS,
+    PRIOR,
+    RATE,
+    RECORD_COLUMNS,
+    SCALE_STEPS,
+    references,
+    serve,
+)
+from forecaster.online import tracked_scale
 
 H = 3
 DAYS = pd.date_range("2021-01-01", periods=900, freq="D", tz="UTC")
@@ -152,6 +161,44 @@ def test_bands_keep_their_coverage_when_the_models_bands_miss_too_often(record):
     ).all()
     assert (out["lower_95"] <= out["lower_80"]).all()
     assert (out["upper_95"] >= out["upper_80"]).all()
+
+
+@pytest.mark.parametrize("name, level", [("80", 0.8), ("95", 0.95)])
+def test_each_levels_scale_is_tracked_on_its_rounds_weighted_by_their_bands_width(
+    record, name, level
+):
+    """The served scale of a level is `tracked_scale` of the record's rounds of that horizon
+    scored by as_of, in target order: each round's score (the actual's distance from the
+    served value over the band's unscaled distance to the bound on its side; +inf where that
+    side had collapsed onto the value), weighted by the unscaled band's width, at that
+    level's step. The fixture's narrow 'LSTM' bands make one-sided bands common."""
+    close = closes()
+    served = serve(lstm_forecast(close, 700, np.zeros(H), 0.01), close.iloc[:701], record)
+    one_sided = 0
+    for horizon in range(1, H + 1):
+        rows = record[(record["horizon"] == horizon) & (record["target_time"] <= DAYS[700])]
+        rows = rows.sort_values("target_time", kind="stable")
+        logs = {
+            c: np.log(rows[c].to_numpy(float) / rows["naive"].to_numpy(float))
+            for c in ("value", f"lower_{name}", f"upper_{name}", "actual")
+        }
+        scale = rows[f"scale_{name}"].to_numpy(float)
+        below = (logs["value"] - logs[f"lower_{name}"]) / scale
+        above = (logs[f"upper_{name}"] - logs["value"]) / scale
+        with np.errstate(divide="ignore"):
+            scores = np.where(
+                logs["actual"] < logs["value"],
+                (logs["value"] - logs["actual"]) / below,
+                (logs["actual"] - logs["value"]) / above,
+            )
+        expected = tracked_scale(scores, level=level, step=SCALE_STEPS[name], widths=below + above)
+        unweighted = tracked_scale(scores, level=level, step=SCALE_STEPS[name])
+        one_sided += int(((below == 0) | (above == 0)).sum())
+        got = served.forecasts.set_index("horizon").loc[horizon, f"scale_{name}"]
+        assert got == pytest.approx(expected.scale, rel=1e-12)
+        assert abs(got - unweighted.scale) > 1e-6  # the widths did weigh
+    assert one_sided > 0
+    assert SCALE_STEPS["95"] < SCALE_STEPS["80"]
 
 
 def test_references_are_drift_and_trailing_empirical_quantiles():
