@@ -67,6 +67,7 @@ class Rule:
     recent: int = 0  # the width's running mean over the last this many rounds (0: all)
     multiplicative: bool = False  # "bounds": the step moves log s instead of s
     step_95: float | None = None  # "bounds": the 95 % scale's own step (None: ``step``)
+    bound_rate_80: float | None = None  # "bounds": the 80 % bounds' own rate (None: bound_rate)
     # the scale's step while the record is short: max(step, warm / √(rounds scored)), so a new
     # series' scale finds its level in weeks rather than months (0: the plain step)
     warm: float = 0.0
@@ -281,6 +282,18 @@ RULES = [
         )
         for step in (0.005, 0.01, 0.015, 0.03)
     ),
+    *(
+        replace(
+            CHOSEN,
+            name=f"width-weighted (last 90) P 0.02 / 95 % P 0.01, bound rate 80 % {rate}",
+            bound_rate=0.1,
+            weighted=True,
+            recent=90,
+            step_95=0.01,
+            bound_rate_80=rate,
+        )
+        for rate in (0.01, 0.03, 0.05, 0.2)
+    ),
 ]
 
 
@@ -409,7 +422,7 @@ def replay(frame: pd.DataFrame, close: pd.Series, rule: Rule) -> pd.DataFrame:
             f"{b}_{n}": Bernstein(
                 np.array(rule.bound_prior),
                 quantile=(1 - lv) / 2 if b == "lower" else (1 + lv) / 2,
-                rate=rule.bound_rate,
+                rate=rule.bound_rate_80 if n == "80" and rule.bound_rate_80 else rule.bound_rate,
             )
             for n, lv in LEVELS.items()
             for b in ("lower", "upper")
