@@ -261,22 +261,19 @@ def _coverage_scores(rows: Record, actual: np.ndarray, name: str) -> tuple[np.nd
     and the band's width before scaling (the tracking weighs each round by it).
 
     The band a round was served was centre ∓ s × (distance to its aggregated bound); dividing
-    the actual's distance from the centre by the unscaled distance on its side gives the score
-    that s is tracked on (covered at scale s when score ≤ s). A side whose aggregated bound lay
-    at the centre (the value outside the bounds' mix) held nothing at any scale: an actual on
-    that side scores +inf, a miss. NaN where the round lacks bounds or a scale (or its scale
-    was 0, so the unscaled distances are lost).
+    the actual's distance outside by the unscaled distance gives the score that s is tracked
+    on (covered at scale s when score ≤ s). NaN — the round is left out — where it lacks bounds
+    or a scale, and where a side's aggregated bound lay at or past the centre (the value outside
+    the bounds' mix): no scale widens that side, so its misses would push s up without end.
     """
     logs = _log_returns(rows, ["value", f"lower_{name}", f"upper_{name}"])
     scale = rows[f"scale_{name}"]
     centre, lower, upper = logs[:, 0], logs[:, 1], logs[:, 2]
     with np.errstate(divide="ignore", invalid="ignore"):
-        usable = (scale > 0) & (centre - lower >= 0) & (upper - centre >= 0) & np.isfinite(actual)
-        below = np.where(usable, (centre - lower) / scale, np.nan)
-        above = np.where(usable, (upper - centre) / scale, np.nan)
-        distance, side = np.abs(actual - centre), np.where(actual < centre, below, above)
-        scores = np.where(distance > 0, distance / side, 0.0)
-        return np.where(usable, scores, np.nan), below + above
+        below = np.where(centre - lower > 0, (centre - lower) / scale, np.nan)
+        above = np.where(upper - centre > 0, (upper - centre) / scale, np.nan)
+        scores = np.maximum((centre - actual) / below, (actual - centre) / above)
+        return scores, below + above
 
 
 def _log_returns(rows: Record, columns: list[str]) -> np.ndarray:

@@ -243,14 +243,13 @@ def tracked_scale(
     round's width over the mean of the last `WIDTH_ROUNDS` widths: the interval score is the
     width times the pinball loss of the score, so this is online gradient descent on the
     interval score itself. A miss of a wide band (where it costs most) moves s more than one
-    of a narrow band, and the long-run width-weighted miss rate converges to α. A score of
-    +inf is a miss at any scale (the band held nothing on that side); rounds whose score is
-    NaN or −inf, or whose width is not finite and positive, are skipped.
+    of a narrow band, and the long-run width-weighted miss rate converges to α. Rounds whose
+    score or width is not finite, or whose width is not positive, are skipped.
     """
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     scores = np.asarray(scores, dtype=np.float64)
-    usable = np.isfinite(scores) | (scores == np.inf)
+    usable = np.isfinite(scores)
     if widths is not None:
         widths = np.asarray(widths, dtype=np.float64)
         if widths.shape != scores.shape:
