@@ -26,7 +26,7 @@ MIN_ROUNDS = 10
 # Quantile-tracking step of the interval scale, in units of the model's half-width.
 SCALE_STEP = 0.02
 # A round's weight in the tracking: its band's width over the mean width of the last this many
-# rounds (chosen on pre-test data: over all rounds, coverage strayed to 0.787 in a calm spell).
+# rounds (chosen on pre-test data: over all earlier rounds, BTC's coverage strayed to 0.787).
 WIDTH_ROUNDS = 90
 
 
