@@ -90,6 +90,12 @@ CHOSEN = Rule(
     interval="bounds",
     rate=0.39,
 )
+# the rule chosen on the morning of 2026-12-02 (bounds at 0.1 × BOA's rate), and it with the
+# scale's steps weighted by the band's width over the last 90 rounds': the afternoon's bases
+MORNING = replace(CHOSEN, bound_rate=0.1)
+WEIGHTED = replace(
+    MORNING, name="bound rate 0.1, width-weighted (last 90) P 0.02", weighted=True, recent=90
+)
 
 RULES = [
     Rule(
@@ -219,10 +225,9 @@ RULES = [
     ),
     *(
         replace(
-            CHOSEN,
+            MORNING,
             name=f"bound rate 0.1, {'EWMA as 3rd bound expert, ' if ewma else ''}"
             f"{'width-weighted ' if weighted else ''}P {step}",
-            bound_rate=0.1,
             step=step,
             weighted=weighted,
             bound_experts=("", "naive_", "ewma_") if ewma else ("", "naive_"),
@@ -240,9 +245,8 @@ RULES = [
     ),
     *(
         replace(
-            CHOSEN,
+            MORNING,
             name=f"bound rate 0.1, {'width-weighted ' if weighted else ''}P 0.02, warm {warm}",
-            bound_rate=0.1,
             weighted=weighted,
             warm=warm,
         )
@@ -250,10 +254,8 @@ RULES = [
     ),
     *(
         replace(
-            CHOSEN,
+            WEIGHTED,
             name=f"bound rate 0.1, width-weighted (over the last {recent}) P {step}",
-            bound_rate=0.1,
-            weighted=True,
             recent=recent,
             step=step,
         )
@@ -261,35 +263,23 @@ RULES = [
     ),
     *(
         replace(
-            CHOSEN,
+            WEIGHTED,
             name=f"bound rate 0.1, {'width-weighted (last 90) ' if weighted else ''}"
             f"log-scale step {step}",
-            bound_rate=0.1,
             weighted=weighted,
-            recent=90,
             step=step,
             multiplicative=True,
         )
         for weighted, step in ((False, 0.02), (True, 0.02), (True, 0.015), (True, 0.03))
     ),
     *(
-        replace(
-            CHOSEN,
-            name=f"bound rate 0.1, width-weighted (last 90) P 0.02, 95 % P {step}",
-            bound_rate=0.1,
-            weighted=True,
-            recent=90,
-            step_95=step,
-        )
+        replace(WEIGHTED, name=f"{WEIGHTED.name}, 95 % P {step}", step_95=step)
         for step in (0.005, 0.01, 0.015, 0.03)
     ),
     *(
         replace(
-            CHOSEN,
+            WEIGHTED,
             name=f"width-weighted (last 90) P 0.02 / 95 % P 0.01, bound rate 80 % {rate}",
-            bound_rate=0.1,
-            weighted=True,
-            recent=90,
             step_95=0.01,
             bound_rate_80=rate,
         )
