@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 import pandas as pd
+from coverage_noise import Chance, by_chance
 
 from forecaster.aggregate import RECORD_COLUMNS, serve
 from forecaster.metrics import score_forecasts
@@ -31,6 +32,13 @@ def served_replay(lstm: pd.DataFrame, close: pd.Series) -> tuple[pd.DataFrame, f
         scored = out[list(RECORD_COLUMNS)].dropna(subset=["actual"])
         record = scored if record.empty else pd.concat([record, scored], ignore_index=True)
     return pd.concat(served, ignore_index=True), time.perf_counter() - started
+
+
+def calibrated_chance(served: pd.DataFrame, close: pd.Series) -> Chance:
+    """`by_chance` on the as-of days of ``served`` whose 80 % band was scored."""
+    actual = close.reindex(pd.DatetimeIndex(served["target_time"])).to_numpy()
+    scored = served.loc[np.isfinite(actual), "as_of"]
+    return by_chance(close, pd.DatetimeIndex(sorted(scored.unique())))
 
 
 def ewma_bounds(
@@ -79,8 +87,16 @@ def models(served: pd.DataFrame, close: pd.Series) -> dict[str, pd.DataFrame]:
     }
 
 
-def report(name: str, forecasts: pd.DataFrame, close: pd.Series, seconds: float | None) -> None:
-    """One line: RMSE ratio, interval scores, coverage overall / worst year / tercile, DM."""
+def report(
+    name: str,
+    forecasts: pd.DataFrame,
+    close: pd.Series,
+    seconds: float | None,
+    chance: Chance | None = None,
+) -> None:
+    """One line: RMSE ratio, interval scores, coverage overall / worst year / tercile, DM;
+    with ``chance``, how often an exactly calibrated forecaster is as far off
+    (`coverage_noise.by_chance`)."""
     actuals = pd.Series(close.to_numpy(dtype="float64"), index=close.index)
     pooled = score_forecasts(forecasts, actuals).loc[0]
     frame = forecasts.assign(
@@ -109,4 +125,12 @@ def report(name: str, forecasts: pd.DataFrame, close: pd.Series, seconds: float 
             + f" (worst {worst_year}: {abs(by_year[worst_year] - 0.8) * 100:.1f} pp off);"
             f" by volatility tercile low/mid/high: "
             + "/".join("n/a" if not np.isfinite(v) else f"{v:.2f}" for v in terciles)
+        )
+    if worst_year is not None and chance is not None:
+        off = 100 * max(
+            abs(by_year[worst_year] - 0.8), *(abs(v - 0.8) for v in terciles if np.isfinite(v))
+        )
+        print(
+            f"  {'':32s} worst year or tercile {off:.1f} pp off: an exactly calibrated forecaster"
+            f" is as far off in {chance.share_as_far(off):.1%} of resampled paths"
         )

@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pandas as pd  # noqa: E402
-from _compare import models, served_replay  # noqa: E402
+from _compare import calibrated_chance, models, served_replay  # noqa: E402
 from _compare import report as compare  # noqa: E402
 from _data import DATA, load_daily, load_series  # noqa: E402
 
@@ -193,17 +193,21 @@ def run(source: Path, args: argparse.Namespace, start: str | None) -> None:
         "÷ the close at as_of; coverage by year of as_of, terciles of the as_of volatility"
     )
     side_by_side = models(served, close)
+    chance = calibrated_chance(served, close)
     for name, frame in side_by_side.items():
         took = {"LSTM raw": seconds, "served aggregate": seconds + serve_seconds}.get(name)
-        compare(name, frame, close, took)
+        compare(name, frame, close, took, chance)
     if args.daily_multi:  # the served rule was chosen on what came before: the clean part
         since = candles.index[-1] - pd.DateOffset(years=2)
         print(
             f"\n  the last two years alone (as-of {since:%Y-%m-%d} .. end), not seen when "
             "the served rule was chosen (bench/aggregation_choice.py):"
         )
+        recent = served[pd.DatetimeIndex(served["as_of"]) >= since]
+        chance = calibrated_chance(recent, close)
         for name, frame in side_by_side.items():
-            compare(name, frame[pd.DatetimeIndex(frame["as_of"]) >= since], close, None)
+            recent = frame[pd.DatetimeIndex(frame["as_of"]) >= since]
+            compare(name, recent, close, None, chance)
     if args.no_baselines:
         return
     for name, make in (
