@@ -21,6 +21,7 @@ year or volatility tercile, beside the naive with trailing-365 empirical interva
 from __future__ import annotations
 
 import argparse
+import math
 import pickle
 import sys
 from collections.abc import Callable
@@ -71,6 +72,79 @@ class Rule:
     # the scale's step while the record is short: max(step, warm / √(rounds scored)), so a new
     # series' scale finds its level in weeks rather than months (0: the plain step)
     warm: float = 0.0
+    # "bounds": the scale tracked at each of these steps at once and mixed by their interval
+    # scores (`ScaleSteps`, DtACI); the 95 % level's grid halved (empty: one
+    # step)
+    steps: tuple[float, ...] = ()
+
+
+# The tracked scale's candidate steps when they are learnt (`ScaleSteps`): a doubling grid
+# spanning 64x around the fixed step, as in DtACI (Gibbs & Candès 2024), and its lookback.
+STEP_GRID = tuple(0.02 * 2.0**k for k in range(-3, 4))
+STEP_LOOKBACK = 500
+
+
+class ScaleSteps:
+    """The interval scale tracked at several steps at once, mixed by their interval scores.
+
+    One tracker per step in ``steps`` moves its own scale as `tracked_scale` does; the served
+    scale is their mean under exponential weights on each tracker's loss ℓ_k = weight ×
+    ρ_{level}(score − s_k), the pinball loss of the level's quantile — the round's interval
+    score up to terms that do not depend on s — with fixed-share mixing σ = 1 / (2 × lookback)
+    so that the weights can move to a faster step after a regime change and back. The
+    learning rate is set from the losses themselves, η = √((ln(2kL) + 1) / Σ ℓ̄²) over the last
+    L = ``lookback`` rounds' mixed losses ℓ̄ (DtACI, Gibbs & Candès 2024, with the weighted
+    mean in place of a random draw, so a replay is reproducible; the interval score is convex
+    in s, so the mean does at least as well as a draw).
+    """
+
+    def __init__(
+        self,
+        *,
+        level: float,
+        steps: tuple[float, ...] = STEP_GRID,
+        start: float = 1.0,
+        lookback: int = STEP_LOOKBACK,
+    ) -> None:
+        self.alpha = 1.0 - level
+        self.steps = list(steps)
+        self.scales = [start] * len(steps)
+        self.weights = [1.0 / len(steps)] * len(steps)
+        self.lookback = lookback
+        self._squares: list[float] = []  # the mixed losses' squares, the last `lookback`
+        self._total = 0.0
+        self._log = math.log(2 * len(steps) * lookback) + 1.0
+
+    @property
+    def scale(self) -> float:
+        return sum(w * s for w, s in zip(self.weights, self.scales, strict=True))
+
+    def update(self, score: float, weight: float = 1.0) -> None:
+        """Learn from one round: its ``score`` and its weight (its band's relative width)."""
+        alpha, k = self.alpha, len(self.steps)
+        losses = [
+            weight * ((1 - alpha) * (score - s) if score > s else alpha * (s - score))
+            for s in self.scales
+        ]
+        mixed = sum(w * loss for w, loss in zip(self.weights, losses, strict=True))
+        self._squares.append(mixed * mixed)
+        self._total += mixed * mixed
+        if len(self._squares) > self.lookback:
+            self._total -= self._squares.pop(0)
+        self.scales = [
+            max(0.0, s + step * weight * (float(score > s) - alpha))
+            for s, step in zip(self.scales, self.steps, strict=True)
+        ]
+        if self._total <= 0:
+            return
+        eta = math.sqrt(self._log / self._total)
+        best = min(losses)
+        raw = [
+            w * math.exp(-eta * (loss - best)) for w, loss in zip(self.weights, losses, strict=True)
+        ]
+        total = sum(raw)
+        sigma = 1.0 / (2 * self.lookback)
+        self.weights = [(1 - sigma) * r / total + sigma / k for r in raw]
 
 
 class LossBernstein(Bernstein):
@@ -286,6 +360,28 @@ RULES = [
         for rate in (0.01, 0.03, 0.05, 0.2)
     ),
 ]
+# the rule chosen on the afternoon of 2026-12-02: the base of the candidates after it
+AFTERNOON = replace(
+    WEIGHTED,
+    name="width-weighted (last 90) P 0.02 / 95 % P 0.01, bound rate 80 % 0.03",
+    step_95=0.01,
+    bound_rate_80=0.03,
+)
+RULES += [
+    replace(AFTERNOON, name="the afternoon's rule, DtACI steps 0.0025..0.16", steps=STEP_GRID),
+    replace(
+        AFTERNOON,
+        name="the afternoon's rule, DtACI steps 0.01..0.16",
+        steps=STEP_GRID[2:],
+    ),
+    replace(
+        AFTERNOON,
+        name="the afternoon's rule, DtACI steps 0.0025..0.04",
+        steps=STEP_GRID[:-2],
+    ),
+    replace(AFTERNOON, name="the afternoon's rule, DtACI steps 0.005..0.08", steps=STEP_GRID[1:-1]),
+    replace(AFTERNOON, name="the afternoon's rule, DtACI steps 0.01..0.04", steps=STEP_GRID[2:-2]),
+]
 
 
 def main() -> None:
@@ -421,6 +517,11 @@ def replay(frame: pd.DataFrame, close: pd.Series, rule: Rule) -> pd.DataFrame:
         low = {n: np.zeros(len(rows)) for n in LEVELS}
         high = {n: np.zeros(len(rows)) for n in LEVELS}
         scales = {n: 1.0 for n in LEVELS}
+        ensembles = {
+            n: ScaleSteps(level=level, steps=tuple(s / 2 if n == "95" else s for s in rule.steps))
+            for n, level in LEVELS.items()
+            if rule.steps
+        }
         sides = {(n, b): 1.0 for n in LEVELS for b in ("lower", "upper")}
         widths: dict[str, list[float]] = {n: [] for n in LEVELS}  # the scored bands' widths
         scores: dict[str, list[float]] = {n: [] for n in LEVELS}
@@ -466,6 +567,10 @@ def replay(frame: pd.DataFrame, close: pd.Series, rule: Rule) -> pd.DataFrame:
                         if rule.weighted:
                             widths[n].append(high[n][j] - low[n][j])
                             weight = widths[n][-1] / np.mean(widths[n][-rule.recent :])
+                        if rule.steps:
+                            ensembles[n].update(float(s), float(weight))
+                            scales[n] = ensembles[n].scale
+                            continue
                         own = rule.step_95 if n == "95" and rule.step_95 else rule.step
                         step = max(own, rule.warm / np.sqrt(rounds))
                         if rule.multiplicative:
