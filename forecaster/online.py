@@ -23,6 +23,12 @@ import numpy as np
 
 # Fewer scored rounds than this: the prior weights are served as they are.
 MIN_ROUNDS = 10
+# Experts closer to the aggregate than this (in log return: a ten-thousandth of a percent)
+# agree with it; the difference is round-off, not evidence. The LSTM shrunk wholly onto naive
+# differs from it by ~1e-16, the network computes in float32 (~6e-8 relative), and BOA's
+# scale-free learning rate (1 / (2 × the bound of |r|)) would otherwise act on such a
+# difference as on a 1 % one.
+AGREE = 1e-6
 # Quantile-tracking step of the interval scale, in units of the model's half-width.
 SCALE_STEP = 0.02
 # A round's weight in the tracking: its band's width over the mean width of the last this many
@@ -54,7 +60,11 @@ def aggregate_weights(
     happened, in time order. Each round linearises the square loss at the aggregate
     forecast ŷ: the instantaneous regret of expert k is r_k = 2(ŷ − y)(ŷ − x_k); weights are
     π_k η_k exp(η_k Σ(r_k − η_k r_k²)) with η_k = min(1/(2E_k), √(ln K / Σ r_k²)) and E_k a
-    doubling bound of |r_k| (Wintenberger 2017). Its regret against the best convex
+    doubling bound of |r_k| (Wintenberger 2017); the r² penalty of a round uses the η of the
+    round before, capped at 1/(2E_k) with the bound that round raised, so η|r| ≤ 1/2 holds on
+    every round as BOA's exponential inequality needs (a first real difference after rounds
+    of agreement would otherwise meet a learning rate set by round-off). An expert within
+    `AGREE` of the aggregate has no regret that round. Its regret against the best convex
     combination grows as √(T ln K), so over time the aggregate is never much worse than the
     best expert — here, never much worse than the naive forecast. With ``quantile`` τ the
     loss is the pinball loss of quantile τ instead (its slope at ŷ is 1{y < ŷ} − τ): the
@@ -114,8 +124,7 @@ class Bernstein:
         for i, r in enumerate(regrets):
             self._bound[i] = max(self._bound[i], 2.0 ** math.ceil(math.log2(max(abs(r), 1e-300))))
             self._variance[i] += r * r
-            eta = self._eta[i]
-            step = eta if math.isfinite(eta) else 1.0 / (2.0 * self._bound[i])
+            step = min(self._eta[i], 1.0 / (2.0 * self._bound[i]))  # η|r| ≤ 1/2, always
             self._regret[i] += r - step * r * r
             eta = 1.0 / (2.0 * self._bound[i])
             if self._variance[i] > 0:
@@ -135,7 +144,7 @@ class Bernstein:
             slope = 2.0 * (forecast - y)  # d/dŷ (ŷ - y)²
         else:
             slope = float(y < forecast) - self.quantile  # d/dŷ of the pinball loss
-        return [slope * (forecast - xi) for xi in x]
+        return [slope * (forecast - xi) if abs(forecast - xi) > AGREE else 0.0 for xi in x]
 
 
 def aggregate_many(
@@ -180,10 +189,11 @@ def aggregate_many(
             slope = np.where(
                 square, 2.0 * (forecast - y[:, None]), (y[:, None] < forecast) - quantile[:, None]
             )
-            r = slope * (forecast - x)
+            gap = forecast - x
+            r = slope * np.where(np.abs(gap) > AGREE, gap, 0.0)
             new_bound = np.maximum(bound, 2.0 ** np.ceil(np.log2(np.maximum(np.abs(r), 1e-300))))
             new_variance = variance + r * r
-            step = np.where(np.isfinite(eta), eta, 1.0 / (2.0 * new_bound))
+            step = np.minimum(eta, 1.0 / (2.0 * new_bound))  # η|r| ≤ 1/2, always
             new_regret = regret + r - step * r * r
             new_eta = 1.0 / (2.0 * new_bound)
             new_eta = np.where(

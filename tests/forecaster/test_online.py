@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from forecaster.online import aggregate_many, aggregate_weights, tracked_scale
+from forecaster.online import Bernstein, aggregate_many, aggregate_weights, tracked_scale
 
 
 def random_walk_record(rounds: int, seed: int = 0):
@@ -58,6 +58,43 @@ def test_a_nan_or_infinite_value_never_reaches_a_weight():
     weights = aggregate_weights(experts, actual, prior=np.array([0.5, 0.5]))
     assert np.isfinite(weights.weights).all() and weights.rounds == 197
     assert weights.weights.sum() == pytest.approx(1.0)
+
+
+def shrunk_then_noisy(agree: int, rounds: int, seed: int = 3):
+    """A model wholly shrunk onto naive for ``agree`` rounds (equal up to round-off), then
+    forecasting noise: the LSTM's record on a series where its first fits had no skill."""
+    experts, actual = random_walk_record(rounds, seed)
+    rng = np.random.default_rng(seed + 1)
+    experts[:agree, 0] = rng.normal(0.0, 1e-16, agree)
+    return experts, actual
+
+
+def test_an_expert_equal_to_the_aggregate_up_to_round_off_leaves_the_prior():
+    experts, actual = shrunk_then_noisy(agree=200, rounds=200)
+    prior = np.array([0.1, 0.9])
+    weights = aggregate_weights(experts, actual, prior=prior)
+    assert not weights.from_prior
+    assert weights.weights.tolist() == pytest.approx(prior.tolist(), abs=1e-12)
+    (many,) = aggregate_many(
+        experts[:, None, :], actual[:, None], prior=prior[None, :], quantile=np.array([np.nan])
+    )
+    assert many.weights.tolist() == pytest.approx(prior.tolist(), abs=1e-12)
+
+
+def test_after_round_off_agreement_the_regrets_stay_on_the_scale_of_the_losses():
+    """Round-off rounds once set a learning rate of ~1e16 whose −η r² penalty, applied to the
+    first real difference, summed to regrets of ~1e8; as η then moved, the served BTC weights
+    jumped from one expert wholly to the other on single rounds. Each round's step is now at
+    most 1 / (2 |r|), so a regret moves by at most 1.5 |r| a round."""
+    experts, actual = shrunk_then_noisy(agree=150, rounds=700)
+    prior = np.array([0.1, 0.9])
+    learner = Bernstein(prior)
+    model = []
+    for x, y in zip(experts.tolist(), actual.tolist(), strict=True):
+        learner.update(x, y)
+        model.append(learner.weights[0])
+    assert max(abs(r) for r in learner._regret) < 1.0  # |r| ~ 1e-3 a round
+    assert max(model) < 0.2
 
 
 @pytest.mark.parametrize("prior", [np.array([1.0]), np.array([0.5, -0.5]), np.array([np.nan, 1])])
