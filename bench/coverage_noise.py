@@ -31,10 +31,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from _data import DATA, load_daily, load_series  # noqa: E402
 
-HORIZONS = 7
-LEVEL = 0.8
+from forecaster import ForecasterConfig  # noqa: E402
+from forecaster.aggregate import LEVELS, VOLATILITY_PERIODS  # noqa: E402
+
+HORIZONS = ForecasterConfig().horizon  # the package default the walk-forwards serve: 7
+LEVEL = LEVELS["80"]
 BAND_PP = 4.0  # the target: within ± this many points of 80 % in every year and tercile
-VOLATILITY_PERIODS = 30  # the terciles' volatility: as forecaster.aggregate's
 PATHS = 2000
 TRAIN = 1000  # a multi series' walk-forward starts after its first this many candles
 BTC_TEST = "2019-01-01"  # BTC's test period starts here (docs/benchmarks.md)

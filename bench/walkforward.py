@@ -203,11 +203,9 @@ def run(source: Path, args: argparse.Namespace, start: str | None) -> None:
             f"\n  the last two years alone (as-of {since:%Y-%m-%d} .. end), not seen when "
             "the served rule was chosen (bench/aggregation_choice.py):"
         )
-        recent = served[pd.DatetimeIndex(served["as_of"]) >= since]
-        chance = calibrated_chance(recent, close)
+        chance = calibrated_chance(served[pd.DatetimeIndex(served["as_of"]) >= since], close)
         for name, frame in side_by_side.items():
-            recent = frame[pd.DatetimeIndex(frame["as_of"]) >= since]
-            compare(name, recent, close, None, chance)
+            compare(name, frame[pd.DatetimeIndex(frame["as_of"]) >= since], close, None, chance)
     if args.no_baselines:
         return
     for name, make in (
