@@ -1,4 +1,4 @@
-"""forecaster stays standalone: never prefect, sqlalchemy, db or flows."""
+"""forecaster stays standalone: never prefect, sqlalchemy, db, flows or settings."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import forecaster
 
-FORBIDDEN = ("prefect", "sqlalchemy", "db", "flows", "alembic", "psycopg")
+FORBIDDEN = ("prefect", "sqlalchemy", "db", "flows", "settings", "alembic", "psycopg")
 PACKAGE = Path(forecaster.__file__).parent
 
 
