@@ -35,6 +35,10 @@ from settings.series import (
 __all__ = ["ModelSettings", "SeriesConfig", "Settings", "SettingsError", "get_settings"]
 
 
+# a duration or size that must be a finite number above 0 (inf or nan would mean "no bound")
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
 class SettingsError(ValueError):
     """A ``CDDF_`` setting is invalid; the message names the variable and what to do."""
 
@@ -56,27 +60,27 @@ class Settings(BaseSettings):
     # download
     cdd_base_url: str = "https://www.cryptodatadownload.com/cdd/"
     series: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["Bitstamp_BTCUSD_d"])
-    http_connect_timeout: float = 10.0
-    http_read_timeout: float = 60.0
-    http_retries: int = 3
-    http_max_bytes: int = 512 * 1024 * 1024
+    http_connect_timeout: Positive = 10.0
+    http_read_timeout: Positive = 60.0
+    http_retries: Annotated[int, Field(ge=0)] = 3
+    http_max_bytes: PositiveInt = 512 * 1024 * 1024
     # a whole download, retries included; 900 s lets a 100 MB file (two years of minute
     # candles) arrive at 0.9 Mbit/s, and bounds a server that trickles bytes
-    http_deadline: Annotated[float, Field(gt=0)] = 900.0
+    http_deadline: Positive = 900.0
     # backfill-<series> leases (series_locks): a killed holder's lease expires after this
-    lock_lease_seconds: Annotated[float, Field(gt=0)] = 60.0
+    lock_lease_seconds: Positive = 60.0
     # revisions of stored final candles one ingest may make without --accept-revisions
     # (db/revisions.py): at most max_revisions, none older than max_age_periods periods
     max_revisions: Annotated[int, Field(ge=0)] = 5
     revision_max_age_periods: Annotated[int, Field(ge=0)] = 3
     # bad rows of a sound file are rejected alone (ingest_rejects); a file with more than
     # max(max_rejected_rows, max_rejected_share x its rows) bad rows fails whole (flows/cdd)
-    max_rejected_share: Annotated[float, Field(ge=0, le=1)] = 0.01
+    max_rejected_share: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.01
     max_rejected_rows: Annotated[int, Field(ge=0)] = 3
     # training policy and the daily flow
     # old: now retrain_after, in candles of each timeframe (see series.py); set, it still applies
-    retrain_after_days: Annotated[float, Field(ge=0)] | None = None
-    retrain_below_skill: float = -0.05
+    retrain_after_days: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    retrain_below_skill: Annotated[float, Field(allow_inf_nan=False)] = -0.05
     train_deployment: str | None = None
     max_parallel_series: PositiveInt = 4  # series the daily flow runs at once
     # run each series of a daily run as a flow run of this deployment (e.g. series/series),
@@ -85,8 +89,8 @@ class Settings(BaseSettings):
     # how long a dispatched train / series flow run may take, queue time included, before it
     # is cancelled and its series fails naming the pool (docs/deploy.md: sized from the
     # benchmarks, between the flows' own timeouts: train 2 h < 3 h < series 6 h < 12 h)
-    train_dispatch_timeout: Annotated[float, Field(gt=0)] = 3 * 3600.0
-    series_dispatch_timeout: Annotated[float, Field(gt=0)] = 12 * 3600.0
+    train_dispatch_timeout: Positive = 3 * 3600.0
+    series_dispatch_timeout: Positive = 12 * 3600.0
     chart_dir: Path | None = None
     # model settings: every series, per timeframe, per series (JSON objects; see series.py)
     forecaster: dict[str, Any] = Field(default_factory=dict)
@@ -99,6 +103,16 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
+
+    @field_validator("series")
+    @classmethod
+    def _each_series_once(cls, keys: list[str]) -> list[str]:
+        if twice := sorted({key for key in keys if keys.count(key) > 1}):
+            raise ValueError(
+                f"{', '.join(twice)} listed more than once: list each series once "
+                "(a series listed twice would be trained and forecast twice)"
+            )
+        return keys
 
     @_model_validator(mode="after")
     def _check_dispatch_timeouts(self) -> Settings:

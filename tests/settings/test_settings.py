@@ -74,6 +74,16 @@ def test_the_old_retrain_after_days_still_applies_in_each_timeframe(monkeypatch)
         ("CDDF_FORECASTER", "[1, 2]", "CDDF_FORECASTER: Input should be a valid dictionary"),
         ("CDDF_FORECASTER", '{"units": ', "JSON objects"),
         ("CDDF_RETRAIN_AFTER_DAYS", "-1", "CDDF_RETRAIN_AFTER_DAYS"),
+        ("CDDF_HTTP_RETRIES", "-1", "greater than or equal to 0"),
+        ("CDDF_HTTP_CONNECT_TIMEOUT", "-1", "greater than 0"),
+        ("CDDF_HTTP_READ_TIMEOUT", "0", "greater than 0"),
+        ("CDDF_HTTP_MAX_BYTES", "-1", "greater than 0"),
+        ("CDDF_HTTP_DEADLINE", "inf", "finite number"),
+        ("CDDF_HTTP_READ_TIMEOUT", "nan", "finite number"),
+        ("CDDF_LOCK_LEASE_SECONDS", "-5", "greater than 0"),
+        ("CDDF_MAX_REJECTED_SHARE", "nan", "finite number"),
+        ("CDDF_RETRAIN_BELOW_SKILL", "nan", "finite number"),
+        ("CDDF_SERIES", f"{BTC},Kraken_ETHUSD_d,{BTC}", f"{BTC} listed more than once"),
     ],
 )
 def test_bad_settings_are_rejected_naming_the_variable(monkeypatch, variable, value, says):
