@@ -139,15 +139,16 @@ def ingest(
         render.stdout().print(not_stored)
     for result in results:
         if result.rejected_rows:
-            console.print(
-                f"[yellow]{result.series}:[/yellow] {result.rejected_rows:,} bad rows were not "
-                f"stored; their lines and reasons are in ingest_rejects (ingest run "
-                f"{result.run_id}, query in docs/sql.md)",
-                soft_wrap=True,
+            render.labelled(
+                console,
+                "yellow",
+                f"{result.series}:",
+                f"{result.rejected_rows:,} bad rows were not stored; their lines and reasons are "
+                f"in ingest_rejects (ingest run {result.run_id}, query in docs/sql.md)",
             )
     failed = [result for result in results if result.status == "failed"]
     for result in failed:
-        console.print(f"[red]{result.series} failed:[/red] {result.error}", soft_wrap=True)
+        render.labelled(console, "red", f"{result.series} failed:", f"{result.error}")
     if failed:
         raise typer.Exit(1)
 
@@ -248,13 +249,14 @@ def run(series: SeriesKeys = None, source: Source = None) -> None:
                 render.forecasts_table(outcome.series, outcome.forecast.forecasts)
             )
             continue
-        console.print(
-            f"[red]{outcome.series} failed at {outcome.failed_step}:[/red] "
+        render.labelled(
+            console,
+            "red",
+            f"{outcome.series} failed at {outcome.failed_step}:",
             f"{type(outcome.error).__name__}: {outcome.error}",
-            soft_wrap=True,
         )
         if isinstance(outcome.error, CDDNetworkError):
-            console.print(source_hint(outcome.series), soft_wrap=True)
+            console.print(source_hint(outcome.series), soft_wrap=True, markup=False)
     if any(outcome.error is not None for outcome in outcomes):
         raise typer.Exit(1)
 
@@ -280,7 +282,9 @@ def forecasts(series: SeriesKeys = None) -> None:
         else:
             render.stdout().print(render.forecasts_table(key, frame))
     for key in missing:
-        render.stderr().print(f"no forecasts of {key} yet: run `cdd-forecast run --series {key}`")
+        render.stderr().print(
+            f"no forecasts of {key} yet: run `cdd-forecast run --series {key}`", markup=False
+        )
     if len(missing) == len(keys):
         raise typer.Exit(1)
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -42,7 +43,17 @@ def stderr() -> Console:
 
 def error(message: str) -> None:
     """``error: message`` on stderr, the word in red."""
-    stderr().print(f"[red]error:[/red] {message}", soft_wrap=True)
+    labelled(stderr(), "red", "error:", message)
+
+
+def labelled(console: Console, style: str, label: str, message: str) -> None:
+    """``label message`` with the label in ``style``; both printed as they are, never read as
+    markup: a file's cell or an error may hold ``[/red]``, which rich would take for a tag.
+
+    >>> labelled(Console(width=60, color_system=None), "red", "x failed:", "cell '[/red]'")
+    x failed: cell '[/red]'
+    """
+    console.print(f"[{style}]{escape(label)}[/{style}] {escape(message)}", soft_wrap=True)
 
 
 class IngestProgress:
@@ -111,7 +122,7 @@ def ingest_summary(results: list[IngestResult]) -> Table:
         )
         shown = ["-"] * len(counts) if r.status == "failed" else [f"{n:,}" for n in counts]
         table.add_row(
-            r.series,
+            escape(r.series),
             f"[{style[r.status]}]{r.status}[/]",
             *shown,
             cell_time(r.first),
@@ -184,7 +195,7 @@ def outcome_table(outcomes: list[SeriesOutcome]) -> Table:
             "-" if o.trained is None else f"{o.trained.version.id} ({_action(o.trained.action)})",
             "-" if o.forecast is None else f"{o.forecast.as_of:%Y-%m-%d %H:%M}",
             "n/a" if skill is None else f"{skill:+.3f}",
-            "-" if o.chart is None else str(o.chart),
+            "-" if o.chart is None else escape(str(o.chart)),
         )
     return table
 

@@ -34,3 +34,23 @@ def test_ingest_output_counts_zero_and_rejected_rows(service_database: str, tmp_
     # columns: series, all-zero, rejected, superseded, date ≠ unix
     assert [cell.strip() for cell in row.split("│")[1:-1]] == [KEY.key, "1", "1", "0", "0"]
     assert "1 bad rows were not stored" in " ".join(result.output.split())
+
+
+def test_cells_that_look_like_markup_are_printed_as_they_are(sqlite_url, monkeypatch, tmp_path):
+    """A cell ``[/red]`` in the error of a failed file once crashed rich (MarkupError), and
+    ``[bold]`` vanished from the line: every text from a file or an error is escaped."""
+    monkeypatch.setenv("CDDF_DATABASE_URL", sqlite_url)
+    bad = [
+        f"{1510358400 - day * 86400},2017-11-{11 - day:02d} 00:00:00,ETH/USD,{cell},1,1,1,1,1"
+        for day, cell in enumerate(["[/red]", "[bold]", "[/red]", "[/]", "[red]"])
+    ]
+    path = tmp_path / KEY.file_name
+    path.write_text("\n".join([HEADER, *bad]) + "\n")
+    assert CliRunner().invoke(app, ["db", "upgrade"]).exit_code == 0
+    result = CliRunner().invoke(app, ["ingest", "--source", str(path)])
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    said = " ".join(result.stderr.split())
+    assert f"{KEY.key} failed:" in said
+    assert "open is '[/red]', not a number" in said
+    assert "open is '[bold]', not a number" in said
