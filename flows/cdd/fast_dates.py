@@ -1,10 +1,15 @@
 """Read a file's ISO date column straight from its bytes, for the unix/date cross-check.
 
 Reading a million dates as Python strings (pandas) and parsing them doubled the parse time
-of a minute file; this copies the ``YYYY-MM-DD HH:MM:SS`` (or ``YYYY-MM-DD``) cells out of the
-bytes as fixed-width byte strings that numpy parses. Each line's date is found from its start
-past its first ``column`` commas. It answers only for a regular body (no quotes, one date width,
-every date valid); otherwise it returns None and the caller reads the column with pandas.
+of a minute file; this reads the ``YYYY-MM-DD HH:MM:SS`` (or ``YYYY-MM-DD``) cells' digits
+straight from the bytes and computes each instant arithmetically (days from the civil date).
+Each line's date is found from its start past its first ``column`` commas; each cell's width
+is its own (a file may change from 19- to 10-wide dates part-way). It answers only when every
+cell has the exact shape (digits at the digit positions, ``-``, ``-``, `` ``, ``:``, ``:`` at
+the separators, a comma after it) and is a real date and time of the years
+1700..2199; otherwise it returns None and the caller reads the column with pandas. No byte
+reaches a parser that it has not checked (numpy 2.4's cast of malformed ``S19`` cells to
+``datetime64`` crashed the process: issue 24.1).
 
 >>> body = b"unix,date,close\\n1577836800,2020-01-01 00:00:00,1\\n"
 >>> iso_dates(body, 0, fields=3, column=1)
@@ -13,11 +18,16 @@ array([1577836800000000000])
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 _FIELD_WIDTH = 24  # a field before the date (unix time: 10 to 16 digits) is shorter
+_DATE_DIGITS = (0, 1, 2, 3, 5, 6, 8, 9)  # of YYYY-MM-DD HH:MM:SS
+_TIME_DIGITS = (11, 12, 14, 15, 17, 18)
+_SEPARATORS = {4: "-", 7: "-", 10: " ", 13: ":", 16: ":"}
+# years outside pandas' nanosecond range (1677..2262), or far from any candle, are left to
+# the slow path, which decides what they are
+_FIRST_YEAR, _LAST_YEAR = 1700, 2199
+_MONTH_DAYS = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
 
 
 def iso_dates(data: bytes, start: int, *, fields: int, column: int) -> np.ndarray | None:
@@ -38,19 +48,70 @@ def iso_dates(data: bytes, start: int, *, fields: int, column: int) -> np.ndarra
         begin = _after_next_comma(body, begin, line_ends)
         if begin is None:
             return None
-    width = 19 if len(body) - begin[0] >= 19 and body[begin[0] + 10] == ord(" ") else 10
+    return _cells_to_ns(body, begin, line_ends)
+
+
+def _cells_to_ns(body: np.ndarray, begin: np.ndarray, line_ends: np.ndarray) -> np.ndarray | None:
+    """UTC ns of the ISO date cell at each ``begin``; None unless every cell is a valid date
+    (of 10 or 19 bytes, followed by a comma inside its line)."""
+    if (begin + 10 >= line_ends).any():
+        return None  # no room for a date and its comma: another shape, or the last field
+    long = body[begin + 10] == ord(" ")  # YYYY-MM-DD HH:MM:SS, else YYYY-MM-DD
+    width = np.where(long, 19, 10)
     if (begin + width >= line_ends).any() or (body[begin + width] != ord(",")).any():
-        return None  # another width, or the date is the last field
-    cells = np.empty((len(begin), width), dtype=np.uint8)  # (rows, width): the date cells
-    for offset in range(width):
-        cells[:, offset] = body[begin + offset]
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            seconds = cells.view(f"S{width}").ravel().astype("datetime64[s]")
-    except ValueError:  # not a date, or a day the month does not have (2021-02-30)
         return None
-    return seconds.astype(np.int64) * 1_000_000_000
+    last = len(body) - 1  # a short cell's time positions may lie past the body: clipped, unused
+
+    def byte(offset: int) -> np.ndarray:
+        return body[np.minimum(begin + offset, last)]
+
+    shaped = np.ones(len(begin), dtype=bool)
+    for offset in _DATE_DIGITS + _TIME_DIGITS:
+        value = byte(offset)
+        ok = (value >= ord("0")) & (value <= ord("9"))
+        shaped &= ok if offset < 10 else ok | ~long
+    for offset, separator in _SEPARATORS.items():
+        ok = byte(offset) == ord(separator)
+        shaped &= ok if offset < 10 else ok | ~long
+    if not shaped.all():
+        return None
+
+    def number(*offsets: int) -> np.ndarray:
+        value = np.zeros(len(begin), dtype=np.int64)
+        for offset in offsets:
+            value = value * 10 + byte(offset).astype(np.int64) - ord("0")
+        return value
+
+    year, month, day = number(0, 1, 2, 3), number(5, 6), number(8, 9)
+    hour, minute, second = (
+        np.where(long, number(a, b), 0) for a, b in ((11, 12), (14, 15), (17, 18))
+    )
+    valid = (year >= _FIRST_YEAR) & (year <= _LAST_YEAR) & (month >= 1) & (month <= 12)
+    valid &= (day >= 1) & (day <= _days_in_month(year, np.clip(month, 1, 12)))
+    valid &= (hour < 24) & (minute < 60) & (second < 60)
+    if not valid.all():  # a day the month does not have (2021-02-30), 25:00, year 0001, ...
+        return None
+    seconds = _days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second
+    return seconds * 1_000_000_000
+
+
+def _days_in_month(year: np.ndarray, month: np.ndarray) -> np.ndarray:
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    return _MONTH_DAYS[month - 1] + (leap & (month == 2))
+
+
+def _days_from_civil(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
+    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
+
+    >>> int(_days_from_civil(np.array([2000]), np.array([3]), np.array([1]))[0])
+    11017
+    """
+    year = year - (month <= 2)  # a year that starts in March: the leap day ends it
+    era = year // 400
+    year_of_era = year - era * 400
+    day_of_year = (153 * ((month + 9) % 12) + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    return era * 146_097 + day_of_era - 719_468
 
 
 def _after_next_comma(

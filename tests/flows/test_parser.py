@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from db.series_key import SeriesKey
 from flows.cdd.errors import CDDFormatError
+from flows.cdd.fast_dates import iso_dates
 from flows.cdd.parser import parse_cdd
 from flows.cdd.rejects import RejectLimits
 from tests.flows.cdd_files import GENERATIONS, make_candles, make_cdd_csv
@@ -304,3 +309,45 @@ def test_real_bitstamp_daily_file() -> None:
     assert np.isclose(
         candles.loc[pd.Timestamp("2025-09-23", tz="UTC"), "volume_base"], 1468.03878727
     )
+
+
+_ISO_SHAPE = re.compile(rb"[0-9]{4}-[0-9]{2}-[0-9]{2}( [0-9]{2}:[0-9]{2}:[0-9]{2})?")
+_CELL_BYTES = st.sampled_from(list(b"0123456789-: ,aT/.\x00\xff"))
+
+
+def iso_reference(cell: bytes) -> int | None:
+    """The UTC ns a date field means, by ``datetime.fromisoformat``; None when it is none."""
+    if not _ISO_SHAPE.fullmatch(cell):
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(cell.decode()).replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None
+    return int(moment.timestamp()) * 1_000_000_000 if 1700 <= moment.year < 2200 else None
+
+
+@st.composite
+def date_cells(draw: st.DrawFn) -> bytes:
+    """A date of either width, the same with one byte changed, or any bytes."""
+    moment = draw(st.datetimes(dt.datetime(1650, 1, 1), dt.datetime(2300, 1, 1)))
+    cell = moment.strftime(draw(st.sampled_from(["%Y-%m-%d", "%Y-%m-%d %H:%M:%S"]))).encode()
+    kind = draw(st.sampled_from(["date", "changed", "bytes"]))
+    if kind == "changed":
+        at = draw(st.integers(0, len(cell) - 1))
+        cell = cell[:at] + bytes([draw(_CELL_BYTES)]) + cell[at + 1 :]
+    elif kind == "bytes":
+        cell = bytes(draw(st.lists(_CELL_BYTES, max_size=24)))
+    return cell
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(date_cells(), min_size=1, max_size=40))
+def test_iso_dates_equals_fromisoformat_or_hands_over(cells: list[bytes]) -> None:
+    """Issue 24.1: the fast date path answers exactly what the reference says, or nothing."""
+    body = b"unix,date,close\n" + b"".join(b"%d,%s,1\n" % (i, c) for i, c in enumerate(cells))
+    expected = [iso_reference(line.split(b",")[1]) for line in body.splitlines()[1:]]
+    dates = iso_dates(body, 0, fields=3, column=1)
+    if None in expected:
+        assert dates is None
+    else:
+        assert dates is not None and dates.tolist() == expected

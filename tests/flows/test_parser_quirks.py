@@ -6,12 +6,16 @@ Each fixture is a few rows shaped like the real file that showed the quirk.
 from __future__ import annotations
 
 import gzip
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from db.series_key import SeriesKey
 from flows.cdd.errors import CDDFormatError
+from flows.cdd.fast_dates import iso_dates
 from flows.cdd.parser import parse_cdd
 from tests.flows.cdd_files import make_candles, make_cdd_csv
 
@@ -192,3 +196,55 @@ def test_a_gzip_body_is_unpacked() -> None:
         parse(gzip.compress(body)[:200], BTC_D)
     with pytest.raises(CDDFormatError, match="unpacks to more than 100 bytes"):
         parse_cdd(gzip.compress(body), source="test.csv", key=BTC_D, now=NOW, max_bytes=100)
+
+
+BTCUSDT_D = SeriesKey.parse("Binance_BTCUSDT_d")
+BINANCE_HEADER = "unix,date,symbol,open,high,low,close,Volume BTC,Volume USDT,tradecount"
+
+
+def binance_mixed_daily(long_rows: int, short_rows: int) -> bytes:
+    """Binance_BTCUSDT_d as served in 2021: ms unix and 19-wide dates on top, float-second
+    unix and 10-wide dates below, each followed by the 8-character symbol ``BTC/USDT``."""
+    candles = make_candles(BTCUSDT_D, long_rows + short_rows, start="2017-12-18")
+    rows = []
+    for number, (time, row) in enumerate(candles.iloc[::-1].iterrows()):
+        values = ",".join(repr(float(row[name])) for name in candles.columns[:6])
+        seconds = int(time.timestamp())
+        if number < long_rows:
+            rows.append(f"{seconds * 1000},{time:%Y-%m-%d %H:%M:%S},BTC/USDT,{values},{number}")
+        else:
+            rows.append(f"{seconds}.0,{time:%Y-%m-%d},BTC/USDT,{values},{number}")
+    return csv_body(BINANCE_HEADER, *rows)
+
+
+def test_a_file_whose_date_width_changes_parses_without_crashing(tmp_path) -> None:
+    """Issue 24.1: numpy's datetime64 cast of the cells ``2017-12-18,BTC/USDT`` segfaulted."""
+    path = tmp_path / "Binance_BTCUSDT_d.csv"
+    path.write_bytes(binance_mixed_daily(long_rows=600, short_rows=700))
+    code = (
+        "import sys, pandas as pd\n"
+        "from db.series_key import SeriesKey\n"
+        "from flows.cdd.parser import parse_cdd\n"
+        "report = parse_cdd(open(sys.argv[1], 'rb').read(), source='f.csv',\n"
+        "    key=SeriesKey.parse('Binance_BTCUSDT_d'), now=pd.Timestamp('2026-01-01', tz='UTC'),\n"
+        ").report\n"
+        "print(report.candles, report.rejected_rows, report.time_mismatches, report.first)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path)], cwd=root, capture_output=True, timeout=120
+    )
+    assert done.returncode == 0, f"exit {done.returncode}: {done.stderr.decode()[-2000:]}"
+    assert done.stdout.decode().split() == ["1300", "0", "0", "2017-12-18", "00:00:00+00:00"]
+
+
+def test_iso_dates_reads_each_width_or_hands_over_to_the_slow_path() -> None:
+    body = binance_mixed_daily(long_rows=3, short_rows=2)
+    start = body.index(b"unix")
+    dates = iso_dates(body, start, fields=10, column=1)
+    assert dates is not None
+    expected = pd.date_range("2017-12-18", periods=5, freq="D", tz="UTC")[::-1]
+    assert dates.tolist() == expected.as_unit("ns").asi8.tolist()
+    for bad in (b"2021-02-30", b"2021-06-11 24:00:00", b"2021-06-11 00:00", b"0000-01-01"):
+        changed = body.replace(b"2017-12-19", bad, 1)
+        assert iso_dates(changed, start, fields=10, column=1) is None, bad
