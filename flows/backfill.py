@@ -82,7 +82,14 @@ from settings import SeriesConfig, get_settings
 from settings.series import with_new_defaults
 
 FINETUNE_EPOCHS = 5  # as the daily flow's fine-tune (LSTMForecaster.update's default)
-__all__ = ["BackfillError", "BackfillPlan", "BackfillSummary", "backfill_flow", "minimum_history"]
+__all__ = [
+    "BackfillError",
+    "BackfillPlan",
+    "BackfillSummary",
+    "backfill_flow",
+    "check_backfill",
+    "minimum_history",
+]
 
 
 @dataclass
@@ -314,6 +321,26 @@ def run_bounded(
         records += finished.result()
         in_flight |= {submit(segment) for segment in islice(queue, 1)}
     return sorted(records, key=lambda record: record.as_of)
+
+
+def check_backfill(
+    series: str, start: dt.date, end: dt.date, retrain_every: int = 7, parallel: int = 1
+) -> BackfillPlan:
+    """The plan of a backfill, or BackfillError saying what is wrong with its parameters
+    (series key, dates, their order, the range against the stored candles).
+
+    Needs no Prefect: the CLI calls it before it starts Prefect's API, so that a bad
+    parameter is one line at once; the flow checks the same again, with its own logger.
+    """
+    key = check_parameters(series, start, end, retrain_every, parallel)
+    config = series_config(key)
+    candles = stored_candles.fn(key)
+    members = (
+        member_candles.fn(key, candles, logging.getLogger(__name__))
+        if config.group is not None
+        else None
+    )
+    return plan_backfill(candles, key, start, end, retrain_every, config.forecaster, members)
 
 
 @flow(name="backfill", flow_run_name="backfill {series} {start}..{end}")

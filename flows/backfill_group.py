@@ -35,9 +35,12 @@ def group_of(series: str) -> list[str]:
 
 
 @task(cache_policy=NO_CACHE, **DB_RETRY)
-def member_candles(series: str, candles: pd.DataFrame) -> dict[str, pd.DataFrame]:
+def member_candles(
+    series: str, candles: pd.DataFrame, logger: Any = None
+) -> dict[str, pd.DataFrame]:
     """Every final candle of each series of ``series``' group (``candles``: its own, loaded
-    already); a member never ingested, or without a final candle, is left out (and logged)."""
+    already); a member never ingested, or without a final candle, is left out (and logged to
+    ``logger``, by default the run's)."""
     frames = {series: candles}
     for key in group_of(series):
         if key != series:
@@ -46,7 +49,7 @@ def member_candles(series: str, candles: pd.DataFrame) -> dict[str, pd.DataFrame
             except UnknownSeriesError:
                 frames[key] = candles.iloc[:0]
     if absent := sorted(key for key, frame in frames.items() if frame.empty):
-        get_run_logger().warning(
+        (logger or get_run_logger()).warning(
             "global %s model: %s have no final candle: left out of its training (ingest them)",
             series_config(series).group,
             ", ".join(absent),

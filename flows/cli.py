@@ -195,8 +195,13 @@ def backfill(
     Resumable: dates already forecast are skipped unless --force. Runs in this process;
     on a Prefect server use `prefect deployment run 'backfill/backfill' --param ...` instead.
     """
-    from flows.backfill import BackfillError, backfill_flow
+    from flows.backfill import BackfillError, backfill_flow, check_backfill
 
+    _engine()
+    try:  # a bad parameter is one line, at once: before Prefect's API starts
+        check_backfill(series, start.date(), end.date(), retrain_every, parallel)
+    except (BackfillError, ValueError) as error:
+        _fail(f"{error}")
     _flow_api()
     try:
         summary = backfill_flow(

@@ -373,6 +373,40 @@ def test_cli_backfill_reports_and_fails_clearly(sqlite_service):
     assert "2 as_of times, 0 forecast, 2 already done (skipped)" in result.output
 
 
+@pytest.mark.parametrize(
+    ("series", "start", "end", "message"),
+    [
+        (SERIES, day(45), day(44), "end 2020-02-14 is before start 2020-02-15"),
+        ("Bitstamp_ETHUSD_d", day(40), day(41), "unknown series Bitstamp_ETHUSD_d"),
+        ("bitstamp-btc", day(40), day(41), "invalid series key 'bitstamp-btc'"),
+        (SERIES, day(58), day(60), "end 2020-03-01 is after the last final candle"),
+        (SERIES, day(2), day(41), "the first possible as_of is"),
+    ],
+)
+def test_cli_backfill_refuses_bad_parameters_before_prefect_starts(
+    sqlite_url, monkeypatch, series, start, end, message
+):
+    """A bad parameter is one line and exit 1, before Prefect's API starts (it took ~35 s)
+    and without the flow's traceback: starting the API or the flow here fails the test."""
+    monkeypatch.setenv("CDDF_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("CDDF_FORECASTER", TINY)
+    store(get_engine_migrated(), make_candles(KEY, N_CANDLES, start=str(FIRST_DAY)))
+
+    def started(*args, **kwargs):
+        raise AssertionError("Prefect started for a backfill with bad parameters")
+
+    monkeypatch.setattr("flows.ephemeral_api.start_ephemeral_api", started)
+    monkeypatch.setattr("flows.backfill.backfill_flow", started)
+    result = CliRunner().invoke(
+        app, ["backfill", "--series", series, "--start", str(start), "--end", str(end)]
+    )
+    assert result.exit_code == 1, result.output
+    assert not isinstance(result.exception, AssertionError), result.exception
+    (line,) = result.output.splitlines()
+    assert line.startswith("error: ") and message in line
+    assert "Traceback" not in result.output
+
+
 def test_a_backfill_run_logs_each_training_epoch(sqlite_service):
     """The CLI's backfill, as an operator runs it: its flow run logs on the Prefect API hold
     the model's per-epoch lines, of the retrain and of the fine-tune, like the daily's."""
