@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from db.models import Series
+
 TIMEFRAMES: dict[str, pd.Timedelta] = {
     "d": pd.Timedelta(days=1),
     "1h": pd.Timedelta(hours=1),
@@ -38,6 +40,14 @@ class SeriesKey:
                 f"CryptoDataDownload file name, with timeframe one of {', '.join(TIMEFRAMES)} "
                 "(for example Bitstamp_BTCUSD_d, Bitstamp_ETHUSD_1h, Binance_BTCUSDT_minute)"
             )
+        for part, text in (("key", match[0]), ("exchange", match["exchange"])):
+            limit = Series.__table__.c[part].type.length  # pair and timeframe: the pattern's
+            if len(text) > limit:
+                raise ValueError(
+                    f"series key {key!r} is too long: its {part} has {len(text)} characters, "
+                    f"the database stores at most {limit} (column series.{part}); use the "
+                    "CryptoDataDownload file name, e.g. Bitstamp_BTCUSD_d"
+                )
         return cls(match["exchange"], match["pair"], match["timeframe"])
 
     @property

@@ -192,3 +192,20 @@ def test_a_nanosecond_index_of_a_daily_series_upserts_twice(engine):
 
     assert upsert(engine, candles) == UpsertCounts(inserted=30, updated=0, unchanged=0)
     assert upsert(engine, candles) == UpsertCounts(inserted=0, updated=0, unchanged=30)
+
+
+def test_a_series_key_longer_than_its_columns_is_refused_naming_the_limit(engine):
+    """Issue 24.12: a 159-character key raised PostgreSQL's raw StringDataRightTruncation."""
+    longest = SeriesKey.parse("E" * 50 + "_BTCUSD_d")  # series.exchange holds 50 characters
+    assert upsert(engine, make_candles(periods=3), longest).inserted == 3
+    for key, part, limit in (
+        ("E" * 150 + "_BTCUSD_d", "key", 100),
+        ("E" * 51 + "_BTCUSD_d", "exchange", 50),
+    ):
+        with pytest.raises(ValueError) as raised:
+            SeriesKey.parse(key)
+        message = str(raised.value)
+        assert message.startswith(
+            f"series key {key!r} is too long: its {part} has {len(key) if part == 'key' else 51}"
+        )
+        assert f"at most {limit} (column series.{part})" in message
