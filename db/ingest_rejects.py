@@ -45,14 +45,23 @@ def store_rejects(
             "series": str(series),
             "line": reject.line,
             "time": reject.time,  # a tz-aware datetime (pd.Timestamp is one) or None
-            "reason": reject.reason,
-            "raw": reject.raw,
+            "reason": _visible_nul(reject.reason),
+            "raw": _visible_nul(reject.raw),
         }
         for reject in rejects
     ]
     if rows:
         session.execute(insert(IngestReject), rows)
     return len(rows)
+
+
+def _visible_nul(text: str) -> str:
+    """``text`` with each NUL written as ``\\x00``: PostgreSQL text cannot hold a NUL.
+
+    >>> _visible_nul("1510185600,3\\x0029.0")
+    '1510185600,3\\\\x0029.0'
+    """
+    return text.replace("\x00", "\\x00")
 
 
 def load_rejects(

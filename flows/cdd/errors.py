@@ -4,7 +4,14 @@ from __future__ import annotations
 
 
 class CDDFormatError(ValueError):
-    """The body is not a valid CryptoDataDownload candle file (message: source, line, fix)."""
+    """The body is not a valid CryptoDataDownload candle file (message: source, line, fix).
+
+    A NUL byte quoted from the file is written ``\\x00``: the message is stored as
+    ``ingest_runs.error``, and PostgreSQL text cannot hold a NUL.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message.replace("\x00", "\\x00"))
 
 
 class CDDDownloadError(RuntimeError):

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sqlalchemy import select
 from typer.testing import CliRunner
 
+from db.candles import load_candles
+from db.engine import make_engine
+from db.ingest_rejects import load_rejects
+from db.models import IngestRun
 from db.series_key import SeriesKey
 from flows.cli import app
 
@@ -54,3 +59,41 @@ def test_cells_that_look_like_markup_are_printed_as_they_are(sqlite_url, monkeyp
     assert f"{KEY.key} failed:" in said
     assert "open is '[/red]', not a number" in said
     assert "open is '[bold]', not a number" in said
+
+
+def test_a_row_with_a_nul_byte_is_rejected_alone_on_both_databases(
+    service_database: str, tmp_path: Path
+):
+    """Issue 24.9: PostgreSQL failed the whole file (DataError) on one NUL byte in a row;
+    the rejected line is stored with the NUL written visibly as ``\\x00``."""
+    garbage = (
+        "1510185600,2017-11-09 00:00:00,ETH/USD,308.0,3\x0029.0,307.05,320.0,8237.34,2613140.4"
+    )
+    path = tmp_path / KEY.file_name
+    path.write_text("\n".join([HEADER, *ROWS[:2], garbage]) + "\n")
+    assert CliRunner().invoke(app, ["db", "upgrade"]).exit_code == 0
+    result = CliRunner().invoke(app, ["ingest", "--source", str(path)])
+    assert result.exit_code == 0, result.output
+    engine = make_engine(service_database)
+    (reject,) = load_rejects(engine, series=KEY)
+    assert reject.line == 4 and "\x00" not in reject.raw + reject.reason
+    assert reject.raw == garbage.replace("\x00", "\\x00")
+    assert len(load_candles(engine, KEY.key)) == 2
+    engine.dispose()
+
+
+def test_a_nul_byte_in_a_file_level_error_is_recorded_as_failed(
+    service_database: str, tmp_path: Path
+):
+    """A NUL quoted in a file-level error left the run ``running`` on PostgreSQL."""
+    path = tmp_path / KEY.file_name
+    path.write_text("\n".join([HEADER.replace("Volume USD", "Vol\x00ume USD"), *ROWS]) + "\n")
+    assert CliRunner().invoke(app, ["db", "upgrade"]).exit_code == 0
+    result = CliRunner().invoke(app, ["ingest", "--source", str(path)])
+    assert result.exit_code == 1, result.output
+    engine = make_engine(service_database)
+    with engine.connect() as connection:
+        (run,) = connection.execute(select(IngestRun.status, IngestRun.error)).all()
+    engine.dispose()
+    assert run.status == "failed" and "header has: " in run.error
+    assert "Vol\\x00ume USD" in run.error
