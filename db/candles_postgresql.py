@@ -1,6 +1,6 @@
 """The PostgreSQL side of db.candles, built on binary COPY in both directions.
 
-An upsert holds a transaction-scoped advisory lock on its series, so two ingests of one series
+An upsert holds a row lock on its series (see lock_series), so two ingests of one series
 run one after the other. Under that lock it reads the stored candles of the frame's time range
 (as aggregated binary records, see db.pg_binary), compares them in numpy, then writes only what
 differs: new candles by binary COPY straight into ``candles``, changed ones by COPY into a
@@ -11,18 +11,19 @@ writes nothing.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 
 import numpy as np
 import pandas as pd
 import psycopg
 from psycopg import sql
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from db.candle_frames import (
     FLOAT_COLUMNS,
     VALUE_COLUMNS,
+    SeriesBusyError,
     UpsertCounts,
     find_changes,
     frame_from_columns,
@@ -69,10 +70,29 @@ SET {", ".join(f"{name} = excluded.{name}" for name in VALUE_COLUMNS)},
 """
 
 
-def series_lock_id(key: SeriesKey) -> int:
-    """A stable signed 64-bit advisory lock id for the candles of ``key``."""
-    digest = hashlib.blake2b(f"cdd-forecast candles {key.key}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+_LOCK_SERIES = text("SELECT id FROM series WHERE key = :key FOR NO KEY UPDATE")
+
+
+def lock_series(session: Session, key: SeriesKey) -> int:
+    """The id of ``key``'s series row (created when missing), locked until the transaction ends.
+
+    Writers of one series queue here. A row lock, not an advisory lock: it needs UPDATE on
+    ``series``, which the reader role lacks, so a reader can neither take it nor hold it against
+    a writer; ``FOR NO KEY UPDATE`` leaves the rows that reference the series free to insert. A
+    wait past the session's ``lock_timeout`` is :class:`SeriesBusyError`.
+    """
+    try:
+        series_id(session, key)  # a first ingest's INSERT waits here for a concurrent one's
+        return session.execute(_LOCK_SERIES, {"key": key.key}).scalar_one()
+    except OperationalError as error:
+        if not isinstance(error.orig, psycopg.errors.LockNotAvailable):
+            raise
+        raise SeriesBusyError(
+            f"candles of {key}: another transaction held the series longer than this session's "
+            f"lock_timeout ({error.orig.diag.message_primary}); run the ingest again when the "
+            "other ingest has finished (a stuck holder shows in pg_stat_activity; "
+            "pg_terminate_backend(pid) ends it)"
+        ) from None
 
 
 def upsert_postgresql(
@@ -84,8 +104,7 @@ def upsert_postgresql(
     limits: RevisionLimits | None = None,
 ) -> UpsertCounts:
     """Upsert a checked candles frame (see db.candles.upsert_candles)."""
-    session.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": series_lock_id(key)})
-    sid = series_id(session, key)
+    sid = lock_series(session, key)
     if frame.empty:
         return UpsertCounts(0, 0, 0)
     newest = newest_stored(session, sid)

@@ -2,25 +2,109 @@
 
 >>> engine = make_engine("sqlite:///cdd_forecast.sqlite")
 >>> migrate(engine)          # alembic upgrade head; a no-op when already there
+
+Every PostgreSQL session is bounded by :class:`SessionLimits` (docs/architecture.md, "Locks and
+time limits"); the caller passes its own, db/ reads no settings for them.
 """
 
 from __future__ import annotations
 
+import math
 import threading
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic import SecretStr
 from sqlalchemy import Engine, create_engine, event, inspect
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import ExceptionContext, make_url
+from sqlalchemy.exc import OperationalError, StatementError
 
 import migrations
 
 MIGRATIONS_DIR = Path(migrations.__file__).parent
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, a busy timeout and enforced foreign keys."""
+@dataclass(frozen=True)
+class SessionLimits:
+    """How long a PostgreSQL session may wait, in seconds; each must be positive.
+
+    ``connect``: to open a connection, per address the host name resolves to (libpq's
+    ``connect_timeout``, at least 2 s); a server that accepts and never answers ends here.
+    ``lock``: for any one lock (``lock_timeout``): a writer queued behind another ingest of the
+    same series, a migration behind a reader's open transaction.
+    ``statement``: for one statement (``statement_timeout``); the longest legitimate ones, a
+    minute file's COPY (1,000,000 candles: 4 s) and a migration, fit many times over.
+    ``idle_in_transaction``: between two statements of one transaction; the server then ends
+    the session and frees its locks (a frozen or stopped worker).
+    ``keepalive_idle``/``keepalive_interval``/``keepalive_count``: TCP keepalives on an idle
+    connection; a peer that stopped answering is found dead after idle + interval x count.
+    ``unacknowledged``: how long sent data may stay unacknowledged (``tcp_user_timeout``).
+
+    SessionLimits(lock=5)   # a caller that would rather fail fast than queue
+    """
+
+    connect: float = 10
+    lock: float = 60
+    statement: float = 600
+    idle_in_transaction: float = 120
+    keepalive_idle: float = 30
+    keepalive_interval: float = 10
+    keepalive_count: int = 3
+    unacknowledged: float = 30
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ValueError(
+                    f"session limit {name}={value!r}: give a positive number of seconds "
+                    "(a missing limit would let a silent server or a held lock wait forever)"
+                )
+
+    def connect_args(self) -> dict[str, int]:
+        """The libpq connection parameters (seconds rounded up; tcp_user_timeout in ms)."""
+        return {
+            "connect_timeout": max(2, math.ceil(self.connect)),
+            "keepalives": 1,
+            "keepalives_idle": math.ceil(self.keepalive_idle),
+            "keepalives_interval": math.ceil(self.keepalive_interval),
+            "keepalives_count": int(self.keepalive_count),
+            "tcp_user_timeout": math.ceil(self.unacknowledged * 1000),
+        }
+
+    def server_options(self) -> str:
+        """The server's session settings, as libpq ``options``."""
+        milliseconds = {
+            "lock_timeout": self.lock,
+            "statement_timeout": self.statement,
+            "idle_in_transaction_session_timeout": self.idle_in_transaction,
+            "tcp_user_timeout": self.unacknowledged,
+        }
+        seconds = {  # the server's side of the keepalives: it finds a vanished worker dead
+            "tcp_keepalives_idle": self.keepalive_idle,
+            "tcp_keepalives_interval": self.keepalive_interval,
+            "tcp_keepalives_count": self.keepalive_count,
+        }
+        return " ".join(
+            [f"-c {name}={math.ceil(value * 1000)}" for name, value in milliseconds.items()]
+            + [f"-c {name}={math.ceil(value)}" for name, value in seconds.items()]
+        )
+
+
+class DatabaseUnreachableError(OperationalError):
+    """No connection to the database; the message names the (masked) URL and what to do."""
+
+    def __init__(self, message: str, orig: BaseException) -> None:
+        StatementError.__init__(self, message, None, None, orig)
+
+
+def make_engine(url: str, *, limits: SessionLimits | None = None) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, a busy timeout and enforced foreign keys,
+    PostgreSQL sessions the time limits of ``limits`` (default :class:`SessionLimits`).
+
+    Parameters written into the URL (``?connect_timeout=3``, ``options=-c lock_timeout=5s``)
+    win over ``limits``.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -28,7 +112,28 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    limits = limits or SessionLimits()
+    connect_args: dict[str, object] = {
+        name: value for name, value in limits.connect_args().items() if name not in parsed.query
+    }
+    given = parsed.query.get("options", ())
+    given = (given,) if isinstance(given, str) else given
+    connect_args["options"] = " ".join((limits.server_options(), *given))  # later -c wins
+    engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    shown = masked_url(url)
+
+    @event.listens_for(engine, "handle_error")
+    def _name_the_database(context: ExceptionContext) -> None:
+        unreachable = isinstance(context.sqlalchemy_exception, OperationalError)
+        if unreachable and context.connection is None:
+            raise DatabaseUnreachableError(
+                f"cannot connect to the database {shown}: {context.original_exception}. "
+                f"Check that PostgreSQL runs there and answers (each attempt waits at most "
+                f"{limits.connect:g} s), or fix CDDF_DATABASE_URL",
+                context.original_exception,
+            )
+
+    return engine
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -76,16 +181,16 @@ def needs_migration(engine: Engine) -> bool:
 
 
 @lru_cache(maxsize=8)
-def _cached_engine(url: str) -> Engine:
-    return make_engine(url)
+def _cached_engine(url: str, limits: SessionLimits | None) -> Engine:
+    return make_engine(url, limits=limits)
 
 
 _READY: set[str] = set()  # URLs whose schema was found at the newest revision
 _READY_LOCK = threading.Lock()
 
 
-def get_engine(url: str | None = None) -> Engine:
-    """The service's engine (one per URL), its schema ready to use.
+def get_engine(url: str | None = None, *, limits: SessionLimits | None = None) -> Engine:
+    """The service's engine (one per URL and limits), its schema ready to use.
 
     The schema is checked once per URL and process. An empty SQLite file is migrated on first
     use, so the main job needs no extra step; any other database that is behind raises and says
@@ -95,7 +200,7 @@ def get_engine(url: str | None = None) -> Engine:
         from settings import get_settings
 
         url = get_settings().database_url.get_secret_value()
-    engine = _cached_engine(url)
+    engine = _cached_engine(url, limits)
     if url in _READY:
         return engine
     with _READY_LOCK:

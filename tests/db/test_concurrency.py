@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 
 import pandas as pd
 import pytest
@@ -11,8 +12,8 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
 
 from db.candles import SeriesBusyError, UpsertCounts, load_candles, upsert_candles
-from db.candles_postgresql import series_lock_id
-from db.engine import make_engine, migrate
+from db.candles_postgresql import lock_series
+from db.engine import SessionLimits, make_engine, migrate
 from db.series_key import SeriesKey
 from tests.db.factory import make_candles, table_rows
 
@@ -79,10 +80,15 @@ def test_an_upsert_holds_its_series_lock_until_commit(engine):
 
 def _can_write_now(engine: Engine) -> bool:
     """Whether another connection could start writing KEY's candles without waiting."""
-    if engine.dialect.name == "postgresql":
-        with engine.connect() as connection:
-            try_lock = text("SELECT pg_try_advisory_xact_lock(:lock)")
-            return connection.execute(try_lock, {"lock": series_lock_id(KEY)}).scalar()
+    if engine.dialect.name == "postgresql":  # the writers' own path, waiting 0.2 s at most
+        with Session(engine) as session, session.begin():
+            session.execute(text("SET LOCAL lock_timeout = '200ms'"))
+            try:
+                lock_series(session, KEY)
+            except SeriesBusyError:
+                return False
+            session.rollback()
+            return True
     other = sqlite3.connect(engine.url.database, timeout=0, isolation_level=None)
     try:
         other.execute("BEGIN IMMEDIATE")
@@ -110,3 +116,38 @@ def test_a_sqlite_writer_that_outlasts_the_busy_timeout_is_a_clear_error(sqlite_
         other.execute("ROLLBACK")
         other.close()
         impatient.dispose()
+
+
+def test_the_first_ingests_of_a_new_series_also_run_one_after_the_other(engine):
+    # no series row yet: the second INSERT of the row waits for the first transaction
+    a = make_candles("2024-01-01", periods=500, timeframe="1h", seed=1)
+    b = make_candles("2024-01-01", periods=500, timeframe="1h", seed=2)
+
+    counts = _upsert_together(engine, [a, b])
+
+    assert sorted(counts, key=lambda c: c.inserted) == [
+        UpsertCounts(0, 500, 0, revised=500),
+        UpsertCounts(500, 0, 0),
+    ]
+    assert len(table_rows(engine, "series")) == 1
+    assert len(load_candles(engine, KEY.key)) == 500
+
+
+def test_a_postgresql_writer_queued_past_its_lock_timeout_is_a_clear_error(postgres_url):
+    """A stuck writer holds the series; the next one ends within its lock_timeout, naming the
+    series and what to do, instead of waiting without limit."""
+    holder = make_engine(postgres_url)
+    migrate(holder)
+    impatient = make_engine(postgres_url, limits=SessionLimits(lock=1))
+    try:
+        with Session(holder) as stuck, stuck.begin():
+            upsert_candles(stuck, KEY, make_candles(periods=3, timeframe="1h"))
+            started = time.monotonic()
+            with pytest.raises(SeriesBusyError, match="candles of Bitstamp_BTCUSD_1h: another"):
+                with Session(impatient) as session, session.begin():
+                    upsert_candles(session, KEY, make_candles(periods=3, timeframe="1h", seed=5))
+            waited = time.monotonic() - started
+        assert 1 <= waited < 30  # the 1 s lock_timeout, not the default minute nor forever
+    finally:
+        impatient.dispose()
+        holder.dispose()
