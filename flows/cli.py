@@ -225,9 +225,11 @@ def run(series: SeriesKeys = None, source: Source = None) -> None:
     Uses the settings (CDDF_*) or their defaults: a SQLite file cdd_forecast.sqlite in the
     current directory and Prefect's local ephemeral API. Exits 1 if any series failed.
     """
+    from flows.cdd.client import refuse_credentials
     from flows.ingest import plan_series
 
     try:
+        refuse_credentials(source)  # before the flow run that would store it is created
         keys = plan_series(series, source)
     except ValueError as error:
         render.error(f"{error}")

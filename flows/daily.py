@@ -37,6 +37,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from db.engine import get_engine
 from db.registry import VersionInfo, latest_group_version, latest_version, versions_of_flow_run
+from flows.cdd.client import refuse_credentials
 from flows.charts import forecast_png, markdown_image
 from flows.config import DB_RETRY, global_groups
 from flows.dispatch import DispatchError, dispatch
@@ -231,6 +232,7 @@ def _run_name() -> str:
 def daily_flow(series: list[str] | None = None, source: str | None = None) -> list[SeriesOutcome]:
     """Ingest, train or fine-tune, forecast and evaluate each series (default CDDF_SERIES)."""
     settings = get_settings()  # a bad setting fails here, before any work
+    refuse_credentials(source)  # a run made elsewhere (a deployment's) stops at once
     keys = plan_series(series, source)
     for key in keys:
         settings.series_config(key)  # so does a series' bad model settings

@@ -13,6 +13,7 @@ artifacts for its one series and ends failed, naming the step, when a step faile
 
 from prefect import flow
 
+from flows.cdd.client import refuse_credentials
 from flows.daily import SeriesOutcome, publish, run_series
 from settings import get_settings
 
@@ -33,6 +34,7 @@ class SeriesRunFailed(RuntimeError):
 def series_flow(series: str, source: str | None = None) -> SeriesOutcome:
     """Ingest, train or fine-tune, forecast and evaluate one series; fails naming the step."""
     get_settings().series_config(series)  # a bad setting fails here, before any work
+    refuse_credentials(source)
     outcome = run_series(series, source)
     publish([outcome])
     if outcome.failed_step:

@@ -125,6 +125,30 @@ def shown_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{masked}@{host}"))
 
 
+def refuse_credentials(source: str | None) -> None:
+    """ValueError for an http(s) ``source`` that holds credentials (``user:password@``): a flow
+    run's parameters are kept in clear in Prefect's database, so a flow never takes them.
+
+    >>> refuse_credentials("https://host/cdd/")
+    >>> refuse_credentials("https://user:pa55@host/cdd/")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: --source https://user:***@host/cdd/ holds credentials (user:password@)...
+    """
+    if source is None or not is_http(source) or "@" not in urlsplit(source).netloc:
+        return
+    parts = urlsplit(source)
+    bare = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    raise ValueError(
+        f"--source {shown_url(source)} holds credentials (user:password@), which a flow run "
+        "would keep in clear in Prefect's database (its parameters): put them in a netrc file "
+        f"instead - a line `machine {parts.hostname} login <user> password <password>` in "
+        "~/.netrc, or in the file the NETRC variable names - which the download reads for that "
+        f"host, and pass --source {bare}. (`cdd-forecast ingest` runs no flow and takes them "
+        "in the URL.)"
+    )
+
+
 def user_agent() -> str:
     try:
         version = metadata.version("cdd-forecast")

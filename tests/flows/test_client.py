@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import socket
 import socketserver
 import threading
@@ -270,3 +271,16 @@ def test_shown_url_masks_any_userinfo() -> None:
     assert shown_url("https://u:p%40ss@host:8443/x.csv?a=1") == "https://u:***@host:8443/x.csv?a=1"
     assert shown_url("https://token@host/x.csv") == "https://***@host/x.csv"
     assert shown_url("https://host/x.csv") == "https://host/x.csv"
+
+
+def test_credentials_from_a_netrc_file_are_sent(
+    httpserver: HTTPServer, settings, tmp_path, monkeypatch
+) -> None:
+    """Where `refuse_credentials` sends them: a netrc file (NETRC or ~/.netrc) for the host."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login alice password s3cret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    basic = "Basic " + base64.b64encode(b"alice:s3cret").decode()
+    httpserver.expect_request(PATH, headers={"Authorization": basic}).respond_with_data(BODY)
+    assert download(httpserver.url_for(PATH), settings=settings).body == BODY

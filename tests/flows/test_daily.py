@@ -218,6 +218,25 @@ def test_cli_run_names_an_unreachable_host_and_shows_source(service, monkeypatch
     assert count(service, ModelVersion) == 0
 
 
+@SQLITE_ONLY
+def test_a_source_with_credentials_never_reaches_prefects_database(service, httpserver):
+    """``run --source`` with user:password@ once stored the password in the flow run's
+    parameters (the output and ingest_runs mask it): it is refused before any flow run."""
+    httpserver.expect_request("/cdd/").respond_with_data("Not Found", status=404)
+    netloc = httpserver.url_for("/cdd/").split("//", 1)[1]
+    source = f"http://reader:s3cret-pw@{netloc}"
+    ran = CliRunner().invoke(app, ["run", "--series", SERIES, "--source", source])
+    assert ran.exit_code == 2, ran.output
+    said = " ".join(ran.output.split())
+    assert "holds credentials" in said and "~/.netrc" in said and "s3cret-pw" not in said
+    with get_client(sync_client=True) as client:
+        stored = [str(run.parameters) for run in client.read_flow_runs(limit=200)]
+    assert not [parameters for parameters in stored if "s3cret-pw" in parameters]
+    with pytest.raises(ValueError, match="holds credentials"):
+        daily_flow.fn([SERIES], source)  # a deployment's run stops at its first line
+    assert count(service, IngestRun) == 0
+
+
 def test_a_first_run_on_a_fresh_machine_that_cannot_download_prints_only_its_error(tmp_path):
     """A new Prefect home, the ephemeral API, an unreachable source: our error, no traceback.
 
