@@ -15,9 +15,13 @@
 Columns are found by meaning (see ``flows.cdd.columns``); rows may be newest- or oldest-first.
 A file-level fault (not CDD, another timeframe, HTML, cut off, bad gzip, too many bad rows)
 raises ``CDDFormatError`` naming the source, the 1-based line and the fix. A bad row of a
-sound file (NaN, impossible price, a date that is not its unix time, ...) is rejected alone:
-it is no candle and is listed in ``report.rejects``. All-zero rows (the pair was not trading
-yet) are skipped and counted.
+sound file (NaN, impossible price, a date that names another candle than its unix time, ...)
+is rejected alone: it is no candle, never overwrites a stored one, and is listed in
+``report.rejects``. The date and the unix time must name the same candle: daily ``2025-09-24``
+beside unix 1758758400 (2025-09-25) is rejected as ambiguous; ``2025-09-24 04:00:00`` beside
+unix 2025-09-24 00:00 (the same daily candle), or a date exactly 4 hours off (Binance's Sept
+2017 hourly rows), is the unix time's candle, counted in ``time_mismatches``. All-zero rows
+(the pair was not trading yet) are skipped and counted.
 """
 
 from __future__ import annotations
@@ -76,7 +80,7 @@ class ParseReport:
     newest_first: bool
     zero_rows: int = 0  # every price and volume 0: the pair was not trading; skipped
     superseded_rows: int = 0  # an older format generation's copy of a candle; dropped
-    time_mismatches: int = 0  # date not the unix time, but the same candle; unix trusted
+    time_mismatches: int = 0  # date not the unix time but its candle (or 4 h off); unix trusted
     rejects: tuple[Reject, ...] = field(default=(), repr=False)
 
     @property
@@ -130,11 +134,11 @@ def parse_cdd(
     faults = RowFaults(len(raw), skip=zero)
     faults.extra = misshapen
     _cell_faults(raw, columns, not_numbers, values, faults)
-    times, timed, generation, mismatched = _candle_times(raw, columns, dates, faults)
+    period = int(key.period.value)
+    times, timed, generation, mismatched = _candle_times(raw, columns, dates, faults, period)
     if columns.symbol is not None:
         _check_symbol(raw[columns.symbol], key, faults)
     check_prices(values, faults)
-    period = int(key.period.value)
     readable = np.flatnonzero(~zero & timed)  # rows in file order
     newest_first, order = _oldest_first(times[readable])
     rows = readable[order]  # oldest first
@@ -232,12 +236,14 @@ def _candle_times(
     columns: ColumnMap,
     dates: tuple[np.ndarray, np.ndarray, pd.Series | None] | None,
     faults: RowFaults,
+    period: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Each row's open time (int64 UTC ns), whether it has one, its format generation, and
     whether its date disagrees with its unix time.
 
-    The unix time is trusted when present; the date is cross-checked against it. The
-    generation (higher is newer) is 1 for a millisecond unix time plus 1 for an ISO date.
+    The unix time is trusted when present; the date must name the same candle
+    (``validate.cross_check_dates``). The generation (higher is newer) is 1 for a millisecond
+    unix time plus 1 for an ISO date.
     """
     rows = len(raw)
     generation = np.zeros(rows, dtype=np.int8)
@@ -267,7 +273,9 @@ def _candle_times(
     )
     generation += parsed.ms
     if dates is not None:
-        mismatched = cross_check_dates(parsed.ns, date_ns, form != UNREADABLE, text, faults)
+        mismatched = cross_check_dates(
+            parsed.ns, date_ns, form != UNREADABLE, text, faults, unix=unix, period=period
+        )
     return parsed.ns, ~parsed.bad, generation, mismatched
 
 

@@ -30,9 +30,10 @@ CUT_LINE_FACTOR = 3.0
 PRICE_TOLERANCE = 1e-9
 # rows up to this far past `now` are allowed for clock skew; further is "in the future"
 CLOCK_SKEW_NS = pd.Timedelta(minutes=1).value
-# a date this far from its unix time cannot be the same candle (Binance's Sept 2017 hourly
-# rows are dated 4 hours off: counted as time mismatches, the unix time is trusted)
-MAX_DATE_OFFSET_NS = pd.Timedelta(days=1).value
+# a date names its unix time's candle when both fall in the same period of the timeframe; the
+# one offset CDD is known to have written is also the same candle: Binance's Sept 2017 hourly
+# rows are dated exactly 4 hours off (a local time), counted as time mismatches, unix trusted
+KNOWN_DATE_OFFSET_NS = pd.Timedelta(hours=4).value
 
 
 def check_prices(values: np.ndarray, faults: RowFaults) -> None:
@@ -118,12 +119,19 @@ def cross_check_dates(
     readable: np.ndarray,
     dates: pd.Series | None,
     faults: RowFaults,
+    *,
+    unix: np.ndarray,
+    period: int,
 ) -> np.ndarray:
     """Trust the unix time; returns the rows whose date says another time of the same candle.
 
-    A date more than a day off, or no date at all, cannot be the same candle: a bad row.
+    The date and the unix time must name the same candle: the same period of the timeframe
+    (``2025-09-24 04:00:00`` is the daily candle of unix 2025-09-24 00:00), or the known
+    4-hour offset. A date that names another candle (daily ``2025-09-24`` beside unix
+    2025-09-25), or no date at all, makes the row ambiguous: a bad row, never stored.
+    ``unix``: the unix cells as read (float64), for the message.
     """
-    offset = np.abs(date_ns - unix_ns)
+    offset = date_ns - unix_ns
     faults.add(
         ~readable,
         lambda row: (
@@ -131,15 +139,23 @@ def cross_check_dates(
             f"the forms {DATE_FORMS_TEXT}"
         ),
     )
-    far = readable & (offset > MAX_DATE_OFFSET_NS)
+    same = (date_ns // period == unix_ns // period) | (np.abs(offset) == KNOWN_DATE_OFFSET_NS)
     faults.add(
-        far,
+        readable & ~same,
         lambda row: (
-            f"date {iso(date_ns[row])} and unix time {iso(unix_ns[row])} are "
-            f"{pd.Timedelta(int(offset[row]))} apart: not the same candle"
+            f"date {_moment(date_ns[row], seconds=True)} is not unix {unix[row]:.0f} = "
+            f"{_moment(unix_ns[row])} UTC: the row is ambiguous"
         ),
     )
-    return readable & ~far & (offset != 0)
+    return readable & same & (offset != 0)
+
+
+def _moment(ns: int, *, seconds: bool = False) -> str:
+    """``2025-09-24`` at midnight, else ``2025-09-24 05:00`` (with ``:SS`` if ``seconds``)."""
+    stamp = pd.Timestamp(int(ns), tz="UTC")
+    if seconds and stamp == stamp.normalize():
+        return f"{stamp:%Y-%m-%d}"
+    return f"{stamp:%Y-%m-%d %H:%M:%S}" if seconds else f"{stamp:%Y-%m-%d %H:%M}"
 
 
 def check_volume_ratio(values: np.ndarray, faults: RowFaults) -> None:

@@ -214,7 +214,11 @@ BAD_ROWS = {  # line -> (row, reason): each a bad row of an otherwise sound file
     "quote volume": ({6: row_at(6, "5,6,4,5,1,5000")}, "quote volume 5000.0 is not base"),
     "date far from unix": (
         {10: row_at(10, "5,6,4,5,1,5").replace(",2020-", ",1999-")},
-        "apart: not the same candle",
+        "the row is ambiguous",
+    ),
+    "date of the day before its unix time": (  # issue 24.4: stored as the next day's candle
+        {10: row_at(10, "5,6,4,5,1,5").replace("2020-01-08 00:00:00", "2020-01-07")},
+        "date 2020-01-07 is not unix 1578441600 = 2020-01-08 00:00 UTC",
     ),
     "future row": ({32: f"{NEXT_YEAR},2027-01-01 00:00:00,BTC/USD,1,2,1,1,1,1"}, "in the future"),
 }

@@ -185,7 +185,30 @@ def test_date_and_unix_are_cross_checked() -> None:
     assert parsed.candles.index[0] == pd.Timestamp("2017-09-01 00:00", tz="UTC")  # unix trusted
     far = NEW_01.replace("2017-09-01 01:00:00", "1999-09-01 01:00:00")
     (reject,) = parse(csv_body(ADA_HEADER, NEW_02, far, off), ADA_H).report.rejects
-    assert reject.line == 3 and "apart: not the same candle" in reject.reason
+    assert reject.line == 3 and reject.reason == (
+        "date 1999-09-01 01:00:00 is not unix 1504227600000 = 2017-09-01 01:00 UTC: "
+        "the row is ambiguous"
+    )
+
+
+def test_a_date_that_names_another_candle_than_its_unix_time_is_a_bad_row() -> None:
+    """Issue 24.4: date 2025-09-24 beside unix 1758758400 (09-25) was stored as a 09-25
+    candle with 09-24's prices, only counted in ``time_mismatches``."""
+    day_24 = "1758672000,2025-09-24,BTC/USD,113300,113500,111000,111970,1.878,210400"
+    day_23 = "1758585600,2025-09-23,BTC/USD,112000,113400,111500,113300,1468.0,165000000"
+    ambiguous = day_24.replace("1758672000", "1758758400")
+    parsed = parse(csv_body(BTC_HEADER, ambiguous, day_24, day_23), BTC_D)
+    (reject,) = parsed.report.rejects
+    assert (reject.line, reject.time) == (2, pd.Timestamp("2025-09-25", tz="UTC"))
+    assert reject.reason == (
+        "date 2025-09-24 is not unix 1758758400 = 2025-09-25 00:00 UTC: the row is ambiguous"
+    )
+    assert parsed.candles.index.strftime("%m-%d").tolist() == ["09-23", "09-24"]
+    assert parsed.report.time_mismatches == 0
+    # a date that is another time of the same candle is the unix time's candle, counted
+    later = day_24.replace("2025-09-24,", "2025-09-24 04:00:00,")
+    parsed = parse(csv_body(BTC_HEADER, later, day_23), BTC_D)
+    assert (parsed.report.rejected_rows, parsed.report.time_mismatches) == (0, 1)
 
 
 def test_a_gzip_body_is_unpacked() -> None:
