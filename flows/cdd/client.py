@@ -15,6 +15,8 @@ Then, over the network::
 from __future__ import annotations
 
 import hashlib
+import io
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +29,8 @@ from urllib.request import url2pathname
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import (
     ConnectTimeoutError,
     DecodeError,
@@ -157,10 +161,103 @@ def user_agent() -> str:
     return f"cdd-forecast/{version} (candle ingestion; python-requests/{requests.__version__})"
 
 
+# The deadline (time.monotonic()) of the download this thread is making; None: no download.
+_deadline = threading.local()
+
+
+class _DeadlineSocket:
+    """A connected socket each of whose reads and sends ends by the deadline of the download
+    that uses it: its timeout is set to what is left of that deadline (at most the timeout
+    urllib3 asked for) before each call, so a server that trickles its status line, headers or
+    body one byte at a time is cut at the deadline, not one read timeout per byte later. No
+    thread watches it: the waits themselves are bounded."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock, self._timeout = sock, sock.gettimeout()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._sock, name)
+
+    def settimeout(self, value: float | None) -> None:
+        self._timeout = value
+        self._sock.settimeout(value)
+
+    def gettimeout(self) -> float | None:
+        return self._timeout
+
+    def _bounded(self) -> socket.socket:
+        at = getattr(_deadline, "at", None)
+        timeout = self._timeout
+        if at is not None:
+            left = at - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the download's deadline (CDDF_HTTP_DEADLINE) passed")
+            timeout = left if timeout is None else min(timeout, left)
+        self._sock.settimeout(timeout)
+        return self._sock
+
+    def recv(self, *args: int) -> bytes:
+        return self._bounded().recv(*args)
+
+    def recv_into(self, *args: object) -> int:
+        return self._bounded().recv_into(*args)  # type: ignore[arg-type]
+
+    def send(self, *args: object) -> int:
+        return self._bounded().send(*args)  # type: ignore[arg-type]
+
+    def sendall(self, *args: object) -> None:
+        self._bounded().sendall(*args)  # type: ignore[arg-type]
+
+    def makefile(self, mode: str = "r", buffering: int | None = None, **kwargs: object) -> object:
+        """The response's reader (http.client asks for ``rb``), reading through this socket."""
+        if mode != "rb" or kwargs:
+            raise ValueError(f"a download's socket reads in mode 'rb' only, not {mode!r}")
+        self._sock._io_refs += 1  # type: ignore[attr-defined]  # as socket.makefile does
+        size = io.DEFAULT_BUFFER_SIZE if buffering is None or buffering < 0 else buffering
+        return io.BufferedReader(socket.SocketIO(self, "rb"), size)  # type: ignore[arg-type]
+
+
+class _HTTPConnection(HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        self.sock = _DeadlineSocket(self.sock)  # type: ignore[assignment]
+
+
+class _HTTPSConnection(HTTPSConnection):
+    def connect(self) -> None:  # the TLS handshake's reads: the connect timeout each
+        super().connect()
+        self.sock = _DeadlineSocket(self.sock)  # type: ignore[assignment]
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+_POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    """An adapter whose connections (direct or through a proxy) are `_DeadlineSocket`s."""
+
+    def init_poolmanager(self, *args: object, **kwargs: object) -> None:
+        super().init_poolmanager(*args, **kwargs)  # type: ignore[arg-type]
+        self.poolmanager.pool_classes_by_scheme = _POOLS
+
+    def proxy_manager_for(self, proxy: str, **kwargs: object) -> object:
+        manager = super().proxy_manager_for(proxy, **kwargs)
+        manager.pool_classes_by_scheme = _POOLS
+        return manager
+
+
 def make_session(settings: Settings | None = None) -> requests.Session:
-    """A session that makes one request per call (``download`` counts and retries them)."""
+    """A session that makes one request per call (``download`` counts and retries them), each
+    read and send of it bounded by its download's deadline."""
     session = requests.Session()
-    adapter = HTTPAdapter(max_retries=0)
+    adapter = _DeadlineAdapter(max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.max_redirects = MAX_REDIRECTS
@@ -228,12 +325,26 @@ class _Transfer:
         self.requests = 0
 
     def run(self, headers: dict[str, str]) -> Download:
+        """The download, every socket wait of it bounded by the deadline (`_DeadlineSocket`)."""
+        outer = getattr(_deadline, "at", None)
+        _deadline.at = self.deadline
+        try:
+            return self._attempts(headers)
+        finally:
+            _deadline.at = outer
+
+    def _past_deadline(self) -> bool:
+        return time.monotonic() >= self.deadline
+
+    def _attempts(self, headers: dict[str, str]) -> Download:
         retries = self.settings.http_retries
         for attempt in range(retries + 1):
             self._pause(attempt)
             try:
                 response = self._get(headers)
             except requests.ConnectionError as error:
+                if self._past_deadline():
+                    raise self._deadline_error(0, None) from None
                 if _connect_failed(error) and attempt < retries:
                     continue
                 raise self._network_error(error) from error
@@ -268,13 +379,19 @@ class _Transfer:
         time.sleep(pause)
 
     def _get(self, headers: dict[str, str]) -> requests.Response:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise self._deadline_error(0, None)
         self.requests += 1
         try:
             return self.session.get(
                 self.source,
                 headers=headers,
                 stream=True,
-                timeout=(self.settings.http_connect_timeout, self.settings.http_read_timeout),
+                timeout=(
+                    min(self.settings.http_connect_timeout, left),
+                    self.settings.http_read_timeout,
+                ),
             )
         except requests.TooManyRedirects as error:
             hops = [r.url for r in error.response.history] if error.response is not None else []
@@ -286,6 +403,8 @@ class _Transfer:
                 "or download the file elsewhere and pass it with --source"
             ) from None
         except requests.Timeout as error:
+            if self._past_deadline():  # the status line or headers trickled in too slowly
+                raise self._deadline_error(0, None) from None
             if isinstance(error, requests.ConnectTimeout):
                 raise
             raise CDDNetworkError(
@@ -323,27 +442,12 @@ class _Transfer:
         )
 
     def _read_body(self, response: requests.Response) -> bytes:
-        """The body, read as it arrives; a watchdog cuts the connection at the deadline."""
+        """The body, read as it arrives; each read ends by the deadline (`_DeadlineSocket`)."""
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
         limit = self.settings.http_max_bytes
         if total is not None and total > limit:
             raise _too_large(self.shown, limit)
-        cut, done, guard = threading.Event(), threading.Event(), threading.Lock()
-
-        def stop() -> None:
-            with guard:
-                if done.is_set():
-                    return
-                cut.set()
-            try:
-                response.raw.shutdown()  # unblocks the read below
-            except (ValueError, RuntimeError, OSError):
-                response.close()
-
-        watchdog = threading.Timer(max(self.deadline - time.monotonic(), 0.0), stop)
-        watchdog.daemon = True
-        watchdog.start()
         chunks: list[bytes] = []
         read = 0
         try:
@@ -355,15 +459,9 @@ class _Transfer:
                 if self.on_progress is not None:
                     self.on_progress(read, total)
         except (ProtocolError, ReadTimeoutError, DecodeError, OSError) as error:
-            if cut.is_set():
+            if self._past_deadline():
                 raise self._deadline_error(read, total) from None
             raise self._read_error(error, read, total) from error
-        finally:
-            with guard:
-                done.set()
-            watchdog.cancel()
-        if cut.is_set():
-            raise self._deadline_error(read, total)
         return b"".join(chunks)
 
     def _read_error(self, error: Exception, read: int, total: int | None) -> CDDDownloadError:

@@ -217,6 +217,41 @@ def test_a_trickling_server_is_cut_at_the_deadline(httpserver: HTTPServer, setti
     assert not isinstance(raised.value, CDDNetworkError)  # a retry would only wait again
 
 
+@pytest.fixture
+def trickling_head(released) -> Iterator[str]:
+    """A raw 127.0.0.1 server that sends its status line and headers one byte per 0.5 s (for
+    at most 30 s), never a body: each byte is well within any read timeout."""
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/csv\r\n" + b"X-Pad: x\r\n" * 5 + b"\r\n"
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            self.request.recv(65536)
+            for byte in answer:
+                if released.wait(0.5):
+                    return
+                self.request.sendall(bytes([byte]))
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler) as server:
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        yield f"http://127.0.0.1:{server.server_address[1]}{PATH}"
+        released.set()
+        server.shutdown()
+
+
+def test_the_deadline_covers_a_trickled_status_line_and_headers(trickling_head, settings):
+    """The deadline once bounded the body only: a server trickling its status line and headers
+    held the download past 200 s with CDDF_HTTP_DEADLINE=20."""
+    settings = settings.model_copy(update={"http_deadline": 1.5})
+    started = time.monotonic()
+    with pytest.raises(DownloadDeadlineError) as raised:
+        download(trickling_head, settings=settings)
+    assert time.monotonic() - started < 1.5 + 2.0  # the read timeout (2 s) never fired
+    message = str(raised.value)
+    assert message.startswith(trickling_head)
+    assert "did not finish within 1.5 s (CDDF_HTTP_DEADLINE)" in message
+
+
 def test_a_redirect_loop_names_the_url(httpserver: HTTPServer, settings) -> None:
     httpserver.expect_request(PATH).respond_with_data(
         b"", status=302, headers={"Location": httpserver.url_for(PATH)}
