@@ -25,14 +25,25 @@ _NAMED_IN_ERROR = 3
 
 @dataclass(frozen=True)
 class RejectLimits:
-    """A file fails when more than ``max(rows, share x its rows)`` of its rows are bad."""
+    """A file fails when more than ``max(rows, share x its rows)`` of its rows are bad, or
+    when its bad rows outnumber its good ones.
+
+    The second rule keeps ``rows`` from accepting a short file that is mostly bad (3 bad
+    rows of 4); a young pair's short file of good rows, or with one bad row beside one good
+    one, is still stored. All-zero rows (not trading yet) are neither good nor bad:
+    ``judged`` rows are the others (default: ``rows_read``).
+
+    >>> [RejectLimits().allowed(n) for n in (1, 2, 3, 4, 7, 1_000)]
+    [0, 1, 1, 2, 3, 10]
+    """
 
     share: float = 0.01  # CDDF_MAX_REJECTED_SHARE
     rows: int = 3  # CDDF_MAX_REJECTED_ROWS
 
-    def allowed(self, rows_read: int) -> int:
+    def allowed(self, rows_read: int, judged: int | None = None) -> int:
         """How many bad rows a file of ``rows_read`` rows may have and still be stored."""
-        return max(self.rows, int(self.share * rows_read))
+        at_most_good = (rows_read if judged is None else judged) // 2
+        return min(max(self.rows, int(self.share * rows_read)), at_most_good)
 
 
 @dataclass(frozen=True)
@@ -81,15 +92,17 @@ class RowFaults:
         self, limits: RejectLimits, lines: np.ndarray, rows_read: int, *, source: str
     ) -> None:
         """Fail the whole file when it has more bad rows than ``limits`` allow."""
-        count, allowed = self.count(), limits.allowed(rows_read)
+        judged = len(self._code) - int(self._skip.sum()) + len(self.extra)  # not all-zero
+        count, allowed = self.count(), limits.allowed(rows_read, judged)
         if count <= allowed:
             return
         named = "; ".join(f"line {line}: {why}" for line, why in self.first(lines, _NAMED_IN_ERROR))
         raise CDDFormatError(
-            f"{source}: {count:,} of {rows_read:,} rows are bad, more than the {allowed:,} "
-            f"allowed (CDDF_MAX_REJECTED_ROWS={limits.rows}, CDDF_MAX_REJECTED_SHARE="
-            f"{limits.share:g}); the first: {named}. Nothing was stored: check that this is the "
-            "series' CryptoDataDownload file (--source) or download it again"
+            f"{source}: {count:,} of {rows_read:,} rows are bad ({judged - count:,} good), more "
+            f"than the {allowed:,} allowed (CDDF_MAX_REJECTED_ROWS={limits.rows}, "
+            f"CDDF_MAX_REJECTED_SHARE={limits.share:g}, and no more than the good rows); the "
+            f"first: {named}. Nothing was stored: check that this is the series' "
+            "CryptoDataDownload file (--source) or download it again"
         )
 
     def rejects(self, lines: np.ndarray, times: np.ndarray, raw: Callable[[int], str]) -> list:

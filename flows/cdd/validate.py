@@ -91,10 +91,13 @@ def check_alignment(
 
 
 def check_spacing(times: np.ndarray, period: int, *, timeframe: str, source: str) -> None:
-    """The (sorted) candles must not be spaced like a coarser CDD timeframe's.
+    """The (sorted) candles must not be spaced like another CDD timeframe's.
 
+    ``times``: every row whose time could be read, also those rejected later (misaligned).
     Holes are normal; a daily file given for an hourly series (every day also starts an
-    hour) is not: its most common spacing is 1 day (or a multiple), never 1 hour.
+    hour) is not: its most common spacing is 1 day (or a multiple), never 1 hour. Nor is an
+    hourly file given for a daily series, however short: most of its steps are shorter than
+    a candle (two rows 1 hour apart are enough to tell).
     """
     steps = np.diff(times)
     steps = steps[steps != 0]
@@ -103,7 +106,8 @@ def check_spacing(times: np.ndarray, period: int, *, timeframe: str, source: str
     spacings, counts = np.unique(steps, return_counts=True)
     common = int(spacings[np.argmax(counts)])
     coarser = [int(p.value) for p in TIMEFRAMES.values() if p.value > period]
-    if common == period or not any(common % p == 0 for p in coarser):
+    finer = (steps < period).mean() > 0.5
+    if not finer and (common == period or not any(common % p == 0 for p in coarser)):
         return
     share = counts.max() / len(steps)
     raise CDDFormatError(

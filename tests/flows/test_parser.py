@@ -231,7 +231,7 @@ def test_too_many_bad_rows_reject_the_file_naming_the_first() -> None:
     with pytest.raises(CDDFormatError) as raised:
         parse_cdd(body, source="test.csv", key=BTC_D, now=NOW, limits=RejectLimits(0.01, 2))
     message = str(raised.value)
-    assert message.startswith("test.csv: 3 of 200 rows are bad, more than the 2 allowed")
+    assert message.startswith("test.csv: 3 of 200 rows are bad (197 good), more than the 2 allowed")
     assert "line 10: prices must be positive" in message and "line 30" in message
     assert "CDDF_MAX_REJECTED_SHARE" in message and "Nothing was stored" in message
     assert RejectLimits(0.01, 3).allowed(1_000) == 10 and RejectLimits(0.01, 3).allowed(10) == 3
@@ -239,10 +239,10 @@ def test_too_many_bad_rows_reject_the_file_naming_the_first() -> None:
 
 def test_two_different_candles_for_one_time_are_both_rejected() -> None:
     changed = DAY2.replace(",105,", ",104,")
-    parsed = parse(text_file(DAY2, changed, DAY1))
+    parsed = parse(text_file(DAY2, changed, DAY1, DAY0))
     assert [reject.line for reject in parsed.report.rejects] == [3, 4]
     assert "lines 3 and 4 are different candles for 2020-01-02" in parsed.report.rejects[0].reason
-    assert parsed.candles.index.strftime("%Y-%m-%d").tolist() == ["2020-01-01"]
+    assert parsed.candles.index.strftime("%Y-%m-%d").tolist() == ["2019-12-31", "2020-01-01"]
 
 
 @pytest.mark.parametrize(
@@ -351,3 +351,44 @@ def test_iso_dates_equals_fromisoformat_or_hands_over(cells: list[bytes]) -> Non
         assert dates is None
     else:
         assert dates is not None and dates.tolist() == expected
+
+
+def hourly_rows(first: str, n: int) -> list[str]:
+    """``n`` hourly BTC/USD rows from ``first``, newest first."""
+    times = pd.date_range(pd.Timestamp(first, tz="UTC"), periods=n, freq="h")[::-1]
+    return [
+        f"{int(t.timestamp())},{t:%Y-%m-%d %H:%M:%S},BTC/USD,100,102,99,101,1,100.5" for t in times
+    ]
+
+
+@pytest.mark.parametrize(("first", "n"), [("2025-09-23 21:00", 4), ("2025-09-23 23:00", 2)])
+def test_an_hourly_file_for_a_daily_series_fails_however_short(first: str, n: int) -> None:
+    """Issue 24.5: 4 hourly rows (21:00-00:00) under a daily key were stored: 3 rejected as
+    misaligned, the 00:00 row replacing the stored daily candle."""
+    with pytest.raises(CDDFormatError) as raised:
+        parse(text_file(*hourly_rows(first, n)))
+    message = str(raised.value)
+    assert message.startswith(f"test.csv: its candles are 0 days 01:00:00 apart (100% of {n - 1}")
+    assert "series timeframe 'd' is 1 days" in message and "another timeframe" in message
+
+
+def test_a_short_file_is_stored_while_its_bad_rows_do_not_outnumber_its_good_ones() -> None:
+    """A young pair's short file is stored; one whose bad rows outnumber its good ones is
+    not, though CDDF_MAX_REJECTED_ROWS (3) exceeds its bad rows (issue 24.5)."""
+    day = [
+        f"{1577836800 + i * 86400},2020-01-{i + 1:02d},BTC/USD,100,102,99,101,1,100.5"
+        for i in range(5)
+    ]
+    negative = [row.replace(",100,102,", ",-100,102,") for row in day]
+    assert parse(text_file(day[1], day[0])).report.candles == 2
+    one_of_two = parse(text_file(negative[1], day[0])).report
+    assert (one_of_two.candles, one_of_two.rejected_rows) == (1, 1)
+    with pytest.raises(CDDFormatError) as raised:
+        parse(text_file(negative[4], negative[3], negative[2], day[1], day[0]))
+    assert str(raised.value).startswith(
+        "test.csv: 3 of 5 rows are bad (2 good), more than the 2 allowed"
+    )
+    # all-zero rows (the pair was not trading yet) are no good rows
+    zero = [row.replace(",100,102,99,101,1,100.5", ",0,0,0,0,0,0") for row in day]
+    with pytest.raises(CDDFormatError, match="2 of 5 rows are bad \\(1 good\\)"):
+        parse(text_file(negative[4], negative[3], day[2], zero[1], zero[0]))

@@ -88,6 +88,7 @@ def test_ohlc_float_noise_is_no_inconsistency() -> None:
 
 ADA_HEADER = "unix,date,symbol,open,high,low,close,Volume ADA,Volume USDT,tradecount"
 # the newer generation: ms unix, HH:MM:SS dates; the older: s unix, HH-AM dates
+NEW_03 = "1504234800000,2017-09-01 03:00:00,ADA/USDT,0.0214,0.0216,0.0213,0.0215,1000.0,21.45,8"
 NEW_02 = "1504231200000,2017-09-01 02:00:00,ADA/USDT,0.0213,0.0215,0.0212,0.0214,1000.0,21.35,7"
 NEW_01 = "1504227600000,2017-09-01 01:00:00,ADA/USDT,0.0211,0.0214,0.0210,0.0213,2000.0,42.4,9"
 OLD_01 = "1504227600,2017-09-01 01-AM,ADA/USDT,0.021,0.021,0.021,0.021,1900.0,40.1,NULL"
@@ -106,9 +107,9 @@ def test_the_newer_generation_supersedes_the_older_copy_of_a_candle() -> None:
 
 def test_two_different_rows_of_one_generation_are_both_rejected() -> None:
     other = NEW_01.replace(",2000.0,42.4,", ",2100.0,44.5,")
-    parsed = parse(csv_body(ADA_HEADER, NEW_02, NEW_01, other, OLD_01, OLD_00), ADA_H)
-    assert [reject.line for reject in parsed.report.rejects] == [3, 4, 5]
-    assert "lines 3 and 4 and 5 are different candles for 2017-09-01T01:00:00+00:00" in (
+    parsed = parse(csv_body(ADA_HEADER, NEW_03, NEW_02, NEW_01, other, OLD_01, OLD_00), ADA_H)
+    assert [reject.line for reject in parsed.report.rejects] == [4, 5, 6]
+    assert "lines 4 and 5 and 6 are different candles for 2017-09-01T01:00:00+00:00" in (
         parsed.report.rejects[0].reason
     )
     assert pd.Timestamp("2017-09-01 01:00", tz="UTC") not in parsed.candles.index
