@@ -25,7 +25,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from db.candles import load_candles
+from db.candles import UnknownSeriesError, load_candles
 from db.engine import get_engine
 from db.forecasts import recent_run_forecasts
 from db.registry import (
@@ -66,8 +66,20 @@ def check_group(timeframe: str, group: list[str]) -> SeriesConfig:
 
 @task(cache_policy=NO_CACHE, **DB_RETRY)
 def group_candles(group: list[str], as_of: datetime | None) -> dict[str, pd.DataFrame]:
-    """Each series' final candles up to ``as_of`` (a series with none is left out)."""
-    frames = {key: load_candles(get_engine(), key, until=as_utc(as_of)) for key in group}
+    """Each series' final candles up to ``as_of``; a series with none, or never ingested (its
+    ingest failed: a 404, an unreadable file), is left out and named in the log."""
+    frames = {}
+    for key in group:
+        try:
+            frames[key] = load_candles(get_engine(), key, until=as_utc(as_of))
+        except UnknownSeriesError:
+            frames[key] = pd.DataFrame()
+    if absent := [key for key, frame in frames.items() if frame.empty]:
+        get_run_logger().warning(
+            "global %s model: %s have no final candle (never ingested, or none yet): left out",
+            timeframe_of(group[0]),
+            ", ".join(absent),
+        )
     return {key: frame for key, frame in frames.items() if not frame.empty}
 
 

@@ -239,3 +239,23 @@ def test_a_series_whose_candles_stopped_fails_naming_why_the_others_go_on(
     assert "Bitstamp_ETHUSD_d: its final candles end at" in message
     assert "ingest Bitstamp_ETHUSD_d's newer candles" in message
     assert "take it out of CDDF_SERIES" in message
+
+
+def test_a_member_never_ingested_is_left_out_and_the_others_train(
+    group_service, tmp_path, monkeypatch
+):
+    """A member whose ingest failed before it was ever stored (a 404, no file) once failed
+    the training, and so every member, with UnknownSeriesError."""
+    lengths = {"Bitstamp_BTCUSD_d": 100, "Bitstamp_ETHUSD_d": 90}
+    monkeypatch.setenv("CDDF_SERIES", ",".join([*lengths, "Kraken_GONEUSD_d"]))
+    source = write_files(tmp_path, lengths)  # no Kraken_GONEUSD_d.csv there
+
+    state = daily_flow(source=source, return_state=True)
+    outcomes = {o.series: o for o in state.result(raise_on_failure=False).outcomes}
+    assert outcomes["Kraken_GONEUSD_d"].failed_step == "ingest"
+    assert "Kraken_GONEUSD_d.csv" in str(outcomes["Kraken_GONEUSD_d"].error)
+    (version,) = global_versions(group_service)
+    assert group_members(group_service, version.id) == {key: True for key in lengths}
+    for key in lengths:
+        assert outcomes[key].failed_step is None, outcomes[key].error
+        assert outcomes[key].forecast.model_version_id == version.id
