@@ -12,9 +12,15 @@ every run brings both roles back to exactly the privileges below.
   connect as it. It may connect and create temporary tables (the candles COPY needs them).
 - ``forecast_reader`` may connect and SELECT the tables and views in ``READER_TABLES`` and
   ``ANALYST_VIEWS``, and the columns of ``model_versions`` except the artifact. Nothing else:
-  no writes, no DDL, no temporary tables, no role memberships, read-only transactions by
-  default; tables created later are not readable until a rerun grants them (it never will
-  unless they are added here).
+  no writes, no DDL, no temporary tables, no large objects, no advisory locks, no role
+  memberships, read-only transactions by default, at most ``ReaderLimits.connections``
+  sessions, each with default statement, idle-in-transaction and lock timeouts; tables
+  created later are not readable until a rerun grants them (it never will unless they are
+  added here).
+
+Large objects and advisory locks are built-in functions that PostgreSQL lets PUBLIC execute;
+a privilege of PUBLIC cannot be denied to one role, so this revokes EXECUTE on them from PUBLIC
+in the service's database (``BUILTINS_REVOKED``). Only a superuser may: run it as one.
 
 Passwords are stored as SCRAM-SHA-256 verifiers computed on the client, so the plain password
 never reaches the server, its logs, or an error message.
@@ -24,8 +30,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from psycopg.errors import LockNotAvailable
 from pydantic import SecretStr
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
@@ -47,8 +54,47 @@ ARTIFACT_COLUMNS = frozenset({"artifact"})  # besides every bytea column, never 
 ROLE_ATTRIBUTES = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
 _ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _SCRAM_VERIFIER = re.compile(r"^SCRAM-SHA-256\$[0-9]+:[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=:]+$")
-_LOCK_KEY = 0x63646466  # serializes concurrent runs ("cddf")
+_LOCK_KEY = 0x63646466  # serializes concurrent runs ("cddf"); PUBLIC may not take it
+# built-in functions nobody but a superuser may run in the service's database: large objects
+# (lo_from_bytea, lo_create, lo_import, ...: writes outside the tables) and advisory locks
+# (a lock anyone may take, and hold against whoever waits for it)
+BUILTINS_REVOKED = (
+    "proname LIKE 'lo\\_%' OR proname IN ('loread', 'lowrite') OR proname LIKE '%advisory%'"
+)
 _KINDS = {"r": "TABLE", "p": "TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW"}
+
+
+@dataclass(frozen=True)
+class ReaderLimits:
+    """What the reader role's sessions may take: ``connections`` at once, and these defaults
+    (seconds) for each session. The role may SET the timeouts away in its own session; what
+    still bounds it is the writers' own lock_timeout (docs/architecture.md)."""
+
+    connections: int = 10
+    statement: float = 300
+    idle_in_transaction: float = 60
+    lock: float = 10
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.connections, int) and self.connections >= 1):
+            raise ValueError(
+                f"reader connections={self.connections!r}: give a whole number of at least 1"
+            )
+        for name in ("statement", "idle_in_transaction", "lock"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and 0 < value < 2_000_000):
+                raise ValueError(
+                    f"reader limit {name}={value!r}: give a positive number of seconds "
+                    "(below 2,000,000)"
+                )
+
+    def role_settings(self) -> dict[str, int]:
+        """The role's session defaults, in milliseconds."""
+        return {
+            "statement_timeout": round(self.statement * 1000),
+            "idle_in_transaction_session_timeout": round(self.idle_in_transaction * 1000),
+            "lock_timeout": round(self.lock * 1000),
+        }
 
 
 class RolesError(RuntimeError):
@@ -68,6 +114,7 @@ class RolesReport:
     owned: tuple[str, ...]  # relations the application role owns
     readable: tuple[str, ...]  # relations the reader may SELECT whole
     model_version_columns: tuple[str, ...]  # columns of model_versions the reader may SELECT
+    reader_limits: ReaderLimits = ReaderLimits()  # its connection limit and session defaults
 
 
 def project_relations() -> tuple[str, ...]:
@@ -88,6 +135,7 @@ def ensure_roles(
     reader_password: SecretStr | None = None,
     schema: str | None = None,
     confine_to: Sequence[str] = (),
+    reader_limits: ReaderLimits | None = None,
 ) -> RolesReport:
     """Create or update both roles and their privileges in one transaction.
 
@@ -95,6 +143,8 @@ def ensure_roles(
     role's password as it is (a new role then has none and cannot log in with a password).
     ``confine_to``: other databases of the server the two roles must not reach (PostgreSQL
     grants CONNECT and TEMPORARY on every database to PUBLIC); see :func:`shut_out`.
+    ``reader_limits``: the reader's connection limit and session defaults (``ReaderLimits()``).
+    Waits for locks end after the engine's ``lock_timeout`` (db.engine.SessionLimits).
     """
     _check_names(app_role, reader_role)
     where = engine.url.render_as_string(hide_password=True)
@@ -109,11 +159,21 @@ def ensure_roles(
             report = _ensure(
                 connection, schema, app_role, reader_role, app_password, reader_password
             )
+            limits = reader_limits or ReaderLimits()
+            _limit_reader(connection, reader_role, limits)
+            report = replace(report, reader_limits=limits)
             for database in confine_to:
                 shut_out(connection, database, (app_role, reader_role))
             return report
     except DBAPIError as error:
-        raise RolesError(f"creating the roles on {where} failed: {_cause(error)}") from None
+        hint = ""
+        if isinstance(error.orig, LockNotAvailable):
+            hint = (
+                ": another session held a table this step must alter (a migration, another "
+                "`db roles`, a reader's open transaction); wait for it or end it "
+                "(pg_stat_activity, pg_terminate_backend), then run `cdd-forecast db roles` again"
+            )
+        raise RolesError(f"creating the roles on {where} failed: {_cause(error)}{hint}") from None
 
 
 def _ensure(
@@ -209,6 +269,36 @@ def _ensure(
         readable=readable,
         model_version_columns=columns,
     )
+
+
+def _limit_reader(connection: Connection, reader_role: str, limits: ReaderLimits) -> None:
+    """No large objects, no advisory locks, a connection limit and session defaults."""
+    reader = _quote(connection, reader_role)
+    functions = connection.execute(
+        text(
+            "SELECT oid::regprocedure::text FROM pg_proc "
+            f"WHERE pronamespace = 'pg_catalog'::regnamespace AND ({BUILTINS_REVOKED})"
+        )
+    ).scalars()
+    for function in functions:
+        _run(connection, f"REVOKE EXECUTE ON FUNCTION {function} FROM PUBLIC, {reader}")
+    still = connection.execute(
+        text(
+            "SELECT oid::regprocedure::text FROM pg_proc "
+            f"WHERE pronamespace = 'pg_catalog'::regnamespace AND ({BUILTINS_REVOKED}) "
+            "AND has_function_privilege(:role, oid, 'EXECUTE') ORDER BY 1"
+        ),
+        {"role": reader_role},
+    ).scalars()
+    if left := list(still):
+        raise RolesError(
+            f"role {reader_role!r} may still execute {', '.join(left[:3])} "
+            f"({len(left)} functions): EXECUTE on built-in functions can be revoked from "
+            "PUBLIC only by a superuser; run `cdd-forecast db roles` as one (e.g. postgres)"
+        )
+    _run(connection, f"ALTER ROLE {reader} CONNECTION LIMIT {int(limits.connections)}")
+    for name, milliseconds in limits.role_settings().items():
+        _run(connection, f"ALTER ROLE {reader} SET {name} = {int(milliseconds)}")
 
 
 def shut_out(connection: Connection, database: str, roles: Sequence[str]) -> None:
@@ -333,6 +423,9 @@ def role_summary(report: RolesReport) -> Sequence[str]:
         f"{report.reader_role}: SELECT on {', '.join(report.readable)}",
         f"{report.reader_role}: SELECT on model_versions "
         f"({', '.join(report.model_version_columns)}), not the artifact",
+        f"{report.reader_role}: at most {report.reader_limits.connections} connections, "
+        f"statements of {report.reader_limits.statement:g} s, no large objects, "
+        "no advisory locks",
     ]
     if report.created:
         lines.append(f"created: {', '.join(report.created)}")

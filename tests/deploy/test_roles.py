@@ -267,6 +267,9 @@ def test_rerun_is_idempotent_and_takes_back_extra_privileges(roles_db):
             f'GRANT pg_read_all_data TO "{reader}"',
             f'ALTER ROLE "{reader}" CREATEDB',
             f'ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO "{reader}"',
+            f'GRANT EXECUTE ON FUNCTION lo_from_bytea(oid, bytea) TO "{reader}"',
+            "GRANT EXECUTE ON FUNCTION pg_advisory_lock(bigint) TO PUBLIC",
+            f'ALTER ROLE "{reader}" CONNECTION LIMIT -1',
         ):
             connection.exec_driver_sql(statement)
     second = roles_db.ensure(app_password=None, reader_password=None)
@@ -277,16 +280,19 @@ def test_rerun_is_idempotent_and_takes_back_extra_privileges(roles_db):
     with engine.begin() as connection:  # a table created after the role step
         connection.exec_driver_sql("CREATE TABLE later_secrets (token text)")
         attributes = connection.execute(
-            sa.text("SELECT rolcreatedb, rolsuper FROM pg_roles WHERE rolname = :r"), {"r": reader}
+            sa.text("SELECT rolcreatedb, rolsuper, rolconnlimit FROM pg_roles WHERE rolname = :r"),
+            {"r": reader},
         ).one()
     engine.dispose()
-    assert tuple(attributes) == (False, False)
+    assert tuple(attributes) == (False, False, third.reader_limits.connections)
     with _reader(roles_db) as connection:
         for statement in (
             "SELECT * FROM ingest_runs",
             "UPDATE forecasts SET value = 0",
             "SELECT artifact FROM model_versions",
             "SELECT * FROM later_secrets",
+            "SELECT lo_from_bytea(0, 'x')",
+            "SELECT pg_advisory_lock(1)",
         ):
             assert _denied(connection, statement), f"still allowed after the rerun: {statement}"
         connection.execute("SELECT * FROM latest_forecasts").fetchall()
