@@ -24,6 +24,7 @@ new forecasts.
 # No `from __future__ import annotations` here: a served deployment may pickle the flow
 # function, and its parameters' annotations must travel as objects, not as names.
 
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ from flows.dispatch import DispatchError, dispatch
 from flows.evaluate import EvaluateOutcome, evaluate_flow
 from flows.forecast import ForecastOutcome, forecast_flow
 from flows.ingest import IngestResult, ingest_series_task, plan_series
-from flows.tasks import final_candles
+from flows.tasks import final_candles, one_run_at_a_time
 from flows.train import TRAIN_TIMEOUT_S, TrainOutcome, train_flow
 from forecaster import forecast_problem
 from settings import SettingsError, get_settings
@@ -176,18 +177,20 @@ def run_series(
     outcome = SeriesOutcome(series, ingest=ingest, trained=trained)
     step = "ingest"
     try:
-        if trained is None:
-            outcome.ingest = ingest_series_task(series, source)
-            step = "train"
-            outcome.trained = train(series)
-        elif problem := too_short(series):
-            outcome.skipped = problem
-            get_run_logger().warning("%s: not forecast: %s", series, problem)
-            return outcome
-        step = "forecast"
-        outcome.forecast = forecast_flow.fn(series, version_id=outcome.trained.version.id)
-        step = "evaluate"
-        outcome.evaluate = evaluate_flow.fn(series)
+        with ExitStack() as held:
+            if trained is None:
+                outcome.ingest = ingest_series_task(series, source)
+                step = "train"  # one run at a time from here (a global group: run_group's)
+                held.enter_context(one_run_at_a_time(series))
+                outcome.trained = train(series)
+            elif problem := too_short(series):
+                outcome.skipped = problem
+                get_run_logger().warning("%s: not forecast: %s", series, problem)
+                return outcome
+            step = "forecast"
+            outcome.forecast = forecast_flow.fn(series, version_id=outcome.trained.version.id)
+            step = "evaluate"
+            outcome.evaluate = evaluate_flow.fn(series)
         step = "chart"
         candles = final_candles(series, None)
         outcome.chart, outcome.chart_png = draw_chart(series, candles, outcome.forecast.forecasts)
@@ -264,24 +267,26 @@ def run_group(timeframe: str, members: list[str], source: str | None) -> list[Se
     with ThreadPoolTaskRunner(max_workers=parallel) as runner:
         ingests = [runner.submit(ingest_step, {"series": key, "source": source}) for key in members]
         outcomes = [future.result() for future in ingests]
-    try:
-        trained = train_global(timeframe, members)
-    except Exception as error:  # every series of the group fails at its training
-        get_run_logger().error("global %s model: training failed: %s", timeframe, error)
-        for outcome in outcomes:
-            if outcome.failed_step is None:
-                outcome.failed_step, outcome.error = "train", error
-        return outcomes
-    ready = [o for o in outcomes if o.failed_step is None]
-    with ThreadPoolTaskRunner(max_workers=parallel) as runner:
-        futures = [
-            runner.submit(
-                run_series,
-                {"series": o.series, "source": source, "trained": trained, "ingest": o.ingest},
-            )
-            for o in ready
-        ]
-        done = {outcome.series: outcome for outcome in (f.result() for f in futures)}
+    with ExitStack() as held:
+        try:  # one run of the group at a time trains it and forecasts its series
+            held.enter_context(one_run_at_a_time(f"global-{timeframe}"))
+            trained = train_global(timeframe, members)
+        except Exception as error:  # every series of the group fails at its training
+            get_run_logger().error("global %s model: training failed: %s", timeframe, error)
+            for outcome in outcomes:
+                if outcome.failed_step is None:
+                    outcome.failed_step, outcome.error = "train", error
+            return outcomes
+        ready = [o for o in outcomes if o.failed_step is None]
+        with ThreadPoolTaskRunner(max_workers=parallel) as runner:
+            futures = [
+                runner.submit(
+                    run_series,
+                    {"series": o.series, "source": source, "trained": trained, "ingest": o.ingest},
+                )
+                for o in ready
+            ]
+            done = {outcome.series: outcome for outcome in (f.result() for f in futures)}
     return [done.get(outcome.series, outcome) for outcome in outcomes]
 
 

@@ -67,8 +67,13 @@ class Settings(BaseSettings):
     # a whole download, retries included; 900 s lets a 100 MB file (two years of minute
     # candles) arrive at 0.9 Mbit/s, and bounds a server that trickles bytes
     http_deadline: Positive = 900.0
-    # backfill-<series> leases (series_locks): a killed holder's lease expires after this
+    # backfill-<series> and daily-<series> leases (series_locks): a killed holder's lease
+    # expires after this
     lock_lease_seconds: Positive = 60.0
+    # how long a run of a series' pipeline (train, forecast, evaluate) waits for another run of
+    # the same series to finish before that series fails naming the holder; the other's
+    # training is bounded by the train flow's 2 h, its dispatch by CDDF_TRAIN_DISPATCH_TIMEOUT
+    series_lock_wait: Positive = 3 * 3600.0
     # revisions of stored final candles one ingest may make without --accept-revisions
     # (db/revisions.py): at most max_revisions, none older than max_age_periods periods
     max_revisions: Annotated[int, Field(ge=0)] = 5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import socket
 import subprocess
@@ -116,6 +117,44 @@ def test_daily_ingests_trains_forecasts_scores_and_reports(service, cdd, tmp_pat
     assert count(service, ForecastMetric) == 2 * (HORIZON + 1)  # run and version rows
     shown = latest_forecasts(service, SERIES)
     assert shown["run_id"].unique().tolist() == [second.forecast.run_id]
+
+
+def test_two_runs_of_a_series_at_once_write_one_version_and_one_forecast_run(service, cdd):
+    """Two runs at once once trained two versions and wrote two forecast runs of one as_of:
+    the second now waits for the lease daily-<series>, then finds the work done."""
+    cdd(N_CANDLES)
+    start = threading.Barrier(2)
+    outcomes: list = []
+
+    def one_run() -> None:
+        start.wait()
+        outcomes.extend(daily_flow([SERIES]))
+
+    runs = [threading.Thread(target=one_run) for _ in range(2)]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join()
+    assert [o.failed_step for o in outcomes] == [None, None], [o.error for o in outcomes]
+    assert sorted(o.trained.action for o in outcomes) == ["keep", "retrain"]
+    assert count(service, ModelVersion) == 1 and count(service, ForecastRun) == 1
+    assert outcomes[0].forecast.as_of == outcomes[1].forecast.as_of
+
+
+@SQLITE_ONLY
+def test_a_run_that_waits_too_long_for_another_fails_its_series_naming_it(
+    service, cdd, monkeypatch
+):
+    from db.locks import hold
+
+    cdd(N_CANDLES)
+    monkeypatch.setenv("CDDF_SERIES_LOCK_WAIT", "0.5")
+    with hold(service, f"daily-{SERIES}", lease=dt.timedelta(seconds=60), holder="the other run"):
+        state = daily_flow([SERIES], return_state=True)
+    (outcome,) = state.result(raise_on_failure=False).outcomes
+    assert outcome.failed_step == "train" and outcome.ingest is not None
+    assert f"daily-{SERIES} is still held by the other run" in str(outcome.error)
+    assert count(service, ModelVersion) == 0 and count(service, ForecastRun) == 0
 
 
 @SQLITE_ONLY
