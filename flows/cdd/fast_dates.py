@@ -21,9 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 _FIELD_WIDTH = 24  # a field before the date (unix time: 10 to 16 digits) is shorter
-_DATE_DIGITS = (0, 1, 2, 3, 5, 6, 8, 9)  # of YYYY-MM-DD HH:MM:SS
-_TIME_DIGITS = (11, 12, 14, 15, 17, 18)
-_SEPARATORS = {4: "-", 7: "-", 10: " ", 13: ":", 16: ":"}
+_DATE_DIGITS = [0, 1, 2, 3, 5, 6, 8, 9]  # of YYYY-MM-DD HH:MM:SS; separators at 4, 7, 10,
+_TIME_DIGITS = [11, 12, 14, 15, 17, 18]  # 13 and 16
 # years outside pandas' nanosecond range (1677..2262), or far from any candle, are left to
 # the slow path, which decides what they are
 _FIRST_YEAR, _LAST_YEAR = 1700, 2199
@@ -60,32 +59,22 @@ def _cells_to_ns(body: np.ndarray, begin: np.ndarray, line_ends: np.ndarray) -> 
     width = np.where(long, 19, 10)
     if (begin + width >= line_ends).any() or (body[begin + width] != ord(",")).any():
         return None
-    last = len(body) - 1  # a short cell's time positions may lie past the body: clipped, unused
-
-    def byte(offset: int) -> np.ndarray:
-        return body[np.minimum(begin + offset, last)]
-
-    shaped = np.ones(len(begin), dtype=bool)
-    for offset in _DATE_DIGITS + _TIME_DIGITS:
-        value = byte(offset)
-        ok = (value >= ord("0")) & (value <= ord("9"))
-        shaped &= ok if offset < 10 else ok | ~long
-    for offset, separator in _SEPARATORS.items():
-        ok = byte(offset) == ord(separator)
-        shaped &= ok if offset < 10 else ok | ~long
+    if begin[-1] + 19 > len(body):  # a short last cell: its unused time bytes lie past the body
+        body = np.concatenate([body, np.zeros(19, dtype=np.uint8)])
+    cells = np.lib.stride_tricks.sliding_window_view(body, 19)[begin]  # (rows, 19) bytes
+    digits = cells - np.uint8(ord("0"))  # a byte below "0" wraps round to above 9
+    shaped = (digits[:, _DATE_DIGITS] <= 9).all(axis=1) & (cells[:, 4] == ord("-"))
+    shaped &= cells[:, 7] == ord("-")
+    timed = (digits[:, _TIME_DIGITS] <= 9).all(axis=1) & (cells[:, 13] == ord(":"))
+    shaped &= ~long | (timed & (cells[:, 16] == ord(":")))
     if not shaped.all():
         return None
 
-    def number(*offsets: int) -> np.ndarray:
-        value = np.zeros(len(begin), dtype=np.int64)
-        for offset in offsets:
-            value = value * 10 + byte(offset).astype(np.int64) - ord("0")
-        return value
+    def number(first: int, count: int) -> np.ndarray:
+        return digits[:, first : first + count].astype(np.int64) @ 10 ** np.arange(count)[::-1]
 
-    year, month, day = number(0, 1, 2, 3), number(5, 6), number(8, 9)
-    hour, minute, second = (
-        np.where(long, number(a, b), 0) for a, b in ((11, 12), (14, 15), (17, 18))
-    )
+    year, month, day = number(0, 4), number(5, 2), number(8, 2)
+    hour, minute, second = (np.where(long, number(at, 2), 0) for at in (11, 14, 17))
     valid = (year >= _FIRST_YEAR) & (year <= _LAST_YEAR) & (month >= 1) & (month <= 12)
     valid &= (day >= 1) & (day <= _days_in_month(year, np.clip(month, 1, 12)))
     valid &= (hour < 24) & (minute < 60) & (second < 60)
