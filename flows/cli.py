@@ -13,6 +13,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
+import sys
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -46,6 +48,64 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema and roles.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+
+
+# SIGTERM ends every command but `serve` within this many seconds, even one whose threads are
+# blocked in a socket read that no timeout ends (a PostgreSQL that stopped answering): a
+# one-line message, TERM_GRACE_S for the work to unwind (Prefect marks its flow run crashed,
+# an ingest run is left `running` and closed as `interrupted` by the next ingest once its lease
+# lapses), then the process exits with 143 (128 + SIGTERM) whatever still waits.
+TERM_GRACE_S = 5.0
+TERM_EXIT_CODE = 128 + signal.SIGTERM
+_watching: list[threading.Thread] = []
+
+
+@app.callback()
+def _commands(ctx: typer.Context) -> None:
+    """Download CryptoDataDownload candles, train the LSTM, forecast and score, into SQL."""
+    if ctx.invoked_subcommand != "serve":  # serve stops its deployments on SIGTERM itself
+        end_on_sigterm()
+
+
+def end_on_sigterm() -> None:
+    """From now on SIGTERM ends this process within TERM_GRACE_S (once per process).
+
+    The signal raises SystemExit in the main thread, or Prefect's handler, during a flow run,
+    marks the run crashed; either may wait forever on a thread blocked in a read, so a thread
+    of our own, woken by the signal itself (``signal.set_wakeup_fd``, whatever Python handler
+    is installed then), ends the process after the grace. Only from the main thread.
+    """
+    if _watching or threading.current_thread() is not threading.main_thread():
+        return
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.signal(signal.SIGTERM, _exit_now)
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    watch = threading.Thread(target=_exit_after_sigterm, args=(read_end,), daemon=True)
+    watch.name = "sigterm watch"
+    watch.start()
+    _watching.append(watch)
+
+
+def _exit_now(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _exit_after_sigterm(read_end: int) -> None:
+    while signal.SIGTERM not in os.read(read_end, 512):
+        pass
+    print(
+        f"cdd-forecast: SIGTERM received: stopping; this process ends within {TERM_GRACE_S:g} s",
+        file=sys.stderr,
+        flush=True,
+    )
+    threading.Event().wait(TERM_GRACE_S)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(TERM_EXIT_CODE)
 
 
 def _flow_api() -> None:

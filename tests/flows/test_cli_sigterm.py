@@ -1,0 +1,94 @@
+"""SIGTERM ends a command within seconds, even one whose thread waits on a silent server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flows.cli import TERM_EXIT_CODE, TERM_GRACE_S
+
+SERIES = "Bitstamp_BTCUSD_d"
+
+
+class SilentServer:
+    """127.0.0.1: answers HEAD with a 404 (so `run` finds the host there), then takes every
+    GET and never answers it; ``asked`` is set once a GET arrived."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.asked = threading.Event()
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:  # closed: the test is over
+                return
+            self.held.append(connection)
+            request = connection.recv(65536)
+            if request.startswith(b"HEAD"):
+                connection.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+            elif request:
+                self.asked.set()
+
+    def close(self) -> None:
+        self.listener.close()
+        for connection in self.held:
+            connection.close()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[SilentServer]:
+    server = SilentServer()
+    yield server
+    server.close()
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_run_blocked_in_a_read_within_the_grace(tmp_path: Path, silent_server):
+    """A run whose ingest waits on a server that never answers (as on a PostgreSQL that stopped
+    answering) once logged "Crash detected" on SIGTERM and lived on until kill -9: Prefect's
+    handler unwound the flow but its task runner waited for the blocked thread."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "CDDF_"))}
+    env |= {
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "CDDF_DATABASE_URL": f"sqlite:///{tmp_path / 'cddf.sqlite'}",
+        "CDDF_HTTP_READ_TIMEOUT": "600",
+        "CDDF_HTTP_DEADLINE": "900",
+    }
+    source = f"http://127.0.0.1:{silent_server.port}/cdd/"
+    with (tmp_path / "out").open("w+") as out, (tmp_path / "err").open("w+") as err:
+        command = subprocess.Popen(
+            [str(Path(sys.executable).with_name("cdd-forecast")), "run", "-s", SERIES],
+            cwd=tmp_path,
+            env=env | {"CDDF_CDD_BASE_URL": source},
+            stdout=out,
+            stderr=err,
+        )
+        try:
+            while not silent_server.asked.wait(0.5):  # Prefect's API starts first (~10-60 s)
+                assert command.poll() is None, (tmp_path / "err").read_text()
+            os.kill(command.pid, signal.SIGTERM)
+            signalled = time.monotonic()
+            command.wait(timeout=TERM_GRACE_S + 30)
+            took = time.monotonic() - signalled
+        finally:
+            if command.poll() is None:
+                command.kill()
+                command.wait()
+        said = (tmp_path / "err").read_text()
+    assert took < TERM_GRACE_S + 3, said
+    assert command.returncode == TERM_EXIT_CODE, said
+    assert f"SIGTERM received: stopping; this process ends within {TERM_GRACE_S:g} s" in said
