@@ -180,6 +180,16 @@ def ingest_series(
     except Exception as error:
         _record_failure(engine, run_id, error)
         raise
+    except (KeyboardInterrupt, SystemExit) as stop:  # SIGTERM or Ctrl-C (flows/cli.py)
+        _record_failure(
+            engine,
+            run_id,
+            _Stopped(
+                f"stopped ({type(stop).__name__}: SIGTERM or Ctrl-C) before it finished; "
+                "rerun the ingest (it writes only what changed)"
+            ),
+        )
+        raise
     finish_run(
         engine,
         run_id,
@@ -218,6 +228,10 @@ def _parse_and_store(
         )
         store_rejects(session, run_id, series, parsed.report.rejects)
     return IngestResult.stored(series.key, shown, run_id, parsed.report, counts)
+
+
+class _Stopped(Exception):
+    """The ingest was stopped from outside (SIGTERM, Ctrl-C)."""
 
 
 def _record_failure(engine: Engine, run_id: int, error: Exception) -> None:

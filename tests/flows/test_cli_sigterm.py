@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from flows.cli import TERM_EXIT_CODE, TERM_GRACE_S
 
@@ -56,29 +57,32 @@ def silent_server() -> Iterator[SilentServer]:
     server.close()
 
 
-@pytest.mark.slow
-def test_sigterm_ends_a_run_blocked_in_a_read_within_the_grace(tmp_path: Path, silent_server):
-    """A run whose ingest waits on a server that never answers (as on a PostgreSQL that stopped
-    answering) once logged "Crash detected" on SIGTERM and lived on until kill -9: Prefect's
-    handler unwound the flow but its task runner waited for the blocked thread."""
+def command_env(tmp_path: Path, source: str) -> dict[str, str]:
+    """A fresh SQLite file and Prefect home; reads that would wait 10 minutes."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "CDDF_"))}
-    env |= {
+    return env | {
         "PREFECT_HOME": str(tmp_path / "prefect"),
         "CDDF_DATABASE_URL": f"sqlite:///{tmp_path / 'cddf.sqlite'}",
+        "CDDF_CDD_BASE_URL": source,
         "CDDF_HTTP_READ_TIMEOUT": "600",
         "CDDF_HTTP_DEADLINE": "900",
     }
-    source = f"http://127.0.0.1:{silent_server.port}/cdd/"
-    with (tmp_path / "out").open("w+") as out, (tmp_path / "err").open("w+") as err:
+
+
+def sigterm_once_asked(tmp_path: Path, server: SilentServer, *args: str) -> tuple[float, int, str]:
+    """Start ``cdd-forecast *args``, SIGTERM it once its GET reached ``server``: (seconds it
+    took to end after the signal, its exit status, its stderr)."""
+    source = f"http://127.0.0.1:{server.port}/cdd/"
+    with (tmp_path / "err").open("w+") as err:
         command = subprocess.Popen(
-            [str(Path(sys.executable).with_name("cdd-forecast")), "run", "-s", SERIES],
+            [str(Path(sys.executable).with_name("cdd-forecast")), *args],
             cwd=tmp_path,
-            env=env | {"CDDF_CDD_BASE_URL": source},
-            stdout=out,
+            env=command_env(tmp_path, source),
+            stdout=subprocess.DEVNULL,
             stderr=err,
         )
         try:
-            while not silent_server.asked.wait(0.5):  # Prefect's API starts first (~10-60 s)
+            while not server.asked.wait(0.5):  # Prefect's API may start first (~10-60 s)
                 assert command.poll() is None, (tmp_path / "err").read_text()
             os.kill(command.pid, signal.SIGTERM)
             signalled = time.monotonic()
@@ -88,7 +92,27 @@ def test_sigterm_ends_a_run_blocked_in_a_read_within_the_grace(tmp_path: Path, s
             if command.poll() is None:
                 command.kill()
                 command.wait()
-        said = (tmp_path / "err").read_text()
+    return took, command.returncode, (tmp_path / "err").read_text()
+
+
+def test_sigterm_ends_an_ingest_blocked_in_a_read_and_records_its_run(tmp_path, silent_server):
+    """Without a handler SIGTERM killed the ingest on the spot and left its run `running`."""
+    took, status, said = sigterm_once_asked(tmp_path, silent_server, "ingest", "-s", SERIES)
+    assert took < TERM_GRACE_S + 3 and status == TERM_EXIT_CODE, said
+    assert "SIGTERM received: stopping" in said
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'cddf.sqlite'}")
+    with engine.connect() as connection:
+        (run,) = connection.execute(sa.text("SELECT status, error FROM ingest_runs")).all()
+    engine.dispose()
+    assert run.status == "failed" and "stopped (SystemExit: SIGTERM or Ctrl-C)" in run.error
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_run_blocked_in_a_read_within_the_grace(tmp_path: Path, silent_server):
+    """A run whose ingest waits on a server that never answers (as on a PostgreSQL that stopped
+    answering) once logged "Crash detected" on SIGTERM and lived on until kill -9: Prefect's
+    handler unwound the flow but its task runner waited for the blocked thread."""
+    took, status, said = sigterm_once_asked(tmp_path, silent_server, "run", "-s", SERIES)
     assert took < TERM_GRACE_S + 3, said
-    assert command.returncode == TERM_EXIT_CODE, said
+    assert status == TERM_EXIT_CODE, said
     assert f"SIGTERM received: stopping; this process ends within {TERM_GRACE_S:g} s" in said
