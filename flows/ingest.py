@@ -122,6 +122,11 @@ def plan_series(series: list[str] | None, source: str | None) -> list[str]:
     keys = keys or list(get_settings().series)
     for key in keys:
         SeriesKey.parse(key)  # an invalid key fails here, before any download
+    if twice := sorted({key for key in keys if keys.count(key) > 1}):
+        raise ValueError(
+            f"--series {', '.join(twice)} given more than once: name each series once (it "
+            "would be downloaded, trained and forecast twice)"
+        )
     if len(keys) > 1 and names_one_file(source):
         raise ValueError(
             f"--source {shown_url(source)} names one file but {len(keys)} series were asked "

@@ -89,6 +89,15 @@ def test_one_file_for_several_series_is_a_usage_error(cli_env: str, tmp_path: Pa
     assert "names one file but 2 series" in result.stderr.replace("\n", " ")
 
 
+def test_a_series_named_twice_is_a_usage_error(sqlite_url: str, tmp_path, monkeypatch) -> None:
+    """It was downloaded (and by `run` trained and forecast) twice."""
+    monkeypatch.setenv("CDDF_DATABASE_URL", sqlite_url)
+    for command in ("ingest", "run"):
+        result = invoke(command, "-s", KEY.key, "-s", "Bitstamp_ETHUSD_d", "-s", KEY.key)
+        assert result.exit_code == 2, result.output
+        assert f"--series {KEY.key} given more than once" in " ".join(result.stderr.split())
+
+
 def test_unreachable_cdd_says_how_to_pass_source(cli_env: str, monkeypatch) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
