@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import psycopg
 from pydantic import SecretStr
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import ExceptionContext, make_url
@@ -41,6 +42,11 @@ class SessionLimits:
     connection; a peer that stopped answering is found dead after idle + interval x count.
     ``unacknowledged``: how long sent data may stay unacknowledged (``tcp_user_timeout``).
 
+    The client waits for any one answer of the server at most ``answer_within`` (statement +
+    unacknowledged): by then the server has answered or cancelled the statement itself, so a
+    server that hung while its kernel still acknowledges (keepalives cannot tell) is given up:
+    the connection is closed and the error names the server.
+
     SessionLimits(lock=5)   # a caller that would rather fail fast than queue
     """
 
@@ -60,6 +66,10 @@ class SessionLimits:
                     f"session limit {name}={value!r}: give a positive number of seconds "
                     "(a missing limit would let a silent server or a held lock wait forever)"
                 )
+
+    @property
+    def answer_within(self) -> float:
+        return self.statement + self.unacknowledged
 
     def connect_args(self) -> dict[str, int]:
         """The libpq connection parameters (seconds rounded up; tcp_user_timeout in ms)."""
@@ -98,6 +108,30 @@ class DatabaseUnreachableError(OperationalError):
         StatementError.__init__(self, message, None, None, orig)
 
 
+class _AnsweringConnection(psycopg.Connection):
+    """A psycopg connection that waits for each answer of the server ``answer_within`` s at
+    most, then closes itself; psycopg alone would wait forever for a server that hung."""
+
+    answer_within: float | None = None
+
+    def wait(self, gen, *args, **kwargs):  # every round trip of psycopg's sync API goes here
+        if self.answer_within is None or args or kwargs.get("timeout") is not None:
+            return super().wait(gen, *args, **kwargs)
+        try:
+            return super().wait(gen, timeout=self.answer_within, **kwargs)
+        except psycopg.OperationalError as error:
+            if type(error).__name__ != "_WaitTimeout":  # psycopg's own wait timed out
+                raise
+        where = f"{self.info.user}@{self.info.host}:{self.info.port}/{self.info.dbname}"
+        self.close()
+        raise psycopg.OperationalError(
+            f"no answer from the database {where} within {self.answer_within:g} s "
+            "(statement_timeout and tcp_user_timeout passed): the server hangs or the network "
+            "drops its replies; the connection was closed, run the command again when the "
+            "server answers"
+        )
+
+
 def make_engine(url: str, *, limits: SessionLimits | None = None) -> Engine:
     """An engine for ``url``; SQLite gets WAL, a busy timeout and enforced foreign keys,
     PostgreSQL sessions the time limits of ``limits`` (default :class:`SessionLimits`).
@@ -121,6 +155,12 @@ def make_engine(url: str, *, limits: SessionLimits | None = None) -> Engine:
     connect_args["options"] = " ".join((limits.server_options(), *given))  # later -c wins
     engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     shown = masked_url(url)
+
+    @event.listens_for(engine, "do_connect")
+    def _bounded_connection(_dialect, _record, cargs, cparams) -> psycopg.Connection:
+        connection = _AnsweringConnection.connect(*cargs, **cparams)
+        connection.answer_within = limits.answer_within
+        return connection
 
     @event.listens_for(engine, "handle_error")
     def _name_the_database(context: ExceptionContext) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import InternalError
+from sqlalchemy.exc import InternalError, OperationalError
 from sqlalchemy.orm import Session
 
 from db.candles import upsert_candles
@@ -205,6 +205,34 @@ def test_a_stuck_writer_loses_its_series_lock_after_the_idle_timeout(postgres_ur
         engine.dispose()
     assert counts.inserted == 1
     assert waited < 30  # 1 s idle_in_transaction_session_timeout; the writer's lock_timeout 60 s
+
+
+def test_a_server_silent_mid_query_ends_in_a_clear_error_after_its_limits(postgres_url):
+    """The server hangs after a first answer while its kernel still acknowledges (the proxy
+    reads on and forwards nothing): keepalives cannot tell, statement_timeout runs on that
+    server; the client gives up after statement + unacknowledged and names the server."""
+    url = make_url(postgres_url)
+    proxy = FreezingProxy(url.host or "127.0.0.1", url.port or 5432)
+    through = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    limits = SessionLimits(statement=2, unacknowledged=2, connect=2)
+    engine = make_engine(through, limits=limits)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+            proxy.freeze()
+            started = time.monotonic()
+            with pytest.raises(OperationalError) as raised:
+                connection.execute(text("SELECT 2"))
+            waited = time.monotonic() - started
+            assert connection.invalidated  # never handed out again
+        with pytest.raises(DatabaseUnreachableError):  # the next connection finds no server
+            engine.connect().close()
+    finally:
+        engine.dispose()
+        proxy.close()
+    where = f"{url.username}@127.0.0.1:{proxy.port}/{url.database}"
+    assert f"no answer from the database {where} within 4 s" in str(raised.value)
+    assert 4 <= waited < 20  # answer_within = 2 + 2 s
 
 
 QUERY_THROUGH_PROXY = textwrap.dedent(
