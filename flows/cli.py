@@ -363,7 +363,7 @@ def unreachable_source(keys: list[str], source: str | None) -> str | None:
     import requests
 
     from db.series_key import SeriesKey
-    from flows.cdd.client import is_http, shown_url
+    from flows.cdd.client import answers, is_http, shown_url
     from flows.ingest import resolve_source
     from settings import get_settings
 
@@ -376,8 +376,8 @@ def unreachable_source(keys: list[str], source: str | None) -> str | None:
             continue
         checked.add(host)
         try:  # any HTTP answer, even an error status, means the host is there
-            requests.head(url, timeout=(settings.http_connect_timeout, 30), allow_redirects=True)
-        except requests.RequestException as error:
+            answers(url, settings=settings)
+        except (requests.RequestException, OSError) as error:
             return (
                 f"cannot reach {urlsplit(url).hostname} ({type(error).__name__}: "
                 f"{shown_url(str(error))}).\n" + source_hint(key, shown_url(url))

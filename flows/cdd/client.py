@@ -265,6 +265,22 @@ def make_session(settings: Settings | None = None) -> requests.Session:
     return session
 
 
+def answers(url: str, *, settings: Settings, within: float = 30.0) -> None:
+    """Return once the server of ``url`` answers a HEAD (any status); requests' exception when
+    it cannot be reached or has not answered, headers and all, within ``within`` seconds."""
+    outer = getattr(_deadline, "at", None)
+    _deadline.at = time.monotonic() + within
+    try:
+        with make_session(settings) as session:
+            session.head(
+                url,
+                timeout=(min(settings.http_connect_timeout, within), within),
+                allow_redirects=True,
+            ).close()
+    finally:
+        _deadline.at = outer
+
+
 def download(
     source: str,
     *,

@@ -11,11 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from db.series_key import SeriesKey
-from flows.cdd.client import download, names_one_file, resolve_source, shown_url
+from flows.cdd.client import answers, download, names_one_file, resolve_source, shown_url
 from flows.cdd.errors import (
     CDDDownloadError,
     CDDNetworkError,
@@ -250,6 +251,15 @@ def test_the_deadline_covers_a_trickled_status_line_and_headers(trickling_head, 
     message = str(raised.value)
     assert message.startswith(trickling_head)
     assert "did not finish within 1.5 s (CDDF_HTTP_DEADLINE)" in message
+
+
+def test_the_reachability_probe_ends_within_its_bound(trickling_head, settings) -> None:
+    """`cdd-forecast run` asks each host for a HEAD first; a trickled answer held it 30 s a
+    byte."""
+    started = time.monotonic()
+    with pytest.raises(requests.Timeout):
+        answers(trickling_head, settings=settings, within=1.0)
+    assert time.monotonic() - started < 1.0 + 2.0
 
 
 def test_a_redirect_loop_names_the_url(httpserver: HTTPServer, settings) -> None:
