@@ -169,8 +169,8 @@ def ensure_roles(
         hint = ""
         if isinstance(error.orig, LockNotAvailable):
             hint = (
-                ": another session held a table this step must alter (a migration, another "
-                "`db roles`, a reader's open transaction); wait for it or end it "
+                ": another session held a lock this step needs (another `db roles`, a migration, "
+                "a reader's open transaction on a table); wait for it or end it "
                 "(pg_stat_activity, pg_terminate_backend), then run `cdd-forecast db roles` again"
             )
         raise RolesError(f"creating the roles on {where} failed: {_cause(error)}{hint}") from None

@@ -15,11 +15,12 @@ import pandas as pd
 import psycopg
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from db.candles import load_candles, upsert_candles
 from db.engine import SessionLimits, make_engine
-from db.roles import ReaderLimits, RolesError, ensure_roles
+from db.roles import _LOCK_KEY, ReaderLimits, RolesError, ensure_roles
 from db.series_key import SeriesKey
 from tests.deploy import test_roles as roles
 
@@ -223,13 +224,29 @@ def test_ddl_behind_a_reader_transaction_ends_at_its_lock_timeout(roles_db):
         engine = make_engine(roles_db.admin_url, limits=SessionLimits(lock=1))
         started = time.monotonic()
         try:
-            with pytest.raises(RolesError, match="another session held a table") as raised:
+            with pytest.raises(RolesError, match="another session held a lock") as raised:
                 ensure_roles(engine, app_role=roles_db.app_role, reader_role=roles_db.reader_role)
         finally:
             engine.dispose()
         waited = time.monotonic() - started
         reader.execute("ROLLBACK")
     assert "lock timeout" in str(raised.value) and "pg_terminate_backend" in str(raised.value)
+    assert waited < 20  # lock_timeout 1 s
+
+
+def test_a_second_role_step_waits_for_the_first_at_most_its_lock_timeout(roles_db):
+    roles_db.ensure(reader_limits=LIMITS)
+    engine = make_engine(roles_db.admin_url, limits=SessionLimits(lock=1))
+    admin = make_url(roles_db.admin_url)
+    with roles._as(roles_db, admin.username, admin.password or "") as first:
+        first.execute("SELECT pg_advisory_lock(%s)", [_LOCK_KEY])  # a run in progress
+        started = time.monotonic()
+        try:
+            with pytest.raises(RolesError, match="another `db roles`"):
+                ensure_roles(engine, app_role=roles_db.app_role, reader_role=roles_db.reader_role)
+        finally:
+            engine.dispose()
+        waited = time.monotonic() - started
     assert waited < 20  # lock_timeout 1 s
 
 
