@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import Engine, select
 
+from db.candles import load_candles
 from db.ingest_rejects import load_rejects
 from db.models import IngestRun
 from db.series_key import SeriesKey
@@ -95,3 +96,42 @@ def test_the_real_file_cut_inside_its_last_field_fails_naming_the_line() -> None
     message = str(raised.value)
     assert message.startswith(f"{path} line 3956: the last line has no line end")
     assert "download the file again" in message
+
+
+def test_neither_a_short_hourly_file_nor_an_ambiguous_row_changes_the_real_candles(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """Issue 24.4 and 24.5 as probed after the real file: 4 hourly rows (21:00-00:00) replaced
+    the final 2025-09-24 candle (close 111970 -> 112010); a newest row dated 2025-09-24 with
+    unix 1758758400 (09-25) stored a 09-25 candle with 09-24's prices."""
+    name, now = "Bitstamp_BTCUSD_d", pd.Timestamp("2025-09-25 06:00", tz="UTC")
+    real = real_file(name).read_bytes()
+    ingest_series(name, str(real_file(name)), now=now)
+    before = load_candles(engine, name)
+    hours = pd.date_range("2025-09-24 21:00", periods=4, freq="h", tz="UTC")[::-1]
+    hourly = tmp_path / "hourly" / f"{name}.csv"
+    hourly.parent.mkdir()
+    hourly.write_text(
+        "unix,date,symbol,open,high,low,close,Volume BTC,Volume USD\n"
+        + "".join(
+            f"{int(t.timestamp())},{t:%Y-%m-%d %H:%M:%S},BTC/USD,112000,112050,111950,112010,"
+            "2.625,294026.25\n"
+            for t in hours
+        )
+    )
+    with pytest.raises(CDDFormatError, match="another timeframe"):
+        ingest_series(name, str(hourly), now=now)
+    ambiguous = tmp_path / f"{name}.csv"
+    ambiguous.write_bytes(real.replace(b"\n1758672000,2025-09-24", b"\n1758758400,2025-09-24", 1))
+    result = ingest_series(name, str(ambiguous), now=now)
+    assert (result.status, result.rejected_rows, result.inserted) == ("success", 1, 0)
+    (reject,) = load_rejects(engine, run_id=result.run_id)
+    assert (reject.line, reject.reason) == (
+        3,
+        "date 2025-09-24 is not unix 1758758400 = 2025-09-25 00:00 UTC: the row is ambiguous",
+    )
+    after = load_candles(engine, name)
+    pd.testing.assert_frame_equal(after, before)
+    assert after["close"].iloc[-1] == 111970 and after.index[-1] == pd.Timestamp(
+        "2025-09-24", tz="UTC"
+    )
