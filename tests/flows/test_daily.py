@@ -245,6 +245,23 @@ def test_cli_run_on_a_downloaded_file_then_forecasts(service, tmp_path, monkeypa
 
 
 @SQLITE_ONLY
+def test_cli_run_prints_cells_that_look_like_markup_as_they_are(service, tmp_path):
+    """More bad rows than allowed, with [/red] in a cell, once crashed `run` (MarkupError)."""
+    csv = make_cdd_csv(KEY, candles_until(10)).decode().splitlines()
+    for n in range(2, 7):  # five rows' open: [/red], [bold], ... (the header first)
+        cells = csv[n].split(",")
+        cells[3] = ["[/red]", "[bold]", "[/]", "[red]", "[/red]"][n - 2]
+        csv[n] = ",".join(cells)
+    path = tmp_path / f"{SERIES}.csv"
+    path.write_text("\n".join(csv) + "\n")
+    ran = CliRunner().invoke(app, ["run", "--source", str(path)])
+    assert ran.exit_code == 1 and not isinstance(ran.exception, Exception), ran.exception
+    said = " ".join(ran.stderr.split())
+    assert f"{SERIES} failed at ingest:" in said
+    assert "open is '[/red]', not a number" in said and "open is '[bold]'" in said
+
+
+@SQLITE_ONLY
 def test_cli_run_names_an_unreachable_host_and_shows_source(service, monkeypatch):
     with socket.socket() as unused:  # a port that nothing listens on
         unused.bind(("127.0.0.1", 0))
