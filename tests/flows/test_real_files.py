@@ -5,6 +5,7 @@ Skipped, with the reason, when the shared data is absent (it is never copied int
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +18,10 @@ from db.ingest_rejects import load_rejects
 from db.models import IngestRun
 from db.series_key import SeriesKey
 from flows.cdd.errors import CDDFormatError
+from flows.cdd.fast_dates import iso_dates
 from flows.cdd.parser import parse_cdd
+from flows.cdd.reading import open_body
+from flows.cdd.times import dates_to_ns
 from flows.ingest import ingest_series
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -135,3 +139,16 @@ def test_neither_a_short_hourly_file_nor_an_ambiguous_row_changes_the_real_candl
     assert after["close"].iloc[-1] == 111970 and after.index[-1] == pd.Timestamp(
         "2025-09-24", tz="UTC"
     )
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_the_fast_date_path_reads_each_real_file_as_pandas_does(name: str) -> None:
+    """Issue 24.1: fast_dates computes each date from its digits; the same instants as the
+    slow path (pandas, ISO8601) on every real file."""
+    body = open_body(real_file(name).read_bytes(), source=name, max_bytes=None)
+    column = [field.lower() for field in body.header].index("date")
+    fast = iso_dates(body.data, body.start, fields=len(body.header), column=column)
+    text = pd.read_csv(io.BytesIO(body.data[body.start :]), dtype="str")[body.header[column]]
+    slow, form = dates_to_ns(text)
+    assert fast is not None and (form == 0).all()
+    assert fast.tolist() == slow.tolist()
