@@ -162,10 +162,24 @@ def make_engine(url: str, *, limits: SessionLimits | None = None) -> Engine:
         connection.answer_within = limits.answer_within
         return connection
 
+    ping = engine.dialect.do_ping
+
+    def _ping_within_connect(dbapi_connection: _AnsweringConnection) -> bool:
+        """A pooled connection's pre-ping waits as long as a new connection would, no more."""
+        patience = dbapi_connection.answer_within
+        dbapi_connection.answer_within = limits.connect
+        try:
+            return ping(dbapi_connection)
+        finally:
+            dbapi_connection.answer_within = patience
+
+    engine.dialect.do_ping = _ping_within_connect  # this engine's own dialect instance
+
     @event.listens_for(engine, "handle_error")
     def _name_the_database(context: ExceptionContext) -> None:
         unreachable = isinstance(context.sqlalchemy_exception, OperationalError)
-        if unreachable and context.connection is None:
+        # a failed pre-ping is not an answer: the pool then replaces that connection
+        if unreachable and context.connection is None and not context.is_pre_ping:
             raise DatabaseUnreachableError(
                 f"cannot connect to the database {shown}: {context.original_exception}. "
                 f"Check that PostgreSQL runs there and answers (each attempt waits at most "

@@ -235,6 +235,61 @@ def test_a_server_silent_mid_query_ends_in_a_clear_error_after_its_limits(postgr
     assert 4 <= waited < 20  # answer_within = 2 + 2 s
 
 
+def _within(seconds: float, work) -> object:
+    """``work()``'s result or exception, failing the test if it takes over ``seconds``."""
+    outcome: list[object] = []
+    thread = threading.Thread(target=lambda: outcome.append(_outcome(work)), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert outcome, f"still waiting after {seconds} s"
+    return outcome[0]
+
+
+def _outcome(work) -> object:
+    try:
+        return work()
+    except Exception as error:  # returned for the test to inspect
+        return error
+
+
+def test_a_pooled_connection_to_a_server_gone_silent_is_given_up_within_seconds(postgres_url):
+    """Between two statements the server hangs: the next checkout's pre-ping waits no longer
+    than a connect would (not the minutes a statement may take), then a new connection is
+    tried and the error names the database."""
+    url = make_url(postgres_url)
+    proxy = FreezingProxy(url.host or "127.0.0.1", url.port or 5432)
+    through = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    engine = make_engine(through, limits=SessionLimits(connect=2))
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        proxy.freeze()
+        started = time.monotonic()
+        error = _within(60, lambda: engine.connect().close())
+        waited = time.monotonic() - started
+    finally:
+        engine.dispose()
+        proxy.close()
+    assert isinstance(error, DatabaseUnreachableError), error
+    assert f"127.0.0.1:{proxy.port}" in str(error)
+    assert waited < 20  # ping 2 s + connect 2 s
+
+
+def test_a_pooled_connection_the_server_ended_is_replaced_silently(postgres_url):
+    engine = make_engine(postgres_url)
+    admin = make_engine(postgres_url)
+    try:
+        with engine.connect() as connection:
+            pid = connection.execute(text("SELECT pg_backend_pid()")).scalar()
+        with admin.connect() as connection:
+            connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with engine.connect() as connection:  # the pre-ping fails, the pool reconnects
+            assert connection.execute(text("SELECT pg_backend_pid()")).scalar() != pid
+    finally:
+        admin.dispose()
+        engine.dispose()
+
+
 QUERY_THROUGH_PROXY = textwrap.dedent(
     """
     import sys
