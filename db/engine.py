@@ -137,7 +137,8 @@ def make_engine(url: str, *, limits: SessionLimits | None = None) -> Engine:
     PostgreSQL sessions the time limits of ``limits`` (default :class:`SessionLimits`).
 
     Parameters written into the URL (``?connect_timeout=3``, ``options=-c lock_timeout=5s``)
-    win over ``limits``.
+    win over ``limits``; the client's own bound on each answer (``answer_within``) follows
+    ``limits`` alone, so a longer ``statement_timeout`` belongs in ``limits``, not the URL.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":

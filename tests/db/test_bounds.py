@@ -66,6 +66,8 @@ class FreezingProxy:
     """Forwards TCP between clients and PostgreSQL until ``freeze()``; then keeps every socket
     open (the kernel still acknowledges) and forwards nothing more, as a hung server would."""
 
+    url: str  # the database URL through the proxy (set by the fixture)
+
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
         self.server = socket.create_server(("127.0.0.1", 0))
@@ -107,6 +109,16 @@ class FreezingProxy:
                 sink.sendall(chunk)
         except OSError:
             return
+
+
+@pytest.fixture
+def proxy(postgres_url: str) -> Iterator[FreezingProxy]:
+    """A freezing proxy in front of the test database; ``proxy.url`` connects through it."""
+    url = make_url(postgres_url)
+    proxy = FreezingProxy(url.host or "127.0.0.1", url.port or 5432)
+    proxy.url = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    yield proxy
+    proxy.close()
 
 
 def test_a_silent_server_ends_in_a_clear_error_naming_the_masked_url():
@@ -207,13 +219,11 @@ def test_a_stuck_writer_loses_its_series_lock_after_the_idle_timeout(postgres_ur
     assert waited < 30  # 1 s idle_in_transaction_session_timeout; the writer's lock_timeout 60 s
 
 
-def test_a_server_silent_mid_query_ends_in_a_clear_error_after_its_limits(postgres_url):
+def test_a_server_silent_mid_query_ends_in_a_clear_error_after_its_limits(postgres_url, proxy):
     """The server hangs after a first answer while its kernel still acknowledges (the proxy
     reads on and forwards nothing): keepalives cannot tell, statement_timeout runs on that
     server; the client gives up after statement + unacknowledged and names the server."""
-    url = make_url(postgres_url)
-    proxy = FreezingProxy(url.host or "127.0.0.1", url.port or 5432)
-    through = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    url, through = make_url(postgres_url), proxy.url
     limits = SessionLimits(statement=2, unacknowledged=2, connect=2)
     engine = make_engine(through, limits=limits)
     try:
@@ -229,7 +239,6 @@ def test_a_server_silent_mid_query_ends_in_a_clear_error_after_its_limits(postgr
             engine.connect().close()
     finally:
         engine.dispose()
-        proxy.close()
     where = f"{url.username}@127.0.0.1:{proxy.port}/{url.database}"
     assert f"no answer from the database {where} within 4 s" in str(raised.value)
     assert 4 <= waited < 20  # answer_within = 2 + 2 s
@@ -252,13 +261,11 @@ def _outcome(work) -> object:
         return error
 
 
-def test_a_pooled_connection_to_a_server_gone_silent_is_given_up_within_seconds(postgres_url):
+def test_a_pooled_connection_to_a_server_gone_silent_is_given_up_within_seconds(proxy):
     """Between two statements the server hangs: the next checkout's pre-ping waits no longer
     than a connect would (not the minutes a statement may take), then a new connection is
     tried and the error names the database."""
-    url = make_url(postgres_url)
-    proxy = FreezingProxy(url.host or "127.0.0.1", url.port or 5432)
-    through = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    through = proxy.url
     engine = make_engine(through, limits=SessionLimits(connect=2))
     try:
         with engine.connect() as connection:
@@ -269,7 +276,6 @@ def test_a_pooled_connection_to_a_server_gone_silent_is_given_up_within_seconds(
         waited = time.monotonic() - started
     finally:
         engine.dispose()
-        proxy.close()
     assert isinstance(error, DatabaseUnreachableError), error
     assert f"127.0.0.1:{proxy.port}" in str(error)
     assert waited < 20  # ping 2 s + connect 2 s
@@ -306,14 +312,12 @@ QUERY_THROUGH_PROXY = textwrap.dedent(
 )
 
 
-def test_a_server_silent_mid_query_is_ended_by_an_interrupt_within_seconds(postgres_url):
+def test_a_server_silent_mid_query_is_ended_by_an_interrupt_within_seconds(proxy):
     """Keepalives cannot tell a hung server whose kernel still acknowledges from a slow one,
     and statement_timeout runs on that server: what ends the wait is the caller's interrupt
     (Ctrl-C, or SIGTERM turned into SystemExit). psycopg then tries to cancel (5 s), closes the
     connection (5 s more at most) and the interrupt goes on."""
-    url = make_url(postgres_url)
-    proxy = FreezingProxy(url.host or "127.0.0.1", url.port or 5432)
-    through = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    through = proxy.url
     process = subprocess.Popen(
         [sys.executable, "-c", QUERY_THROUGH_PROXY, through],
         cwd=ROOT,
@@ -337,6 +341,5 @@ def test_a_server_silent_mid_query_is_ended_by_an_interrupt_within_seconds(postg
     finally:
         process.kill()
         process.wait()
-        proxy.close()
     assert process.returncode != 0 and "KeyboardInterrupt" in stderr
     assert waited < 40  # documented: about 10 s
