@@ -30,7 +30,8 @@ class UpsertCounts(NamedTuple):
 
 
 class SeriesBusyError(RuntimeError):
-    """Another writer held the database longer than the busy timeout (SQLite only)."""
+    """Another writer held the series longer than the caller waits: SQLite's busy timeout, or
+    PostgreSQL's ``lock_timeout`` on the series row (``db.candles_postgresql.lock_series``)."""
 
 
 def series_id(session: Session, key: SeriesKey) -> int:
