@@ -40,6 +40,7 @@ from flows.cdd.reading import (
     as_lines,
     blank_misshapen_rows,
     check_last_line,
+    check_quotes,
     last_line,
     no_line_end,
     open_body,
@@ -115,9 +116,17 @@ def parse_cdd(
     columns = map_columns(body.header, key, source=source, line=body.header_line)
     needed = used_fields(body.header, columns)
     check_last_line(body, needed, source=source)
+    check_quotes(body, source=source)
     raw, not_numbers, misshapen, body = _read(body, columns, needed, source=source)
     lines = as_lines(body.header_line, len(raw))
-    blank = raw.isna().all(axis=1).to_numpy()
+    blank = raw.isna().all(axis=1).to_numpy().copy()
+    for cells in not_numbers.values():
+        blank[cells.index.to_numpy()] = False  # a cell that is no number: a bad row, not blank
+    position = np.cumsum(~blank) - 1  # of each row once the blank rows are dropped
+    not_numbers = {
+        name: cells.set_axis(position[cells.index]) for name, cells in not_numbers.items()
+    }
+    dates = None  # a date column beside the unix one: read below
     if columns.unix is not None and columns.date is not None:
         date_ns, form, date_text = read_dates(body, columns.date, len(raw))
         dates = (date_ns[~blank], form[~blank], date_text[~blank] if len(date_text) else None)
@@ -195,7 +204,7 @@ def _read(
     body, misshapen = blank_misshapen_rows(body, needed)
     try:
         raw, not_numbers = read_rows(body, columns)
-    except pd.errors.ParserError:  # the comma count balanced out; search row by row
+    except ValueError:  # a ParserError: the comma count balanced out; search row by row
         body, misshapen = blank_misshapen_rows(body, needed, force=True)
         try:
             raw, not_numbers = read_rows(body, columns)
@@ -320,7 +329,7 @@ def _utc_now(now: pd.Timestamp | None) -> pd.Timestamp:
 
 def _check_symbol(symbols: pd.Series, key: SeriesKey, faults: RowFaults) -> None:
     """Every row's symbol (``BTCUSD`` or ``BTC/USD``) must be the series' pair."""
-    seen = [s for s in symbols.cat.categories if _letters(s) != key.pair]
+    seen = [s for s in symbols.cat.categories if _letters(str(s)) != key.pair]
     if seen:
         faults.add(
             symbols.isin(seen).to_numpy(),

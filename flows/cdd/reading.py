@@ -60,6 +60,11 @@ def open_body(data: bytes, *, source: str, max_bytes: int | None) -> Body:
         line = data[offset : len(data) if end < 0 else end]
         text = line.decode("utf-8", "replace").strip()
         fields = [field.strip().strip('"') for field in text.split(",")]
+        if len(fields) >= 5 and b"\x00" in line:
+            raise CDDFormatError(
+                f"{source} line {number}: the header holds a NUL byte ({text[:80]!r}); the "
+                "file is damaged - download it again"
+            )
         if len(fields) >= 5:  # a banner is one field; a header names time, prices, volumes
             return Body(data, offset, number, fields)
         if end < 0:
@@ -156,12 +161,21 @@ def blank_misshapen_rows(
     end = len(data)
     while end > start and data[end - 1 : end].isspace():
         end -= 1
-    if not force and data.count(b",", start) == (fields - 1) * (data.count(b"\n", start, end) + 1):
+    # a lone CR or a NUL would make the CSV reader split or join lines: cells would shift
+    lone_returns = data.count(b"\r", start, end) != data.count(b"\r\n", start, end)
+    commas = _every_line_has(data, start, end, fields - 1)
+    if not force and commas and not lone_returns and data.find(b"\x00", start, end) < 0:
         return body, []
-    text = data[start:].decode("utf-8", "replace")
     bad: list[tuple[int, str]] = []
-    for number, row in enumerate(csv.reader(io.StringIO(text)), start=body.header_line):
-        if row and (len(row) > fields or len(row) < needed):
+    for number, line in enumerate(data[start:end].split(b"\n"), start=body.header_line):
+        text = line.decode("utf-8", "replace").removesuffix("\r")
+        if "\r" in text or "\x00" in text:
+            bad.append((number, "a carriage return or NUL byte inside the line (damaged)"))
+            continue
+        row = next(csv.reader([text]), [])
+        blank = len(row) == 1 and not row[0].strip()  # a line of spaces is a blank line
+        trailing_comma = len(row) == fields + 1 and row[-1] == ""  # read as no field
+        if row and not blank and not trailing_comma and (len(row) > fields or len(row) < needed):
             bad.append(
                 (
                     number,
@@ -175,6 +189,32 @@ def blank_misshapen_rows(
     for number, _ in bad:
         lines[number - body.header_line] = b""
     return Body(data[:start] + b"\n".join(lines), start, body.header_line, body.header), bad
+
+
+def _every_line_has(data: bytes, start: int, end: int, commas: int) -> bool:
+    """Whether every line of ``data[start:end]`` holds exactly ``commas`` commas.
+
+    Per line, not in total: pandas reads a row with one field too many as if the first were
+    an index (``index_col=False`` drops the last), so an extra field beside a missing one
+    elsewhere would shift a row's cells unseen.
+    """
+    body = np.frombuffer(data, dtype=np.uint8, count=end - start, offset=start)
+    bounds = np.concatenate(([0], np.flatnonzero(body == ord("\n")), [len(body)]))
+    per_line = np.diff(np.searchsorted(np.flatnonzero(body == ord(",")), bounds))
+    return bool((per_line == commas).all())
+
+
+def check_quotes(body: Body, *, source: str) -> None:
+    """A line with an odd number of quotes would join the lines after it into one cell."""
+    if b'"' not in body.data:
+        return
+    for number, line in enumerate(body.data[body.start :].split(b"\n"), start=body.header_line):
+        if line.count(b'"') % 2:
+            text = line[:80].decode("utf-8", "replace")
+            raise CDDFormatError(
+                f"{source} line {number}: a quote is not closed on its line ({text!r}); the "
+                "file is damaged - download it again"
+            )
 
 
 def _stream(data: bytes, start: int) -> io.BytesIO:
@@ -195,7 +235,13 @@ def read_rows(body: Body, columns: ColumnMap) -> tuple[pd.DataFrame, dict[str, p
         dtype[columns.time] = "str"
     if columns.symbol is not None:
         dtype[columns.symbol] = "category"
-    options = dict(skip_blank_lines=False, index_col=False, skipinitialspace=True, engine="c")
+    options = dict(
+        skip_blank_lines=False,
+        index_col=False,
+        skipinitialspace=True,
+        engine="c",
+        encoding_errors="replace",  # a byte that is no UTF-8 makes its cell no number
+    )
     try:
         frame = pd.read_csv(
             _stream(body.data, body.start), usecols=list(dtype), dtype=dtype, **options
@@ -231,6 +277,7 @@ def read_dates(body: Body, date: str, rows: int) -> tuple[np.ndarray, np.ndarray
         skip_blank_lines=False,
         index_col=False,
         engine="c",
+        encoding_errors="replace",
     )[date]
     return *dates_to_ns(text), text
 

@@ -22,6 +22,8 @@ _LAST_SECOND = 4_102_444_800
 # a row's form is its index here, and form 0 (ISO) is the newer generation's
 DATE_FORMATS = ("ISO8601", "%Y-%m-%d %I-%p", "%Y-%m-%d %I:%M %p", "%Y-%m-%d %I:%M:%S %p")
 UNREADABLE = -1
+# the ISO forms CDD writes (a "T" is read too); a shorter date would name another candle
+_ISO_SHAPE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[ T][0-9]{2}:[0-9]{2}:[0-9]{2})?"
 DATE_FORMS_TEXT = "YYYY-MM-DD, YYYY-MM-DD HH:MM:SS or YYYY-MM-DD HH-AM"
 
 
@@ -60,6 +62,9 @@ def dates_to_ns(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
             values.iloc[todo], format=date_format, errors="coerce", utc=True
         ).dt.as_unit("ns")
         ok = parsed.notna().to_numpy()
+        if date_format == "ISO8601":  # pandas also reads "2020-01" as 2020-01-01: another candle
+            shaped = values.iloc[todo].astype(str).str.fullmatch(_ISO_SHAPE)
+            ok = ok & shaped.to_numpy(dtype=bool)
         result[todo[ok]] = parsed[ok].astype("int64").to_numpy()
         form[todo[ok]] = number
         todo = todo[~ok]
