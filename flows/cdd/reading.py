@@ -60,10 +60,10 @@ def open_body(data: bytes, *, source: str, max_bytes: int | None) -> Body:
         line = data[offset : len(data) if end < 0 else end]
         text = line.decode("utf-8", "replace").strip()
         fields = [field.strip().strip('"') for field in text.split(",")]
-        if len(fields) >= 5 and b"\x00" in line:
+        if len(fields) >= 5 and (b"\x00" in line or b"\r" in line.removesuffix(b"\r")):
             raise CDDFormatError(
-                f"{source} line {number}: the header holds a NUL byte ({text[:80]!r}); the "
-                "file is damaged - download it again"
+                f"{source} line {number}: the header holds a NUL byte or a carriage return "
+                f"({text[:80]!r}); the file is damaged - download it again"
             )
         if len(fields) >= 5:  # a banner is one field; a header names time, prices, volumes
             return Body(data, offset, number, fields)

@@ -349,6 +349,8 @@ def _damage_date_shift(draw, lines, header, key):
         stamp = pd.Timestamp(text)
     except ValueError:
         return
+    if pd.isna(stamp):
+        return
     shift = pd.Timedelta(seconds=PERIOD_S[key.timeframe]) * draw.choice((1, -1, 2, 3))
     if draw.boolean():
         shift = pd.Timedelta(days=draw.choice((1, 2, -2)))

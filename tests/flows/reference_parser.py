@@ -15,7 +15,7 @@ File-level errors (``CDDFormatError``; nothing is stored):
 - ``html``: the first 4 KiB start with ``<`` or hold ``<html``, ``<!doctype``, ``<head``,
   ``<body`` (any case).
 - ``header``: none of the first 5 lines has 5 or more comma-separated fields, or that line
-  holds a NUL byte.
+  holds a NUL byte or a carriage return before its line end.
 - ``columns``: the header has no time (unix or date), open/high/low/close, base and quote
   volume column, or two columns claim one field.
 - ``truncated``: the last non-blank line has fewer fields (commas + 1) than the used columns
@@ -209,7 +209,7 @@ def _header(lines: list[bytes]) -> tuple[int, list[str]]:
         text = line.decode("utf-8", "replace").strip()
         fields = [cell.strip().strip('"') for cell in text.split(",")]
         if len(fields) >= 5:
-            if b"\x00" in line:
+            if b"\x00" in line or b"\r" in line.removesuffix(b"\r"):
                 raise ReferenceFileError("header")
             return index, fields
     raise ReferenceFileError("header")
@@ -441,7 +441,7 @@ ERROR_CLASSES = (
     ("the body is empty", "empty"),
     ("HTML page", "html"),
     ("no CSV header", "header"),
-    ("the header holds a NUL byte", "header"),
+    ("the header holds a NUL byte or a carriage return", "header"),
     ("missing column", "columns"),
     ("both look like", "columns"),
     ("the file is truncated", "truncated"),
