@@ -22,7 +22,8 @@ SERIES = "Bitstamp_BTCUSD_d"
 
 class SilentServer:
     """127.0.0.1: answers HEAD with a 404 (so `run` finds the host there), then takes every
-    GET and never answers it; ``asked`` is set once a GET arrived."""
+    other request (a GET, PostgreSQL's startup message) and never answers it; ``asked`` is set
+    once one arrived."""
 
     def __init__(self) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
@@ -41,7 +42,7 @@ class SilentServer:
             request = connection.recv(65536)
             if request.startswith(b"HEAD"):
                 connection.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
-            elif request:
+            elif request:  # a GET, or PostgreSQL's startup message
                 self.asked.set()
 
     def close(self) -> None:
@@ -69,15 +70,20 @@ def command_env(tmp_path: Path, source: str) -> dict[str, str]:
     }
 
 
-def sigterm_once_asked(tmp_path: Path, server: SilentServer, *args: str) -> tuple[float, int, str]:
-    """Start ``cdd-forecast *args``, SIGTERM it once its GET reached ``server``: (seconds it
-    took to end after the signal, its exit status, its stderr)."""
+def sigterm_once_asked(
+    tmp_path: Path, server: SilentServer, *args: str, database_url: str | None = None
+) -> tuple[float, int, str]:
+    """Start ``cdd-forecast *args``, SIGTERM it once its request reached ``server``: (seconds
+    it took to end after the signal, its exit status, its stderr)."""
     source = f"http://127.0.0.1:{server.port}/cdd/"
+    env = command_env(tmp_path, source)
+    if database_url is not None:
+        env["CDDF_DATABASE_URL"] = database_url
     with (tmp_path / "err").open("w+") as err:
         command = subprocess.Popen(
             [str(Path(sys.executable).with_name("cdd-forecast")), *args],
             cwd=tmp_path,
-            env=command_env(tmp_path, source),
+            env=env,
             stdout=subprocess.DEVNULL,
             stderr=err,
         )
@@ -105,6 +111,14 @@ def test_sigterm_ends_an_ingest_blocked_in_a_read_and_records_its_run(tmp_path, 
         (run,) = connection.execute(sa.text("SELECT status, error FROM ingest_runs")).all()
     engine.dispose()
     assert run.status == "failed" and "stopped (SystemExit: SIGTERM or Ctrl-C)" in run.error
+
+
+def test_sigterm_ends_a_command_waiting_on_a_silent_database(tmp_path, silent_server):
+    """A PostgreSQL that accepts the connection and never answers (connect_timeout 300 s)."""
+    url = f"postgresql+psycopg://cddf@127.0.0.1:{silent_server.port}/cddf?connect_timeout=300"
+    took, status, said = sigterm_once_asked(tmp_path, silent_server, "series", database_url=url)
+    assert took < TERM_GRACE_S + 3 and status == TERM_EXIT_CODE, said
+    assert "SIGTERM received: stopping" in said
 
 
 @pytest.mark.slow
