@@ -117,6 +117,7 @@ def parse_cdd(
     needed = used_fields(body.header, columns)
     check_last_line(body, needed, source=source)
     check_quotes(body, source=source)
+    opened = body  # its last line is the file's (misshapen rows are blanked in ``body``)
     raw, not_numbers, misshapen, body = _read(body, columns, needed, source=source)
     lines = as_lines(body.header_line, len(raw))
     blank = raw.isna().all(axis=1).to_numpy().copy()
@@ -156,7 +157,7 @@ def parse_cdd(
     values, swapped = fix_swapped_volumes(values)
     check_volume_ratio(values, faults)
     if no_line_end(body):
-        _check_cut_line(body, lines, values, faults, source=source)
+        _check_cut_line(opened, lines, values, faults, source=source)
 
     rows = rows[~faults.mask[rows]]
     duplicates = resolve_duplicates(times[rows], values[rows], generation[rows], lines[rows])

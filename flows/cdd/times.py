@@ -58,9 +58,10 @@ def dates_to_ns(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     for number, date_format in enumerate(DATE_FORMATS):
         if len(todo) == 0:
             break
-        parsed = pd.to_datetime(
-            values.iloc[todo], format=date_format, errors="coerce", utc=True
-        ).dt.as_unit("ns")
+        parsed = pd.to_datetime(values.iloc[todo], format=date_format, errors="coerce", utc=True)
+        years = parsed.dt.year
+        # a year outside 1700..2199 (as fast_dates) is no candle's, and past 2262 no ns time
+        parsed = parsed.where((years >= 1700) & (years < 2200)).dt.as_unit("ns")
         ok = parsed.notna().to_numpy()
         if date_format == "ISO8601":  # pandas also reads "2020-01" as 2020-01-01: another candle
             shaped = values.iloc[todo].astype(str).str.fullmatch(_ISO_SHAPE)

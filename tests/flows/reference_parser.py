@@ -46,7 +46,7 @@ candle or rejected with the first of these reasons (its class in brackets):
 2. [time] the unix time is empty, not whole, or not within 2000..2100 read as seconds
    (< 1e11), milliseconds (< 1e14) or microseconds; without a unix column, the date is none
    of the forms ``YYYY-MM-DD``, ``YYYY-MM-DD HH:MM:SS`` (ISO 8601), ``YYYY-MM-DD HH-AM``,
-   ``YYYY-MM-DD HH:MM AM``, ``YYYY-MM-DD HH:MM:SS AM``.
+   ``YYYY-MM-DD HH:MM AM``, ``YYYY-MM-DD HH:MM:SS AM`` in a year 1700..2199.
 3. [time] with both columns: the date is unreadable, or names another candle than the unix
    time (another period of the timeframe), unless exactly 4 hours off (Binance's Sept 2017
    hourly rows); the unix time is trusted, another time of its candle is a time mismatch.
@@ -68,17 +68,23 @@ A candle's ``is_final`` is ``time + period <= now``.
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import math
 import re
 import zlib
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from unittest import mock
 
 import numpy as np
+import pandas as pd
 
 from db.series_key import TIMEFRAMES, SeriesKey
+from flows.cdd import parser as parser_module
+from flows.cdd import reading
 from flows.cdd.columns import ColumnMap, map_columns
 from flows.cdd.errors import CDDFormatError
 from flows.cdd.rejects import RejectLimits
@@ -331,7 +337,14 @@ def _unix_ns(unix: float) -> int | None:
 
 
 def _date_ns(text: str) -> tuple[int, bool] | None:
-    """(UTC ns, is ISO) of a date cell in one of the known forms, None otherwise."""
+    """(UTC ns, is ISO) of a date cell in one of the known forms of a year 1700..2199."""
+    found = _date(text)
+    if found is None or not -8_520_336_000 * NS <= found[0] < 7_258_118_400 * NS:
+        return None
+    return found
+
+
+def _date(text: str) -> tuple[int, bool] | None:
     if ISO_DATE.fullmatch(text):
         try:
             stamp = datetime.fromisoformat(text).replace(tzinfo=UTC)
@@ -504,3 +517,31 @@ def differences(expected: Expected, parsed: Any, error: Exception | None) -> lis
 
 
 CANDLE_FIELDS = ("open", "high", "low", "close", "volume_base", "volume_quote")
+
+
+def _no_fast_dates(*args: Any, **kwargs: Any) -> None:
+    return None  # the caller then reads the date column with pandas
+
+
+# the parser's fast paths, each switched off in turn: name -> what replaces which function
+FAST_PATHS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "no fast_dates": {"iso_dates": _no_fast_dates},
+    "row search": {
+        "blank_misshapen_rows": functools.partial(reading.blank_misshapen_rows, force=True)
+    },
+}
+
+
+def parse_with(
+    data: bytes, key: SeriesKey, now: pd.Timestamp, path: str = "default"
+) -> tuple[Any, CDDFormatError | None]:
+    """``parse_cdd`` on one of FAST_PATHS: (parsed, None) or (None, the CDDFormatError)."""
+    with ExitStack() as stack:
+        for name, replacement in FAST_PATHS[path].items():
+            module = reading if name == "iso_dates" else parser_module
+            stack.enter_context(mock.patch.object(module, name, replacement))
+        try:
+            return parser_module.parse_cdd(data, source="fuzz.csv", key=key, now=now), None
+        except CDDFormatError as error:
+            return None, error
