@@ -19,9 +19,11 @@ import collections
 import json
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -68,21 +70,28 @@ def fuzz(files: int, seed: int, jobs: int) -> int:
     pending = [
         (start, min(BATCH, first + files - start)) for start in range(first, first + files, BATCH)
     ]
-    running: list[tuple[subprocess.Popen, int, int]] = []
+    running: list[tuple[subprocess.Popen, int, int, Any]] = []
     done = 0
     while pending or running:
         while pending and len(running) < jobs:
             start, count = pending.pop(0)
+            output = tempfile.TemporaryFile("w+")  # a pipe would stall a child nobody reads
             child = subprocess.Popen(
                 [sys.executable, __file__, "--batch", str(start), str(count)],
-                stdout=subprocess.PIPE,
+                stdout=output,
                 text=True,
                 cwd=ROOT,
             )
-            running.append((child, start, count))
-        child, start, count = running.pop(0)
+            running.append((child, start, count, output))
+        finished = next((job for job in running if job[0].poll() is not None), None)
+        if finished is None:
+            time.sleep(0.2)
+            continue
+        running.remove(finished)
+        child, start, count, output = finished
+        output.seek(0)
         last_started, seen = None, 0
-        for line in child.stdout:  # type: ignore[union-attr]
+        for line in output:
             record = json.loads(line)
             if "start" in record:
                 last_started = record["start"]
@@ -91,11 +100,13 @@ def fuzz(files: int, seed: int, jobs: int) -> int:
             outcomes[record["outcome"]] += 1
             if record["failures"]:
                 failures.append(record)
-        code = child.wait()
+        output.close()
         done += seen
-        if code != 0:  # the file it had started killed it: a failure; go on after it
+        if child.returncode != 0:  # the file it had started killed it: a failure; go on after it
             killer = last_started if last_started is not None else start
-            failures.append({"seed": killer, "path": "?", "failures": [f"process died ({code})"]})
+            failures.append(
+                {"seed": killer, "path": "?", "failures": [f"process died ({child.returncode})"]}
+            )
             done += 1
             rest = start + count - killer - 1
             if rest > 0:

@@ -60,10 +60,10 @@ def open_body(data: bytes, *, source: str, max_bytes: int | None) -> Body:
         line = data[offset : len(data) if end < 0 else end]
         text = line.decode("utf-8", "replace").strip()
         fields = [field.strip().strip('"') for field in text.split(",")]
-        if len(fields) >= 5 and (b"\x00" in line or b"\r" in line.removesuffix(b"\r")):
+        if len(fields) >= 5 and _damaged_header(line, text):
             raise CDDFormatError(
-                f"{source} line {number}: the header holds a NUL byte or a carriage return "
-                f"({text[:80]!r}); the file is damaged - download it again"
+                f"{source} line {number}: the header holds a NUL byte, a carriage return or "
+                f"a quote inside a name ({text[:80]!r}); the file is damaged - download it again"
             )
         if len(fields) >= 5:  # a banner is one field; a header names time, prices, volumes
             return Body(data, offset, number, fields)
@@ -75,6 +75,19 @@ def open_body(data: bytes, *, source: str, max_bytes: int | None) -> Body:
         f"first {_HEADER_SEARCH_LINES} lines; this is not a CryptoDataDownload candle file - "
         "check the URL or --source"
     )
+
+
+def _damaged_header(line: bytes, text: str) -> bool:
+    """A NUL, a CR before the line end, or a quote not around a whole name: the CSV reader
+    would read other names than these (``date",symbol`` is not ``date``)."""
+    if b"\x00" in line or b"\r" in line.removesuffix(b"\r"):
+        return True
+    names = [name.strip() for name in text.split(",")]
+    return any('"' in name and not _quoted(name) for name in names)
+
+
+def _quoted(name: str) -> bool:
+    return len(name) >= 2 and name[0] == name[-1] == '"' and '"' not in name[1:-1]
 
 
 def _gunzip(data: bytes, *, source: str, max_bytes: int | None) -> bytes:

@@ -15,7 +15,8 @@ File-level errors (``CDDFormatError``; nothing is stored):
 - ``html``: the first 4 KiB start with ``<`` or hold ``<html``, ``<!doctype``, ``<head``,
   ``<body`` (any case).
 - ``header``: none of the first 5 lines has 5 or more comma-separated fields, or that line
-  holds a NUL byte or a carriage return before its line end.
+  holds a NUL byte, a carriage return before its line end, or a quote that does not wrap a
+  whole name.
 - ``columns``: the header has no time (unix or date), open/high/low/close, base and quote
   volume column, or two columns claim one field.
 - ``truncated``: the last non-blank line has fewer fields (commas + 1) than the used columns
@@ -97,7 +98,7 @@ PRICE_TOLERANCE = 1e-9
 SWAP_BAND, VOLUME_FACTOR, CUT_LINE_FACTOR = 2.0, 10.0, 3.0
 HTML = re.compile(rb"^\s*<|<html|<!doctype|<head|<body", re.IGNORECASE)
 NUMBER = re.compile(
-    r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(inf|infinity)", re.IGNORECASE
+    r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(inf|infinity)", re.IGNORECASE
 )
 # pandas' default NA words: a cell holding one is missing
 NA_WORDS = {
@@ -217,6 +218,12 @@ def _header(lines: list[bytes]) -> tuple[int, list[str]]:
         if len(fields) >= 5:
             if b"\x00" in line or b"\r" in line.removesuffix(b"\r"):
                 raise ReferenceFileError("header")
+            for name in text.split(","):
+                name = name.strip()
+                if '"' in name and not (
+                    len(name) >= 2 and name[0] == name[-1] == '"' and '"' not in name[1:-1]
+                ):
+                    raise ReferenceFileError("header")
             return index, fields
     raise ReferenceFileError("header")
 
@@ -454,7 +461,7 @@ ERROR_CLASSES = (
     ("the body is empty", "empty"),
     ("HTML page", "html"),
     ("no CSV header", "header"),
-    ("the header holds a NUL byte or a carriage return", "header"),
+    ("the header holds a NUL byte, a carriage return or a quote", "header"),
     ("missing column", "columns"),
     ("both look like", "columns"),
     ("the file is truncated", "truncated"),

@@ -221,11 +221,13 @@ def test_a_carriage_return_or_nul_inside_a_row_rejects_that_row_only(damage: byt
     assert "'abc', not a number" in rejected(data)[6]
 
 
-@pytest.mark.parametrize("damage", ["\x00", "\r"])
-def test_a_nul_or_carriage_return_in_the_header_fails_the_file(damage: str) -> None:
-    """A header ending ``\\r\\r\\n`` was blanked as a misshapen row: "not a readable CSV"."""
-    with pytest.raises(CDDFormatError, match="line 1: the header holds a NUL byte or a carr"):
-        parse(body(*ROWS, header=HEADER.replace(",open", f",{damage}open")))
+@pytest.mark.parametrize("damage", ["\x00", "\r", '"'])
+def test_a_nul_carriage_return_or_stray_quote_in_the_header_fails_the_file(damage: str) -> None:
+    """A header ending ``\\r\\r\\n`` was blanked as a misshapen row ("not a readable CSV");
+    with ``date",...,Volume "USD`` pandas read other names: ValueError out of ``read_dates``."""
+    header = HEADER.replace(",open", f",{damage}open").replace("USD", f"{damage}USD")
+    with pytest.raises(CDDFormatError, match="line 1: the header holds a NUL byte, a carr"):
+        parse(body(*ROWS, header=header))
 
 
 def test_a_cell_that_is_no_number_after_a_blank_line_names_its_own_line() -> None:
