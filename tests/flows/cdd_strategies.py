@@ -13,14 +13,16 @@ generations in one file (newer rows ms with ``YYYY-MM-DD HH:MM:SS``, older rows 
 10-wide or ``HH-AM`` date, and the seam's candle in both); dates 10 or 19 wide or ``HH-AM``;
 symbols of 3 to 12 characters with and without ``/``; newest- or oldest-first; the volume
 columns in either order, named by currency or From/To; ``tradecount`` with ``NULL``; LF or
-CRLF, a BOM, quoted cells, with or without a final line end; holes, all-zero rows and rows
-with swapped volumes. Damage: a cut at any byte of the last line, flipped bytes, NUL bytes,
-very long lines and cells, huge, negative, NaN and non-numbers, bad unix times and dates,
-foreign symbols, missing and extra fields, blank lines, duplicate and conflicting rows.
+CRLF, a BOM, quoted cells, with or without a final line end, gzip (whole or cut); holes,
+all-zero rows and rows with swapped volumes. Damage: a cut at any byte of the last line,
+flipped bytes, NUL bytes, very long lines and cells, huge, negative, NaN and non-numbers, bad
+unix times and dates, foreign symbols, missing and extra fields, blank lines, duplicate and
+conflicting rows.
 """
 
 from __future__ import annotations
 
+import gzip
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -145,6 +147,12 @@ def build_case(draw: Draw, max_damage: int = 3) -> CDDCase:
     for damage in damages:
         if damage in _BYTE_DAMAGE:
             data = _BYTE_DAMAGE[damage](draw, data)
+    if draw.boolean(0.05):  # served gzip-compressed, sometimes cut short
+        data = gzip.compress(data, mtime=0)
+        damages.append("gzip")
+        if draw.boolean(0.3):
+            data = data[: draw.integer(0, len(data) - 1)]
+            damages.append("gzip cut")
     story = f"{key} {layout} rows={len(rows)} now={now_s} damage={damages}"
     return CDDCase(data, key, pd.Timestamp(now_s, unit="s", tz="UTC"), story)
 

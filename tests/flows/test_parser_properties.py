@@ -43,7 +43,7 @@ from tests.flows.reference_parser import (
     reference_parse,
 )
 
-settings.register_profile("ci", max_examples=120, deadline=None, derandomize=True)
+settings.register_profile("ci", max_examples=400, deadline=None, derandomize=True)
 settings.register_profile("fuzz", max_examples=5_000, deadline=None)
 settings.load_profile(os.environ.get("CDDF_HYPOTHESIS_PROFILE", "ci"))
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,7 +64,7 @@ def test_the_parser_agrees_with_the_reference(path: str, case: CDDCase) -> None:
 _KEYS = itertools.count()
 
 
-@settings(max_examples=15, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=cdd_cases(max_damage=2))
 def test_stored_candles_and_rejects_equal_the_reference(
     database_url: str, tmp_path: Path, case: CDDCase
