@@ -175,7 +175,9 @@ def blank_misshapen_rows(
     while end > start and data[end - 1 : end].isspace():
         end -= 1
     # a lone CR or a NUL would make the CSV reader split or join lines: cells would shift
-    lone_returns = data.count(b"\r", start, end) != data.count(b"\r\n", start, end)
+    lone_returns = data.find(b"\r", start, end) >= 0 and data.count(
+        b"\r", start, end
+    ) != data.count(b"\r\n", start, end)
     commas = _every_line_has(data, start, end, fields - 1)
     if not force and commas and not lone_returns and data.find(b"\x00", start, end) < 0:
         return body, []
@@ -212,9 +214,14 @@ def _every_line_has(data: bytes, start: int, end: int, commas: int) -> bool:
     elsewhere would shift a row's cells unseen.
     """
     body = np.frombuffer(data, dtype=np.uint8, count=end - start, offset=start)
-    bounds = np.concatenate(([0], np.flatnonzero(body == ord("\n")), [len(body)]))
-    per_line = np.diff(np.searchsorted(np.flatnonzero(body == ord(",")), bounds))
-    return bool((per_line == commas).all())
+    newlines = np.flatnonzero(body == ord("\n"))
+    at = np.flatnonzero(body == ord(","))
+    if len(at) != commas * (len(newlines) + 1):
+        return False
+    per_line = at.reshape(-1, commas)  # (lines, commas) when each line holds its share
+    # each line's first comma after its start and last before its end: then all are its own
+    ends = np.append(newlines, len(body))
+    return bool((per_line[1:, 0] > newlines).all() and (per_line[:, -1] < ends).all())
 
 
 def check_quotes(body: Body, *, source: str) -> None:
