@@ -335,7 +335,7 @@ def _reason(numbers, values, unix, time, date_ns, symbol, columns, key, now, per
 
 def _unix_ns(unix: float) -> int | None:
     """A whole unix time in s, ms or us within 2000..2100 as ns; None otherwise."""
-    if unix != math.floor(unix):
+    if not math.isfinite(unix) or unix != math.floor(unix):
         return None
     factor = 1_000 if unix >= 1e14 else 1_000_000 if unix >= 1e11 else NS
     if not FIRST_SECOND <= unix * factor / NS <= LAST_SECOND:
