@@ -281,3 +281,26 @@ def test_the_cut_line_is_the_files_last_line_not_the_last_sound_one() -> None:
     rows = [*ROWS[:4], ROWS[4].replace("1578182400", "1578182400.5"), "," * 20]
     parsed = parse(body(*rows) + b" ")
     assert sorted(r.line for r in parsed.report.rejects) == [6, 7]
+
+
+REAL = Path(__file__).resolve().parents[3] / "shared" / "data"
+REAL_FILES = [
+    "Bitstamp_BTCUSD_d.csv",
+    "multi/Bitfinex_ETHUSD_d.csv",
+    "multi/Binance_ADAUSDT_1h.csv",
+    "multi/Bitstamp_ETHUSD_d.csv",
+]
+
+
+@pytest.mark.parametrize("name", REAL_FILES)
+@pytest.mark.parametrize("path", list(FAST_PATHS))
+def test_real_files_agree_with_the_reference(name: str, path: str) -> None:
+    """Real CDD files (../shared/data): swapped volumes, ms/s seams, zero rows, tradecount."""
+    file = REAL / name
+    if not file.exists():
+        pytest.skip(f"real CDD file {file} is absent (../shared/data is not part of the repo)")
+    key = SeriesKey.parse(file.stem)
+    now = pd.Timestamp("2025-09-24 12:00", tz="UTC")
+    data = file.read_bytes()
+    parsed, error = parse_with(data, key, now, path)
+    assert differences(reference_parse(data, key, now.value), parsed, error) == []
