@@ -34,10 +34,10 @@ File-level errors (``CDDFormatError``; nothing is stored):
 - ``limit``: more rows are rejected than ``max(limits.rows, int(limits.share x rows read))``
   (rows read: every non-blank row), or than half the rows that are not all-zero.
 
-Rows: a blank line, or a row whose used cells (the numbers, the symbol, and the date when
-there is no unix column) are all empty or NaN, is skipped unnoticed. A row whose six values
-are all 0 (the pair was not trading) is skipped and counted. Any other row is either a
-candle or rejected with the first of these reasons (its class in brackets):
+Rows: a blank line (or spaces only), or a row whose used cells (the numbers, the symbol, and
+the date when there is no unix column) are all empty or NaN, is skipped unnoticed. A row
+whose six values are all 0 (the pair was not trading) is skipped and counted. Any other row
+is either a candle or rejected with the first of these reasons (its class in brackets):
 
 1. [cell] it holds a NUL byte or a carriage return before its line end (such a line is
    judged only when followed by more than whitespace); it has more fields than the header
@@ -64,6 +64,12 @@ candle or rejected with the first of these reasons (its class in brackets):
    of that time is rejected.
 
 A candle's ``is_final`` is ``time + period <= now``.
+
+Where the parser once did otherwise, the rule chosen keeps a stored candle from being wrong
+(issue 24.2): a short ISO date (``2020-01``) is no date, not another candle; a NUL or a lone
+CR rejects its line, not the lines after it; a quote left open, or a damaged header, fails the
+file rather than letting the CSV reader join or rename columns; the field count is judged per
+line, so an extra field beside a missing one cannot shift cells unseen.
 """
 
 from __future__ import annotations
