@@ -25,6 +25,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Text,
     UniqueConstraint,
     text,
 )
@@ -34,6 +35,7 @@ from db.base import Base
 from db.models import UtcDateTime
 
 MODEL_KINDS = ("retrain", "finetune")
+TRAIN_ACTIONS = ("retrain", "finetune", "keep")
 RUN_KINDS = ("daily", "backfill")
 # The forecasts the served one aggregates (drift: in runs before revision 0007 only).
 EXPERTS = ("lstm", "naive", "drift")
@@ -153,6 +155,22 @@ class ModelVersionSeries(Base):
         ForeignKey("series.key", ondelete="CASCADE"), primary_key=True
     )
     trained: Mapped[bool] = mapped_column(Boolean)
+
+
+class TrainOutcomeRow(Base):
+    """What a train flow run did for a model scope (revision 0008): the version it registered,
+    or the one it kept, which is what the run that dispatched it serves."""
+
+    __tablename__ = "train_outcomes"
+    __table_args__ = (CheckConstraint(f"action IN {TRAIN_ACTIONS!r}", name="action"),)
+
+    flow_run_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(110), primary_key=True)  # a key, or global <tf>
+    action: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), index=True
+    )
 
 
 class ForecastRun(Base):

@@ -1,17 +1,22 @@
-"""The model registry: versions of each series' model, their artifacts in the database.
+"""The model registry: versions of each model, their artifacts in the database.
 
-For example::
+A model belongs to a `ModelScope`: one series' own model is the model of a group of one; a
+timeframe's global model (``model_scope: "timeframe"``) that of its group. For example::
 
     version = register_version(engine, NewVersion(series="Bitstamp_BTCUSD_d", kind="retrain",
         parent_id=None, config=config.to_dict(), train_first=t0, train_last=t1, n_windows=1000,
         validation_metrics={}, artifact=model.to_bytes(), device="CPU", train_seconds=42.0))
-    latest = latest_version(engine, "Bitstamp_BTCUSD_d")
+    latest = latest_version(engine, ModelScope.of_series("Bitstamp_BTCUSD_d"))
     blob = load_artifact(engine, latest.id)     # ArtifactChecksumError when it was altered
 
 A version is written in one transaction, after its model was trained: a crash before that
 registers nothing and the previous version keeps serving. ``drop_artifacts`` deletes the
 weights of versions nobody will load again (a backfill's intermediate steps) and keeps their
 rows; such a version has ``artifact_size`` 0, and ``latest_version`` passes over it.
+
+A train flow run records its outcome, the version it registered or kept, under its flow run id
+(``record_train_outcome``): what a dispatching run serves (``train_outcome``), never "the
+latest", which another run may have registered meanwhile.
 """
 
 from __future__ import annotations
@@ -26,9 +31,43 @@ import numpy as np
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
-from db.forecast_tables import MODEL_KINDS, ModelVersion, ModelVersionSeries
+from db.forecast_tables import MODEL_KINDS, ModelVersion, ModelVersionSeries, TrainOutcomeRow
 
 ModelKind = Literal["retrain", "finetune"]
+TrainAction = Literal["retrain", "finetune", "keep"]
+
+
+@dataclass(frozen=True)
+class ModelScope:
+    """Whose model: the series' own (``group`` None, ``members`` that one series) or the global
+    model of timeframe ``group`` trained on ``members`` (in key order).
+
+    >>> ModelScope.of_series("Bitstamp_BTCUSD_d").label
+    'Bitstamp_BTCUSD_d'
+    >>> ModelScope.of_group("d", ["Bitstamp_ETHUSD_d", "Bitstamp_BTCUSD_d"]).members
+    ('Bitstamp_BTCUSD_d', 'Bitstamp_ETHUSD_d')
+    """
+
+    members: tuple[str, ...]
+    group: str | None = None
+
+    @classmethod
+    def of_series(cls, series: str) -> ModelScope:
+        return cls((series,))
+
+    @classmethod
+    def of_group(cls, timeframe: str, members: list[str] | tuple[str, ...]) -> ModelScope:
+        return cls(tuple(sorted(members)), timeframe)
+
+    @property
+    def name(self) -> str:
+        """The series key, or ``global <timeframe>``."""
+        return self.members[0] if self.group is None else f"global {self.group}"
+
+    @property
+    def label(self) -> str:
+        """What its log lines and errors begin with: the series key, or ``global d model``."""
+        return self.name if self.group is None else f"global {self.group} model"
 
 
 class ArtifactUnavailableError(RuntimeError):
@@ -187,34 +226,19 @@ def _check(version: NewVersion) -> None:
 
 
 def latest_version(
-    engine: Engine, series: str, *, trained_until: dt.datetime | None = None
+    engine: Engine, scope: ModelScope, *, trained_until: dt.datetime | None = None
 ) -> VersionInfo | None:
-    """The version trained on the newest data of ``series`` (ties: the last registered).
+    """The version of ``scope`` trained on the newest data (ties: the last registered).
 
     With ``trained_until``, only versions whose training data ends at or before it count —
     the model a point-in-time run as of that time may use. Versions whose artifact was
     dropped never count: the answer is always a model that can be loaded.
     """
-    query = select(ModelVersion).where(
-        ModelVersion.series == series,
-        ModelVersion.artifact_size > 0,
-        ModelVersion.model_group.is_(None),  # the series' own models, not a global one
-    )
-    if trained_until is not None:
-        query = query.where(ModelVersion.train_last <= trained_until)
-    query = query.order_by(ModelVersion.train_last.desc(), ModelVersion.id.desc()).limit(1)
-    with Session(engine) as session:
-        row = session.execute(query).scalar_one_or_none()
-        return None if row is None else _info(row)
-
-
-def latest_group_version(
-    engine: Engine, group: str, *, trained_until: dt.datetime | None = None
-) -> VersionInfo | None:
-    """The newest loadable global model of timeframe ``group`` (see `latest_version`)."""
-    query = select(ModelVersion).where(
-        ModelVersion.model_group == group, ModelVersion.artifact_size > 0
-    )
+    if scope.group is None:  # the series' own models, not a global one
+        whose = [ModelVersion.series == scope.members[0], ModelVersion.model_group.is_(None)]
+    else:
+        whose = [ModelVersion.model_group == scope.group]
+    query = select(ModelVersion).where(*whose, ModelVersion.artifact_size > 0)
     if trained_until is not None:
         query = query.where(ModelVersion.train_last <= trained_until)
     query = query.order_by(ModelVersion.train_last.desc(), ModelVersion.id.desc()).limit(1)
@@ -257,6 +281,39 @@ def versions_of_flow_run(engine: Engine, flow_run_id: str) -> list[VersionInfo]:
     )
     with Session(engine) as session:
         return [_info(row) for row in session.execute(query).scalars()]
+
+
+def record_train_outcome(
+    engine: Engine,
+    flow_run_id: str,
+    scope: ModelScope,
+    action: TrainAction,
+    reason: str,
+    version_id: int,
+) -> None:
+    """Record what the train flow run ``flow_run_id`` did for ``scope``: the version it
+    registered or kept (a rerun of the same flow run replaces its row)."""
+    values = {"action": action, "reason": reason, "model_version_id": version_id}
+    with Session(engine) as session, session.begin():
+        row = session.get(TrainOutcomeRow, (str(flow_run_id), scope.name))
+        if row is None:
+            session.add(TrainOutcomeRow(flow_run_id=str(flow_run_id), scope=scope.name, **values))
+        else:
+            for column, value in values.items():
+                setattr(row, column, value)
+
+
+def train_outcome(
+    engine: Engine, flow_run_id: str, scope: ModelScope
+) -> tuple[TrainAction, VersionInfo] | None:
+    """What the train flow run ``flow_run_id`` recorded for ``scope``: its action and the
+    version it registered or kept; None when it recorded nothing."""
+    with Session(engine) as session:
+        row = session.get(TrainOutcomeRow, (str(flow_run_id), scope.name))
+        if row is None:
+            return None
+        version = session.get(ModelVersion, row.model_version_id)
+        return row.action, _info(version, _trained(session, version))  # type: ignore[return-value]
 
 
 def load_artifact(engine: Engine, version_id: int) -> bytes:

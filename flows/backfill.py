@@ -25,7 +25,7 @@ A series whose timeframe has ``model_scope: "timeframe"`` walks forward with its
 model instead, as the daily run serves it: the group is the series of ``CDDF_SERIES`` of that
 timeframe (the daily run's, `flows.config.global_groups`) and the series itself. At each block
 start the global model is retrained on every member's final candles up to the as_of (a member
-with none yet is left out, one too short is kept out of training as `flows.train_global` does)
+with none yet is left out, one too short is kept out of training as `flows.train` does)
 and fine-tuned on their newest windows at each step in between; every version is registered as
 a global version of the group (``model_group``, its members in ``model_version_series``) and
 forecasts the backfilled series, with its own calibration, as a ``backfill`` run. A resumed block
@@ -56,14 +56,7 @@ from db.candles import UnknownSeriesError, load_candles
 from db.engine import get_engine
 from db.forecasts import runs
 from db.locks import Lease, hold, holder_name
-from db.registry import (
-    ArtifactUnavailableError,
-    VersionInfo,
-    drop_artifacts,
-    latest_group_version,
-    latest_version,
-)
-from flows.backfill_group import member_candles, step_version, stored_config
+from db.registry import ArtifactUnavailableError, VersionInfo, drop_artifacts, latest_version
 from flows.backfill_plan import (
     BackfillError,
     BackfillPlan,
@@ -73,11 +66,11 @@ from flows.backfill_plan import (
     minimum_history,
     plan_backfill,
 )
-from flows.config import DB_RETRY, series_config, training_progress
+from flows.config import DB_RETRY, series_config, serving_scope, training_progress
 from flows.evaluate import evaluate_flow
-from flows.tasks import load_model, register, store_forecasts
+from flows.tasks import load_model, register, scope_candles, store_forecasts, version_record
 from forecaster import ArtifactError
-from forecaster.backtest import BacktestPolicy, up_to, walk_forward_steps
+from forecaster.backtest import BacktestPolicy, walk_forward_steps
 from settings import SeriesConfig, get_settings
 from settings.series import with_new_defaults
 
@@ -157,13 +150,15 @@ def done_as_ofs(series: str) -> set[pd.Timestamp]:
 
 
 @task(cache_policy=NO_CACHE, **DB_RETRY)
-def version_before(series: str, group: str | None, as_of: pd.Timestamp) -> VersionInfo | None:
-    """The newest version (of the global model of ``group``, if any) trained on data up to
-    ``as_of``: a resumed block's parent."""
-    until = as_of.to_pydatetime()
-    if group is None:
-        return latest_version(get_engine(), series, trained_until=until)
-    return latest_group_version(get_engine(), group, trained_until=until)
+def version_before(plan: BackfillPlan, as_of: pd.Timestamp) -> VersionInfo | None:
+    """The newest version of the plan's model trained on data up to ``as_of``: a resumed
+    block's parent."""
+    return latest_version(get_engine(), plan.scope, trained_until=as_of.to_pydatetime())
+
+
+def stored_config(config: SeriesConfig, group: str | None) -> dict[str, Any]:
+    """What a backfill's version stores as its config (a global one: as the daily's does)."""
+    return config.forecaster.to_dict() if group is None else config.version_config()
 
 
 @task(cache_policy=NO_CACHE, task_run_name="backfill {plan.series} {segment}")
@@ -177,7 +172,7 @@ def backfill_segment(
     series, first, last = plan.series, segment.as_ofs[0], segment.as_ofs[-1]
     parent: VersionInfo | None = None
     if not segment.block_start:
-        parent = version_before(series, plan.group, plan.previous(first))
+        parent = version_before(plan, plan.previous(first))
         if parent is not None and with_new_defaults(parent.config) != stored_config(
             config, plan.group
         ):
@@ -196,7 +191,9 @@ def backfill_segment(
         group_train_candles=config.group_train_candles,  # applies to a group's candles only
     )
     # nothing after the segment's last as_of, of any series
-    candles = plan.candles.loc[:last] if plan.group is None else up_to(plan.members, last)
+    candles = plan.visible(last)
+    if plan.group is None:  # a series' own model fits on its candles, as the daily's does
+        candles = candles[series]
     own = {} if plan.group is None else {"series": series}  # the global model's series
     trained = model.train_seconds_ if model is not None else 0.0
     records = []
@@ -205,7 +202,17 @@ def backfill_segment(
         if step.forecast is None:  # a hole too long to fill before it: the plan skipped it
             continue
         seconds = step.model.train_seconds_ - (trained if step.action == "finetune" else 0)
-        version = register(step_version(plan, step, parent, seconds, config))
+        version = register(
+            version_record(
+                plan.scope,
+                step.action,
+                step.model,
+                plan.visible(step.as_of),
+                parent,
+                seconds,
+                stored_config(config, plan.group),
+            )
+        )
         trained = step.model.train_seconds_
         written = store_forecasts(series, version, step.forecast, "backfill")
         record = StepRecord(step.as_of, step.action, version.id, written.run.id, step.seconds)
@@ -333,13 +340,11 @@ def check_backfill(
     parameter is one line at once; the flow checks the same again, with its own logger.
     """
     key = check_parameters(series, start, end, retrain_every, parallel)
-    config = series_config(key)
+    config, scope = series_config(key), serving_scope(key)
     candles = stored_candles.fn(key)
-    members = (
-        member_candles.fn(key, candles, logging.getLogger(__name__))
-        if config.group is not None
-        else None
-    )
+    members = None
+    if scope.group is not None and not candles.empty:  # its group's global model walks forward
+        members = scope_candles.fn(scope, None, {key: candles}, logging.getLogger(__name__))
     return plan_backfill(candles, key, start, end, retrain_every, config.forecaster, members)
 
 
@@ -360,10 +365,11 @@ def backfill_flow(
     started = time.perf_counter()
     logger = get_run_logger()
     key = check_parameters(series, start, end, retrain_every, parallel)
-    config = series_config(key)
+    config, scope = series_config(key), serving_scope(key)
     candles = stored_candles(key)
-    # a series of a global model: its group's model walks forward (the module docstring)
-    members = member_candles(key, candles) if config.group is not None else None
+    members = None
+    if scope.group is not None and not candles.empty:  # its group's global model walks forward
+        members = scope_candles(scope, None, {key: candles})
     plan = plan_backfill(candles, key, start, end, retrain_every, config.forecaster, members)
     logger.info(
         "%s: %d as_of times %s .. %s, retrain every %d, force=%s%s",

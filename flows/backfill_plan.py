@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from db.registry import ModelScope
 from db.series_key import SeriesKey
 from forecaster import ForecasterConfig, find_holes, first_trainable
+from forecaster.backtest import up_to
 from forecaster.holes import window_problem
 from forecaster.validation import as_candles, infer_period
 
@@ -62,6 +64,17 @@ class BackfillPlan:
     group: str | None = None  # the timeframe of the global model it walks forward with
     # a global model's group: each member's final candles up to the last as_of (the series too)
     members: Mapping[str, pd.DataFrame] = field(default_factory=dict, repr=False)
+
+    @property
+    def scope(self) -> ModelScope:
+        """The model it walks forward with: the series' own, or its group's global one."""
+        if self.group is None:
+            return ModelScope.of_series(self.series)
+        return ModelScope.of_group(self.group, list(self.members))
+
+    def visible(self, as_of: pd.Timestamp) -> dict[str, pd.DataFrame]:
+        """What the model of ``as_of`` sees: each member's final candles up to it."""
+        return up_to(self.members or {self.series: self.candles}, as_of)
 
     def previous(self, as_of: pd.Timestamp) -> pd.Timestamp:
         """The time of the final candle just before ``as_of``."""

@@ -22,11 +22,19 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 from sqlalchemy.exc import DisconnectionError, OperationalError
 
+from db.registry import ModelScope
 from forecaster import ForecasterConfig
 from settings import SeriesConfig, get_settings
 from settings.series import REQUIRED_LEVELS
 
-__all__ = ["REQUIRED_LEVELS", "RECENT_RUNS", "DB_RETRY", "forecaster_config", "series_config"]
+__all__ = [
+    "REQUIRED_LEVELS",
+    "RECENT_RUNS",
+    "DB_RETRY",
+    "forecaster_config",
+    "series_config",
+    "serving_scope",
+]
 
 # "recent skill" pools the newest scored runs, this many
 RECENT_RUNS = 14
@@ -49,6 +57,21 @@ def global_groups(keys: list[str]) -> dict[str, list[str]]:
         if group := series_config(key).group:
             groups.setdefault(group, []).append(key)
     return groups
+
+
+def serving_scope(series: str) -> ModelScope:
+    """The model that serves ``series``: its own, or its timeframe's global model over the
+    daily run's group (the series of ``CDDF_SERIES`` of that timeframe) and ``series`` itself.
+
+    With ``CDDF_SERIES=Bitstamp_BTCUSD_d,Bitstamp_ETHUSD_d`` and
+    ``CDDF_TIMEFRAME_SETTINGS='{"d": {"model_scope": "timeframe"}}'``,
+    ``serving_scope("Bitstamp_ETHUSD_d").members`` is both of them.
+    """
+    group = series_config(series).group
+    if group is None:
+        return ModelScope.of_series(series)
+    keys = list(dict.fromkeys([*get_settings().series, series]))
+    return ModelScope.of_group(group, global_groups(keys)[group])
 
 
 # What a later attempt of a task can fix: the database unreachable or the connection dropped.

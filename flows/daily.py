@@ -15,7 +15,10 @@ dispatched at once, so that every worker of the pool can pick some up. No wait i
 dispatched run that has not ended within ``CDDF_TRAIN_DISPATCH_TIMEOUT`` /
 ``CDDF_SERIES_DISPATCH_TIMEOUT`` is cancelled and its series fails naming the work pool and how
 to start a worker (`flows/dispatch.py`); the flow itself times out after ``DAILY_TIMEOUT_S``.
-The forecast uses the version the training step handed over. Artifacts: a
+The forecast uses the version the training step handed over: a dispatched train run's is the
+outcome it recorded under its flow run id (`db.registry.train_outcome`), never "the latest"
+(another run may have registered a newer one meanwhile). A series' own model and a timeframe's
+global model are trained alike (`train`, on a `ModelScope`). Artifacts: a
 markdown summary with a chart per series (a PNG embedded as a ``data:`` image, so that the
 Prefect UI shows it on any machine; also written to ``CDDF_CHART_DIR``) and a table of the
 new forecasts.
@@ -37,7 +40,7 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from db.engine import get_engine
-from db.registry import VersionInfo, latest_group_version, latest_version, versions_of_flow_run
+from db.registry import ModelScope, VersionInfo, train_outcome
 from flows.cdd.client import refuse_credentials
 from flows.charts import forecast_png, markdown_image
 from flows.config import DB_RETRY, global_groups
@@ -89,19 +92,17 @@ class DailyRunFailed(RuntimeError):
 
 
 @task(cache_policy=NO_CACHE, **DB_RETRY)
-def trained_by(
-    series: str, child_run_id: str, deployment: str, group: str | None = None
-) -> Trained:
-    """The version a train deployment's flow run registered, or the one it kept (``group``:
-    the timeframe of a global model, ``series`` its name)."""
-    engine = get_engine()
-    registered = versions_of_flow_run(engine, child_run_id)
-    if registered:
-        return Trained(registered[-1].kind, registered[-1], f"{deployment} run {child_run_id}")
-    kept = latest_version(engine, series) if group is None else latest_group_version(engine, group)
-    if kept is None:
-        raise LookupError(f"{series}: the {deployment} run {child_run_id} left no model version")
-    return Trained("keep", kept, f"{deployment} run {child_run_id}")
+def trained_by(scope: ModelScope, child_run_id: str, deployment: str) -> Trained:
+    """The version a train deployment's flow run registered or kept: the outcome it recorded,
+    never "the latest" (another run may have registered a newer one since)."""
+    recorded = train_outcome(get_engine(), child_run_id, scope)
+    if recorded is None:
+        raise LookupError(
+            f"{scope.label}: the {deployment} run {child_run_id} recorded no training outcome: "
+            "does its worker run an older release? Deploy this one to the train work pool"
+        )
+    action, version = recorded
+    return Trained(action, version, f"{deployment} run {child_run_id}")
 
 
 @task(cache_policy=NO_CACHE)
@@ -122,38 +123,25 @@ def train_here(series: str, group: list[str] | None = None) -> TrainOutcome:
     return train_flow.fn(series, mode="auto", group=group)
 
 
-def train(series: str) -> Trained:
-    """Train in-process, or dispatch the configured train deployment and wait for it."""
+def train(scope: ModelScope) -> Trained:
+    """Train ``scope``'s model in-process, or dispatch the configured train deployment and
+    wait for it (a global model: once for its group)."""
     deployment = get_settings().train_deployment
+    parameters = {"series": scope.members[0], "mode": "auto"}
+    if scope.group is not None:
+        parameters = {"series": scope.group, "mode": "auto", "group": list(scope.members)}
     if not deployment:
-        outcome = train_here(series)
+        outcome = train_here(parameters["series"], parameters.get("group"))
         return Trained(outcome.action, outcome.version, "in-process")
     child = dispatch(
         deployment,
-        {"series": series, "mode": "auto"},
-        key=f"train {series}",
+        parameters,
+        key=f"train {scope.name}",
         timeout=get_settings().train_dispatch_timeout,
         via="CDDF_TRAIN_DEPLOYMENT",
         timeout_setting="CDDF_TRAIN_DISPATCH_TIMEOUT",
     )
-    return trained_by(series, str(child.id), deployment)
-
-
-def train_global(timeframe: str, members: list[str]) -> Trained:
-    """Train the timeframe's global model once for its series, in-process or dispatched."""
-    deployment = get_settings().train_deployment
-    if not deployment:
-        outcome = train_here(timeframe, group=members)
-        return Trained(outcome.action, outcome.version, "in-process")
-    child = dispatch(
-        deployment,
-        {"series": timeframe, "mode": "auto", "group": members},
-        key=f"train global {timeframe}",
-        timeout=get_settings().train_dispatch_timeout,
-        via="CDDF_TRAIN_DEPLOYMENT",
-        timeout_setting="CDDF_TRAIN_DISPATCH_TIMEOUT",
-    )
-    return trained_by(f"global {timeframe}", str(child.id), deployment, group=timeframe)
+    return trained_by(scope, str(child.id), deployment)
 
 
 @task(cache_policy=NO_CACHE, task_run_name="series {series}")
@@ -182,7 +170,7 @@ def run_series(
                 outcome.ingest = ingest_series_task(series, source)
                 step = "train"  # one run at a time from here (a global group: run_group's)
                 held.enter_context(one_run_at_a_time(series))
-                outcome.trained = train(series)
+                outcome.trained = train(ModelScope.of_series(series))
             elif problem := too_short(series):
                 outcome.skipped = problem
                 get_run_logger().warning("%s: not forecast: %s", series, problem)
@@ -270,7 +258,7 @@ def run_group(timeframe: str, members: list[str], source: str | None) -> list[Se
     with ExitStack() as held:
         try:  # one run of the group at a time trains it and forecasts its series
             held.enter_context(one_run_at_a_time(f"global-{timeframe}"))
-            trained = train_global(timeframe, members)
+            trained = train(ModelScope.of_group(timeframe, members))
         except Exception as error:  # every series of the group fails at its training
             get_run_logger().error("global %s model: training failed: %s", timeframe, error)
             for outcome in outcomes:

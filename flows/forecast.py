@@ -29,9 +29,9 @@ from prefect.runtime import flow_run
 
 from db.engine import get_engine
 from db.forecasts import RunKind
-from db.registry import VersionInfo, get_version, latest_group_version, latest_version
+from db.registry import VersionInfo, get_version, latest_version
 from db.series_key import SeriesKey
-from flows.config import DB_RETRY, series_config
+from flows.config import DB_RETRY, serving_scope
 from flows.tasks import ServingModel, final_candles, serving_model, store_forecasts
 from forecaster.aggregate import QUANTITIES
 from forecaster.baselines import naive_forecast
@@ -53,12 +53,8 @@ class ForecastOutcome:
 @task(cache_policy=NO_CACHE, **DB_RETRY)
 def serving_version(series: str, data_end: datetime, version_id: int | None) -> VersionInfo:
     """Version ``version_id``, or the newest version trained on data up to ``data_end``."""
-    group = series_config(series).group  # a global model's timeframe, or None
     if version_id is None:
-        if group is None:
-            version = latest_version(get_engine(), series, trained_until=data_end)
-        else:
-            version = latest_group_version(get_engine(), group, trained_until=data_end)
+        version = latest_version(get_engine(), serving_scope(series), trained_until=data_end)
         if version is None:
             raise LookupError(
                 f"{series} has no model version trained on data up to "

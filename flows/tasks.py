@@ -17,11 +17,11 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from db.candles import load_candles
+from db.candles import UnknownSeriesError, load_candles
 from db.engine import get_engine
 from db.forecasts import RunKind, write_forecast_run
 from db.locks import Lease, hold, holder_name
-from db.registry import NewVersion, VersionInfo, load_artifact, register_version
+from db.registry import ModelScope, NewVersion, VersionInfo, load_artifact, register_version
 from flows.aggregate import ServedRun, served_forecast
 from flows.config import DB_RETRY
 from forecaster import LSTMForecaster
@@ -83,6 +83,46 @@ def final_candles(series: str, as_of: datetime | None) -> pd.DataFrame:
 
 
 @task(cache_policy=NO_CACHE, **DB_RETRY)
+def scope_candles(
+    scope: ModelScope,
+    as_of: datetime | None,
+    loaded: dict[str, pd.DataFrame] | None = None,
+    logger: Any = None,
+) -> dict[str, pd.DataFrame]:
+    """Each member's final candles up to ``as_of`` (all when None), in key order; ``loaded``:
+    members' candles read already.
+
+    A member never ingested (its ingest failed: a 404, an unreadable file) or without a final
+    candle is left out and named in the log (``logger``, by default the run's); when none is
+    left the error says to ingest: a series' own model is trained on its candles or fails.
+    """
+    until = "" if as_of is None else f" up to {as_of:%Y-%m-%d %H:%M}"
+    frames, absent = dict(loaded or {}), {}
+    for key in scope.members:
+        if key not in frames:
+            try:
+                frames[key] = load_candles(get_engine(), key, until=as_utc(as_of))
+            except UnknownSeriesError as error:
+                absent[key] = error
+                continue
+        if frames[key].empty:
+            absent[key] = ValueError(f"{key} has no final candle{until}: ingest the series first")
+    if len(absent) == len(scope.members) == 1:
+        raise next(iter(absent.values()))
+    if len(absent) == len(scope.members):
+        raise ValueError(f"no series of the {scope.label} has a final candle{until}: ingest")
+    if absent:
+        (logger or get_run_logger()).warning(
+            "%s: %s have no final candle%s (never ingested, or none yet): left out of its "
+            "training (ingest them)",
+            scope.label,
+            ", ".join(absent),
+            until,
+        )
+    return {key: frames[key] for key in scope.members if key not in absent}
+
+
+@task(cache_policy=NO_CACHE, **DB_RETRY)
 def load_model(version: VersionInfo) -> LSTMForecaster:
     """The model of ``version``, a copy of its own for the caller to train;
     ArtifactUnavailableError or ArtifactError when it is unusable."""
@@ -136,43 +176,49 @@ def serving_model(version: VersionInfo) -> ServingModel:
 
 
 def version_record(
-    series: str,
+    scope: ModelScope,
     action: str,
     model: LSTMForecaster,
-    candles: pd.DataFrame,
+    candles: dict[str, pd.DataFrame],
     parent: VersionInfo | None,
     seconds: float,
-    *,
-    config: dict[str, Any] | None = None,
+    config: dict[str, Any],
 ) -> NewVersion:
-    """The registry row of ``model``, just retrained or fine-tuned on ``candles`` (up to as_of).
+    """The registry row of ``scope``'s model, just retrained or fine-tuned on ``candles`` (each
+    member's final candles up to the same time: the daily's, or a backfill's as_of).
 
-    ``config`` is what the version stores as its settings (default: the model's config).
+    ``config`` is what the version stores as its settings. A global model's row also names
+    the members it trained on (``members``; ``series``: the first of them, see 0006), those it
+    kept out (``skipped_series``) and how each was calibrated.
     """
-    cfg = model.config
-    if action == "retrain":
-        n_windows, metrics = model.n_windows_, model.validation_metrics_
-        seconds = model.train_seconds_
-    else:
+    metrics = dict(model.validation_metrics_)
+    trained = set(scope.members)
+    if scope.group is not None:
+        trained = set(model.series_ if action == "retrain" else model.update_series_)
+        metrics |= {"skipped_series": model.skipped_series_, "calibration": model.calibration_}
+    if action == "finetune":
+        metrics["validated_version"] = parent.retrain_id if parent else None
+        metrics["finetune_loss"] = model.last_update_loss_
         n_windows = model.update_windows_
-        metrics = {
-            **model.validation_metrics_,
-            "validated_version": parent.retrain_id if parent else None,
-            "finetune_loss": model.last_update_loss_,
-        }
+    else:
+        n_windows, seconds = model.n_windows_, model.train_seconds_
     return NewVersion(
-        series=series,
+        series=min(trained),
         kind=action,  # type: ignore[arg-type]
         parent_id=parent.id if parent is not None and action == "finetune" else None,
-        config=cfg.to_dict() if config is None else config,
+        config=config,
         train_first=pd.Timestamp(model.training_range_[0]).to_pydatetime(),
-        train_last=candles.index[-1].to_pydatetime(),
+        train_last=max(frame.index[-1] for frame in candles.values()).to_pydatetime(),
         n_windows=int(n_windows),
         validation_metrics=metrics,
         artifact=model.to_bytes(),
         device=model.device_,
         train_seconds=float(seconds),
         flow_run_id=str(flow_run.id) if flow_run.id else None,
+        model_group=scope.group,
+        members={}
+        if scope.group is None
+        else {key: key in trained for key in scope.members if key in candles},
     )
 
 

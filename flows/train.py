@@ -1,22 +1,32 @@
-"""Train or fine-tune the LSTM of one series on its final candles and register the version.
+"""Train or fine-tune a model on its series' final candles and register the version.
 
     train_flow("Bitstamp_BTCUSD_d")                    # auto: the policy picks
     train_flow("Bitstamp_BTCUSD_d", mode="retrain")    # from scratch
     train_flow("Bitstamp_BTCUSD_d", as_of=datetime(2024, 6, 30, tzinfo=UTC))  # point in time
     train_flow("d", group=["Bitstamp_BTCUSD_d", "Binance_ADAUSDT_d"])   # a global model
 
-With ``group``, ``series`` is a timeframe and the flow trains that timeframe's global model on
-the group's series (`flows.train_global`); the same deployment (``train/train`` on the ``gpu``
-pool) serves both.
+A model belongs to a `ModelScope`: a series' own model is the model of a group of one; with
+``group``, ``series`` is a timeframe whose ``model_scope`` is ``timeframe``
+(``CDDF_TIMEFRAME_SETTINGS``) and the flow trains its global model: once on every series'
+windows, fine-tuned once a day on every series' newest windows, forecasting each series
+(`forecaster.pooled`). Both take the one path below; the same deployment (``train/train`` on
+the ``gpu`` pool) serves both.
 
-The auto policy retrains when there is no model, when the model's artifact does not load,
-when the series' settings changed (its forecaster config or ``train_candles``), when the last
-retrain is ``retrain_after`` or more candles of data old (candles of the series' timeframe),
-or when the recent skill of the model's lineage fell below ``retrain_below_skill``; with no
-new final candle it keeps the model; otherwise it fine-tunes the latest version on the newest
-windows. A retrain fits on the newest ``train_candles`` final candles (all when unset). A
-version is registered only after a successful fit, in one transaction: a crash or kill
-registers nothing.
+The auto policy (`flows.train_policy.auto_plan`) retrains when there is no model, when the
+model's artifact does not load, when the settings changed (the forecaster config or
+``train_candles``), when the last retrain is ``retrain_after`` or more candles of data old, or
+when the recent skill of the model's lineage fell below ``retrain_below_skill`` (a group's: the
+mean of its series' recent skills, each scale-free, so that no series drowns the others; series
+below it on their own are named in the reason); with no new final candle it keeps the model;
+otherwise it fine-tunes the latest version on the newest windows. A retrain fits on the newest
+``train_candles`` final candles of each series (a group's share ``group_train_candles``; all
+when unset). A series new to a group is forecast by the current model at once and joins the
+training at the next retrain (and the fine-tunes before it); one with too little history is
+kept out of training (``model_version_series.trained`` 0, the version's ``skipped_series``).
+
+A version is registered only after a successful fit, in one transaction: a crash or kill
+registers nothing. The run records its outcome, the version it registered or kept, under its
+flow run id (`db.registry.record_train_outcome`): what a daily run that dispatched it serves.
 """
 
 # No `from __future__ import annotations` here: a served deployment may pickle the flow
@@ -34,15 +44,23 @@ from prefect.runtime import flow_run
 
 from db.engine import get_engine
 from db.forecasts import recent_run_forecasts
-from db.registry import ArtifactUnavailableError, VersionInfo, get_version, latest_version
+from db.registry import (
+    ArtifactUnavailableError,
+    ModelScope,
+    VersionInfo,
+    get_version,
+    latest_version,
+    record_train_outcome,
+)
 from db.series_key import SeriesKey
 from flows.config import DB_RETRY, RECENT_RUNS, series_config, training_progress
-from flows.tasks import final_candles, load_model, register, version_record
-from flows.train_global import train_group
+from flows.tasks import load_model, register, scope_candles, version_record
 from flows.train_policy import TrainPlan, auto_plan
 from forecaster import ArtifactError, LSTMForecaster
+from forecaster.backtest import newest_candles
 from forecaster.metrics import score_forecasts
-from settings import SeriesConfig
+from settings import SeriesConfig, get_settings
+from settings.series import timeframe_of
 
 TrainMode = Literal["auto", "retrain", "finetune"]
 # a daily series retrains in 11-31 s on 2 CPU cores (110 s on a loaded machine, first run
@@ -53,66 +71,118 @@ TRAIN_TIMEOUT_S = 2 * 3600
 
 @dataclass(frozen=True)
 class TrainOutcome:
-    series: str
+    series: str  # the scope's name: the series key, or "global <timeframe>"
     action: Literal["retrain", "finetune", "keep"]
     reason: str
     version: VersionInfo
 
 
+def model_scope(series: str, group: list[str] | None) -> tuple[ModelScope, SeriesConfig]:
+    """The scope the flow's parameters name and its config; a ValueError names a bad series
+    key, or a member of another timeframe or of a model of its own."""
+    if not group:
+        key = SeriesKey.parse(series).key
+        return ModelScope.of_series(key), series_config(key)
+    timeframe = series
+    strays = [key for key in group if timeframe_of(key) != timeframe]
+    if strays:
+        raise ValueError(
+            f"the global {timeframe} model trains series of timeframe {timeframe} only, not "
+            f"{', '.join(strays)}: a group is one timeframe; train those in their own group"
+        )
+    scope = ModelScope.of_group(timeframe, group)
+    local = [key for key in scope.members if series_config(key).group != timeframe]
+    if local:
+        raise ValueError(
+            f"{', '.join(local)} have model_scope 'series': set CDDF_TIMEFRAME_SETTINGS="
+            f'\'{{"{timeframe}": {{"model_scope": "timeframe"}}}}\' to train them globally'
+        )
+    return scope, series_config(scope.members[0])
+
+
 @task(cache_policy=NO_CACHE, **DB_RETRY)
-def find_latest(series: str, data_end: datetime) -> tuple[VersionInfo, VersionInfo] | None:
+def find_latest(scope: ModelScope, data_end: datetime) -> tuple[VersionInfo, VersionInfo] | None:
     """The newest version trained on data up to ``data_end`` and the retrain it descends from."""
     engine = get_engine()
-    latest = latest_version(engine, series, trained_until=data_end)
+    latest = latest_version(engine, scope, trained_until=data_end)
     if latest is None:
         return None
     return latest, get_version(engine, latest.retrain_id)
 
 
 @task(cache_policy=NO_CACHE, **DB_RETRY)
-def recent_skill(version: VersionInfo, candles: pd.DataFrame) -> float | None:
-    """Skill of the lineage's newest scored runs with targets up to the last candle (or None)."""
-    forecasts = recent_run_forecasts(
-        get_engine(),
-        version.series,
-        last_runs=RECENT_RUNS,
-        retrain_id=version.retrain_id,
-        targets_until=candles.index[-1],
-    )
-    if forecasts.empty:
-        return None
-    skill = float(score_forecasts(forecasts, candles["close"]).loc[0, "skill"])
-    return None if pd.isna(skill) else skill
+def recent_skills(version: VersionInfo, candles: dict[str, pd.DataFrame]) -> dict[str, float]:
+    """Each series' skill over the lineage's newest scored runs with targets up to its last
+    candle (series without any: left out)."""
+    skills = {}
+    for key, frame in candles.items():
+        forecasts = recent_run_forecasts(
+            get_engine(),
+            key,
+            last_runs=RECENT_RUNS,
+            retrain_id=version.retrain_id,
+            targets_until=frame.index[-1],
+        )
+        if not forecasts.empty:
+            skill = float(score_forecasts(forecasts, frame["close"]).loc[0, "skill"])
+            if not pd.isna(skill):
+                skills[key] = skill
+    return skills
+
+
+def fit_input(
+    scope: ModelScope, candles: dict[str, pd.DataFrame]
+) -> pd.DataFrame | dict[str, pd.DataFrame]:
+    """What the forecaster fits on: a series' own candles, or ``{series: candles}`` of a group."""
+    return candles[scope.members[0]] if scope.group is None else candles
 
 
 @task(cache_policy=NO_CACHE)
-def retrain(series: str, candles: pd.DataFrame, config: SeriesConfig) -> LSTMForecaster:
-    """Train a new model from scratch on the newest ``train_candles`` candles (all if unset)."""
-    if config.train_candles is not None:
-        candles = candles.iloc[-config.train_candles :]
+def fit(
+    scope: ModelScope, candles: dict[str, pd.DataFrame], config: SeriesConfig
+) -> LSTMForecaster:
+    """Train a new model from scratch on each series' newest candles: ``train_candles`` at
+    most (all if unset), a group's ``group_train_candles`` in all."""
+    newest = newest_candles(
+        fit_input(scope, candles),
+        config.train_candles,
+        config.group_train_candles,
+        config.forecaster.min_history,
+    )
+    frames = {scope.members[0]: newest} if isinstance(newest, pd.DataFrame) else newest
     get_run_logger().info(
-        "%s: fitting a new model on %d candles (%s .. %s)",
-        series,
-        len(candles),
-        candles.index[0],
-        candles.index[-1],
+        "%s: fitting a new model on %d series, %d candles in all (%s .. %s, each its newest %d "
+        "at most)",
+        scope.label,
+        len(frames),
+        sum(len(frame) for frame in frames.values()),
+        min(frame.index[0] for frame in frames.values()),
+        max(frame.index[-1] for frame in frames.values()),
+        max(len(frame) for frame in frames.values()),
     )
     with training_progress():
-        return LSTMForecaster(config.forecaster).fit(candles)
+        return LSTMForecaster(config.forecaster).fit(newest)
 
 
 @task(cache_policy=NO_CACHE)
-def finetune(series: str, model: LSTMForecaster, candles: pd.DataFrame) -> LSTMForecaster:
-    """Fine-tune the latest version on the newest windows (they hold the new candles)."""
-    get_run_logger().info(
-        "%s: fine-tuning the model trained up to %s on the newest %d windows up to %s",
-        series,
-        model.training_range_[1],
-        model.config.finetune_windows,
-        candles.index[-1],
-    )
+def finetune(
+    scope: ModelScope, model: LSTMForecaster, candles: dict[str, pd.DataFrame]
+) -> LSTMForecaster:
+    """Fine-tune the latest version on each series' newest windows (they hold the new candles;
+    a group's new series too)."""
+    trained_until = model.training_range_[1]
     with training_progress():
-        return model.update(candles)
+        model.update(fit_input(scope, candles))
+    get_run_logger().info(
+        "%s: fine-tuned the model trained up to %s on %d windows, the newest of %d series, up "
+        "to %s",
+        scope.label,
+        trained_until,
+        model.update_windows_,
+        len(model.update_series_) if scope.group is not None else 1,
+        max(frame.index[-1] for frame in candles.values()),
+    )
+    return model
 
 
 def _run_name() -> str:
@@ -134,55 +204,74 @@ def train_flow(
 ) -> TrainOutcome:
     """Retrain or fine-tune ``series``'s model on its final candles up to ``as_of`` (with
     ``group``: the global model of timeframe ``series`` on the group's series)."""
-    if group:
-        action, reason, version = train_group(series, group, mode, as_of)
-        return TrainOutcome(f"global {series}", action, reason, version)  # type: ignore[arg-type]
-    logger = get_run_logger()
-    series = SeriesKey.parse(series).key
-    config = series_config(series)
-    candles = final_candles(series, as_of)
-    plan, parent, model = _plan(series, mode, candles, config)
-    logger.info("%s: %s — %s", series, plan.action, plan.reason)
-    if plan.action == "keep":
-        return TrainOutcome(series, "keep", plan.reason, parent)
-    started = time.perf_counter()
-    if plan.action == "retrain":
-        model = retrain(series, candles, config)
-    else:
-        model = finetune(series, model, candles)
-    seconds = time.perf_counter() - started
-    version = register(
-        version_record(
-            series, plan.action, model, candles, parent, seconds, config=config.version_config()
+    scope, config = model_scope(series, group)
+    candles = scope_candles(scope, as_of)
+    plan, parent, model = _plan(scope, mode, candles, config)
+    get_run_logger().info("%s: %s — %s", scope.label, plan.action, plan.reason)
+    version = parent
+    if plan.action != "keep":
+        started = time.perf_counter()
+        if plan.action == "retrain":
+            model = fit(scope, candles, config)
+        else:
+            model = finetune(scope, model, candles)
+        seconds = time.perf_counter() - started
+        version = register(
+            version_record(
+                scope, plan.action, model, candles, parent, seconds, config.version_config()
+            )
         )
+    assert version is not None  # a keep has a parent
+    outcome = TrainOutcome(scope.name, plan.action, plan.reason, version)
+    if flow_run.id:  # whoever dispatched this run serves what it did (flows/daily.py)
+        record_outcome(scope, outcome)
+    return outcome
+
+
+@task(cache_policy=NO_CACHE, **DB_RETRY)
+def record_outcome(scope: ModelScope, outcome: TrainOutcome) -> None:
+    """Record under this flow run's id the version it registered or kept."""
+    record_train_outcome(
+        get_engine(), str(flow_run.id), scope, outcome.action, outcome.reason, outcome.version.id
     )
-    return TrainOutcome(series, plan.action, plan.reason, version)
 
 
 def _plan(
-    series: str, mode: TrainMode, candles: pd.DataFrame, config: SeriesConfig
+    scope: ModelScope, mode: TrainMode, candles: dict[str, pd.DataFrame], config: SeriesConfig
 ) -> tuple[TrainPlan, VersionInfo | None, LSTMForecaster | None]:
     """What to do, the version to start from and its loaded model."""
     if mode == "retrain":
         return TrainPlan("retrain", "a retrain was asked for"), None, None
-    found = find_latest(series, candles.index[-1])
+    data_end = max(frame.index[-1] for frame in candles.values())
+    the_model = "model" if scope.group is None else scope.label
+    found = find_latest(scope, data_end)
     if found is None:
         if mode == "finetune":
             raise LookupError(
-                f"{series} has no model version to fine-tune: run train_flow with mode='retrain'"
+                f"{scope.label}: there is no model version to fine-tune: run train_flow with "
+                "mode='retrain'"
             )
-        return TrainPlan("retrain", "there is no model yet"), None, None
+        return TrainPlan("retrain", f"there is no {the_model} yet"), None, None
     latest, lineage_start = found
     try:
         model = load_model(latest)
     except (ArtifactUnavailableError, ArtifactError) as error:
         if mode == "finetune":
             raise
-        get_run_logger().error("%s: %s — falling back to a retrain", series, error)
-        return TrainPlan("retrain", f"the artifact of version {latest.id} is corrupted"), None, None
+        get_run_logger().error("%s: %s — falling back to a retrain", scope.label, error)
+        which = f"version {latest.id}" if scope.group is None else latest.label
+        return TrainPlan("retrain", f"the artifact of {which} is corrupted"), None, None
     if mode == "finetune":
-        if latest.train_last >= candles.index[-1]:
+        if latest.train_last >= data_end:
             return TrainPlan("keep", "no final candle to fine-tune on"), latest, model
         return TrainPlan("finetune", "a fine-tune was asked for"), latest, model
-    skill = recent_skill(latest, candles)
-    return auto_plan(latest, lineage_start, candles.index[-1], skill, config), latest, model
+    skills = recent_skills(latest, candles)
+    pooled = sum(skills.values()) / len(skills) if skills else None
+    plan = auto_plan(latest, lineage_start, data_end, pooled, config)
+    threshold = get_settings().retrain_below_skill
+    weak = sorted(key for key, skill in skills.items() if skill < threshold)
+    if weak and plan.action == "finetune":  # never one series alone: its skill is the mean
+        plan = TrainPlan(
+            "finetune", f"{plan.reason}; below retrain_below_skill on their own: {', '.join(weak)}"
+        )
+    return plan, latest, model

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 import pytest
 from sqlalchemy import func, select, update
@@ -15,20 +16,24 @@ from db.forecast_tables import ModelVersion
 from db.registry import (
     ArtifactChecksumError,
     ArtifactNotKeptError,
+    ModelScope,
     NewVersion,
     UnknownModelVersionError,
     drop_artifacts,
     get_version,
     latest_version,
     load_artifact,
+    record_train_outcome,
     register_version,
     sha256,
+    train_outcome,
     versions,
 )
 from db.series_key import SeriesKey
 from tests.flows.cdd_files import make_candles
 
 SERIES = "Bitstamp_BTCUSD_d"
+OWN = ModelScope.of_series(SERIES)
 
 
 @pytest.fixture
@@ -91,10 +96,10 @@ def test_a_fine_tune_joins_its_parents_lineage(engine):
 def test_latest_is_by_training_data_and_point_in_time(engine):
     recent = register_version(engine, new(last=30))
     older = register_version(engine, new(last=10))  # registered later, trained on older data
-    assert latest_version(engine, SERIES).id == recent.id
-    assert latest_version(engine, SERIES, trained_until=day(20)).id == older.id
-    assert latest_version(engine, SERIES, trained_until=day(5)) is None
-    assert latest_version(engine, "Bitstamp_ETHUSD_d") is None
+    assert latest_version(engine, OWN).id == recent.id
+    assert latest_version(engine, OWN, trained_until=day(20)).id == older.id
+    assert latest_version(engine, OWN, trained_until=day(5)) is None
+    assert latest_version(engine, ModelScope.of_series("Bitstamp_ETHUSD_d")) is None
 
 
 def test_a_failed_registration_stores_nothing(engine):
@@ -137,6 +142,29 @@ def test_dropped_weights_keep_the_row_and_are_never_served(engine):
     with pytest.raises(ArtifactNotKeptError, match=f"model version {child.id} of {SERIES}"):
         load_artifact(engine, child.id)
     # the newest loadable model, trained on older data, is the one served
-    assert latest_version(engine, SERIES).id == root.id
+    assert latest_version(engine, OWN).id == root.id
     assert load_artifact(engine, root.id) == b"model bytes"
     assert drop_artifacts(engine, []) == 0
+
+
+def test_a_global_version_is_no_series_own_and_the_reverse(engine):
+    own = register_version(engine, new(last=10))
+    group = register_version(engine, replace(new(last=20), model_group="d", members={SERIES: True}))
+    assert latest_version(engine, OWN).id == own.id
+    assert latest_version(engine, ModelScope.of_group("d", [SERIES])).id == group.id
+    assert latest_version(engine, ModelScope.of_group("d", [SERIES])).members == (SERIES,)
+    assert latest_version(engine, ModelScope.of_group("1h", [SERIES])) is None
+
+
+def test_a_train_run_outcome_is_the_version_it_named_not_the_latest(engine):
+    run = "0e4b9f7c-2f43-4a86-8f6c-1a2b3c4d5e6f"
+    kept = register_version(engine, new(last=10))
+    assert train_outcome(engine, run, OWN) is None
+    record_train_outcome(engine, run, OWN, "keep", "no final candle after 2020-01-11", kept.id)
+    newer = register_version(engine, new(last=12))  # another run's, registered afterwards
+    assert latest_version(engine, OWN).id == newer.id
+    assert train_outcome(engine, run, OWN) == ("keep", kept)
+    # a scope the run did not train has no outcome; a rerun of the run replaces its row
+    assert train_outcome(engine, run, ModelScope.of_group("d", [SERIES])) is None
+    record_train_outcome(engine, run, OWN, "retrain", "a retrain was asked for", newer.id)
+    assert train_outcome(engine, run, OWN) == ("retrain", newer)

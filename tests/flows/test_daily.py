@@ -214,9 +214,9 @@ def test_series_run_side_by_side_bounded_by_max_parallel_series(
 def test_daily_forecasts_with_the_version_its_training_step_handed_over(service, cdd, monkeypatch):
     handed_over = daily_module.train
 
-    def train_then_another_run_registers_a_newer_version(series: str):
-        trained = handed_over(series)
-        train_flow(series, mode="retrain")  # e.g. a backfill finishing right now
+    def train_then_another_run_registers_a_newer_version(scope):
+        trained = handed_over(scope)
+        train_flow(scope.members[0], mode="retrain")  # e.g. a backfill finishing right now
         return trained
 
     monkeypatch.setattr(daily_module, "train", train_then_another_run_registers_a_newer_version)
@@ -224,6 +224,33 @@ def test_daily_forecasts_with_the_version_its_training_step_handed_over(service,
     [outcome] = daily_flow()
     assert outcome.forecast.model_version_id == outcome.trained.version.id
     assert versions(service, SERIES)[-1].id != outcome.trained.version.id
+
+
+@SQLITE_ONLY
+def test_a_dispatched_train_run_that_keeps_is_served_though_a_newer_version_came_after(
+    service, cdd, monkeypatch
+):
+    """The daily serves what its train run did, not the latest version of the registry."""
+    cdd(N_CANDLES)
+    first = daily_flow()[0].trained.version
+    kept = {}
+
+    def train_on_a_worker_then_another_run_registers(deployment, parameters, **_):
+        # the train deployment's run as its worker runs it: a flow run of its own
+        state = train_flow(**parameters, return_state=True)
+        kept["outcome"] = state.result()
+        train_flow(parameters["series"], mode="retrain")  # e.g. a backfill finishing now
+        with get_client(sync_client=True) as client:
+            return client.read_flow_run(state.state_details.flow_run_id)
+
+    monkeypatch.setenv("CDDF_TRAIN_DEPLOYMENT", "train/train")
+    monkeypatch.setattr(daily_module, "dispatch", train_on_a_worker_then_another_run_registers)
+    [outcome] = daily_flow()  # no new candle: the train run keeps its model
+    assert (kept["outcome"].action, kept["outcome"].version.id) == ("keep", first.id)
+    assert versions(service, SERIES)[-1].id != first.id  # a newer one was registered after it
+    assert (outcome.trained.action, outcome.trained.version.id) == ("keep", first.id)
+    assert outcome.trained.where.startswith("train/train run ")
+    assert outcome.forecast.model_version_id == first.id
 
 
 @SQLITE_ONLY

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from db.engine import get_engine, make_engine, migrate
 from db.forecast_tables import METRIC_COLUMNS, ForecastRun, ModelVersion, ModelVersionSeries
 from db.forecasts import write_version_metrics
-from db.registry import group_members, latest_group_version, latest_version
+from db.registry import ModelScope, group_members, latest_version
 from db.series_key import SeriesKey
 from flows.daily import daily_flow, summary_markdown
 from flows.train import train_flow
@@ -87,7 +87,8 @@ def test_the_daily_run_trains_one_global_model_and_forecasts_every_series(
         "Kraken_TINYUSD_d": False,
     }
     assert "Kraken_NEWUSD_d" in version.validation_metrics["skipped_series"]
-    assert latest_version(engine, "Bitstamp_BTCUSD_d") is None  # no model of its own
+    own = ModelScope.of_series("Bitstamp_BTCUSD_d")
+    assert latest_version(engine, own) is None  # no model of its own
     # every series that has a window is forecast by the global model, the new one too
     assert run_versions(engine) == {
         "Bitstamp_BTCUSD_d": version.id,
@@ -110,7 +111,7 @@ def test_the_daily_run_trains_one_global_model_and_forecasts_every_series(
         first.id,
     )
     assert group_members(engine, finetune.id)["Coinbase_SOLUSD_d"] is True
-    assert latest_group_version(engine, "d").id == finetune.id
+    assert latest_version(engine, ModelScope.of_group("d", [])).id == finetune.id
     assert run_versions(engine)["Coinbase_SOLUSD_d"] == finetune.id
 
 

@@ -15,7 +15,7 @@ from db.engine import get_engine, make_engine, migrate
 from db.forecast_tables import ForecastRun, ModelVersion
 from db.forecasts import run_forecasts, runs
 from db.locks import current
-from db.registry import group_members, latest_version
+from db.registry import ModelScope, group_members, latest_version
 from db.series_key import SeriesKey
 from flows.backfill import backfill_flow, one_backfill_per_group
 from flows.backfill_plan import BackfillError
@@ -135,7 +135,7 @@ def test_a_global_backfill_walks_forward_with_point_in_time_global_versions(grou
         ("finetune", v[3].id),
     ]
     assert [x.artifact_size > 0 for x in v] == [False] * 4 + [True]  # the newest keeps weights
-    assert latest_version(engine, BTC) is None  # no model of its own
+    assert latest_version(engine, ModelScope.of_series(BTC)) is None  # no model of its own
     with Session(engine) as session:
         own = select(func.count()).where(ModelVersion.model_group.is_(None))
         assert session.execute(own).scalar_one() == 0

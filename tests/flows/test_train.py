@@ -18,7 +18,13 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from db.forecast_tables import ModelVersion
-from db.registry import ArtifactChecksumError, latest_version, load_artifact, versions
+from db.registry import (
+    ArtifactChecksumError,
+    ModelScope,
+    latest_version,
+    load_artifact,
+    versions,
+)
 from flows.evaluate import evaluate_flow
 from flows.forecast import forecast_flow
 from flows.tasks import as_utc
@@ -154,7 +160,7 @@ def test_a_corrupted_artifact_fails_clearly_and_auto_falls_back_to_a_retrain(ser
     outcome = train_flow(SERIES)  # same data, but the model does not load: retrain
     assert outcome.action == "retrain"
     assert outcome.reason == f"the artifact of version {broken.id} is corrupted"
-    assert latest_version(service, SERIES).id == outcome.version.id
+    assert latest_version(service, ModelScope.of_series(SERIES)).id == outcome.version.id
     assert forecast_flow(SERIES).model_version_id == outcome.version.id
 
 
