@@ -104,6 +104,7 @@ def fuzz(files: int, seed: int, jobs: int) -> int:
             outcomes[record["outcome"]] += 1
             if record["failures"]:
                 failures.append(record)
+                print(f"  failure: file {record['seed']}: {record['failures'][0][:300]}")
         output.close()
         done += seen
         if child.returncode != 0:  # the file it had started killed it: a failure; go on after it

@@ -393,7 +393,8 @@ def _damage_extra_field(draw, lines, header, key):
 
 def _damage_missing_field(draw, lines, header, key):
     row = lines[_at(draw, lines)]
-    del row[draw.integer(0, len(row) - 1)]
+    if row:
+        del row[draw.integer(0, len(row) - 1)]
 
 
 def _damage_blank(draw, lines, header, key):
