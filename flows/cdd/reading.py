@@ -24,6 +24,8 @@ from flows.cdd.times import dates_to_ns
 _HEADER_SEARCH_LINES = 5
 _HTML = re.compile(rb"^\s*<|<html|<!doctype|<head|<body", re.IGNORECASE)
 _GZIP_MAGIC = b"\x1f\x8b"
+_CELL = rb'(?: *"[^"]*"|[^",]*)'  # a quoted cell (CDD writes no quote inside one), or none
+_QUOTED_LINE = re.compile(_CELL + rb"(?:," + _CELL + rb")*\r?")
 
 
 @dataclass(frozen=True)
@@ -225,14 +227,15 @@ def _every_line_has(data: bytes, start: int, end: int, commas: int) -> bool:
 
 
 def check_quotes(body: Body, *, source: str) -> None:
-    """A line with an odd number of quotes would join the lines after it into one cell."""
+    """Each quote must wrap a whole cell: ``"7340"`` and ``"1,5"`` do; ``"7340`` (left open,
+    the CSV reader would join the lines after it into one cell) and ``0"3:45`` do not."""
     if b'"' not in body.data:
         return
     for number, line in enumerate(body.data[body.start :].split(b"\n"), start=body.header_line):
-        if line.count(b'"') % 2:
+        if b'"' in line and _QUOTED_LINE.fullmatch(line) is None:
             text = line[:80].decode("utf-8", "replace")
             raise CDDFormatError(
-                f"{source} line {number}: a quote is not closed on its line ({text!r}); the "
+                f"{source} line {number}: a quote does not wrap a whole cell ({text!r}); the "
                 "file is damaged - download it again"
             )
 

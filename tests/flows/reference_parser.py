@@ -22,7 +22,8 @@ File-level errors (``CDDFormatError``; nothing is stored):
 - ``truncated``: the last non-blank line has fewer fields (commas + 1) than the used columns
   need; or it has no line end and fewer fields than the line before it (the header's count
   when it is the first row).
-- ``quote``: a line (the header or a row) has an odd number of ``"``.
+- ``quote``: a line (the header or a row) has a quote that does not open or close a whole
+  cell (``"1,5"`` does; ``"7340`` left open and ``0"3:45`` do not).
 - ``csv``: the rows cannot be read as CSV at all.
 - ``no rows``: the header is followed by no row (only blank lines).
 - ``spacing``: the candle times of the readable rows (a time read, not all-zero), sorted and
@@ -180,7 +181,7 @@ def _parse(
     used = [columns.unix, columns.date, columns.symbol, *columns.values]
     needed = max(i for i, name in enumerate(header) if name in used) + 1
     last_line = _check_last_line(lines, header_at, len(header), needed)
-    if any(line.count(b'"') % 2 for line in lines[header_at:]):
+    if any(b'"' in line and not _quotes_wrap_cells(line) for line in lines[header_at:]):
         raise ReferenceFileError("quote")
     period = int(key.period.value)
     rows: list[Row] = []
@@ -215,6 +216,25 @@ def _parse(
         if r.reason is None and r.time is not None
     }
     return Expected(candles=candles, rejects=rejected, zero_rows=len(zero))
+
+
+def _quotes_wrap_cells(line: bytes) -> bool:
+    """Whether each quote of ``line`` opens or closes a whole cell (spaces may lead)."""
+    cell, quoted, closed = b"", False, False
+    for byte in line.removesuffix(b"\r") + b",":
+        char = bytes([byte])
+        if quoted:
+            quoted = char != b'"'
+            closed = not quoted
+        elif char == b",":
+            cell, closed = b"", False
+        elif closed or (char == b'"' and cell.strip(b" ")):
+            return False  # after a closing quote, or a quote inside an unquoted cell
+        elif char == b'"':
+            quoted = True
+        else:
+            cell += char
+    return not quoted
 
 
 def _header(lines: list[bytes]) -> tuple[int, list[str]]:
@@ -472,7 +492,7 @@ ERROR_CLASSES = (
     ("both look like", "columns"),
     ("the file is truncated", "truncated"),
     ("not a readable CSV", "csv"),
-    ("a quote is not closed", "quote"),
+    ("a quote does not wrap a whole cell", "quote"),
     ("followed by no candle rows", "no rows"),
     ("a file of another timeframe", "spacing"),
     ("the last line has no line end", "cut"),

@@ -207,7 +207,16 @@ def test_a_unix_column_without_a_date_column() -> None:
 def test_an_unclosed_quote_fails_the_file_at_its_line() -> None:
     """pandas joined the lines after it into one cell (rows lost, or a usecols ValueError)."""
     data = body(*ROWS[:2], ROWS[2].replace("7340", '"7340'), *ROWS[3:])
-    with pytest.raises(CDDFormatError, match="line 4: a quote is not closed"):
+    with pytest.raises(CDDFormatError, match="line 4: a quote does not wrap a whole cell"):
+        parse(data)
+
+
+def test_a_quote_inside_a_cell_fails_the_file_at_its_line() -> None:
+    """Quotes even in number, but ``0"3:45`` opened none for pandas: the open one at the cut
+    end of the file was "EOF inside string", not the cut (fuzz file 6000000569)."""
+    last = ROWS[4].replace("2020-01-05", '2020-0"1-05').replace("14700", '"147')
+    data = body(*ROWS[:4], last).rstrip(b"\n")
+    with pytest.raises(CDDFormatError, match="line 6: a quote does not wrap a whole cell"):
         parse(data)
 
 
