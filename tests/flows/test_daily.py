@@ -421,7 +421,7 @@ def use_database(monkeypatch, url: str) -> None:
 def test_database_unreachable_at_start_retries_fails_cleanly_then_next_run_completes(
     service, service_database, monkeypatch
 ):
-    no_retry_wait(monkeypatch, "final_candles")
+    no_retry_wait(monkeypatch, "scope_candles")
     parts = urlsplit(service_database)
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
@@ -430,7 +430,7 @@ def test_database_unreachable_at_start_retries_fails_cleanly_then_next_run_compl
     state = train_flow(SERIES, return_state=True)
     assert state.is_failed()
     assert isinstance(state.result(raise_on_failure=False), OperationalError)
-    assert attempts(state.state_details.flow_run_id, "final_candles") == [4]  # 1 + 3 retries
+    assert attempts(state.state_details.flow_run_id, "scope_candles") == [4]  # 1 + 3 retries
 
     use_database(monkeypatch, service_database)
     assert versions(service, SERIES) == []
@@ -444,7 +444,7 @@ def test_database_lost_mid_run_registers_nothing_then_next_run_completes(
 ):
     parts = urlsplit(service_database)
     proxy = TcpProxy(parts.hostname, parts.port or 5432)
-    original = train_module.retrain
+    original = train_module.fit
     try:
         use_database(
             monkeypatch,
@@ -452,7 +452,7 @@ def test_database_lost_mid_run_registers_nothing_then_next_run_completes(
         )
         no_retry_wait(monkeypatch, "register")
         cut = original.with_options(on_completion=[lambda *_: proxy.close()])
-        monkeypatch.setattr(train_module, "retrain", cut)  # the database goes once trained
+        monkeypatch.setattr(train_module, "fit", cut)  # the database goes once trained
         state = train_flow(SERIES, return_state=True)
     finally:
         proxy.close()
@@ -463,7 +463,7 @@ def test_database_lost_mid_run_registers_nothing_then_next_run_completes(
     use_database(monkeypatch, service_database)
     direct = make_engine(service_database)
     assert count(direct, ModelVersion) == 0  # nothing half-written
-    monkeypatch.setattr(train_module, "retrain", original)
+    monkeypatch.setattr(train_module, "fit", original)
     assert train_flow(SERIES).action == "retrain"
     assert count(direct, ModelVersion) == 1
     direct.dispose()
