@@ -7,7 +7,7 @@ the rejected lines (line, class of reason) are the reference's. Each fast path i
 the date reader of ``fast_dates`` on and off, the vectorised read with and without the
 row-by-row search, and the stores (SQLite, PostgreSQL's binary COPY) through the real ingest.
 
-Profiles: ``ci`` (default: 400 examples per fast path, 40 per database; about 30 s here) and
+Profiles: ``ci`` (default: 400 examples per fast path, 40 per database; about 25 s here) and
 ``fuzz`` (5,000): ``CDDF_HYPOTHESIS_PROFILE=fuzz pytest tests/flows/test_parser_properties.py``
 (registered when this module loads, so not by pytest's ``--hypothesis-profile``). The bench
 ``bench/fuzz_parser.py`` runs the same generator over 100,000 files.
@@ -46,7 +46,7 @@ from tests.flows.reference_parser import (
 
 settings.register_profile("ci", max_examples=400, deadline=None, derandomize=True)
 settings.register_profile("fuzz", max_examples=5_000, deadline=None)
-settings.load_profile(os.environ.get("CDDF_HYPOTHESIS_PROFILE", "ci"))
+PROFILE = settings.get_profile(os.environ.get("CDDF_HYPOTHESIS_PROFILE", "ci"))  # these tests
 ROOT = Path(__file__).resolve().parents[2]
 NOW = pd.Timestamp("2026-01-01", tz="UTC")
 
@@ -56,6 +56,7 @@ def expected_of(case: CDDCase) -> Expected:
 
 
 @pytest.mark.parametrize("path", list(FAST_PATHS))
+@PROFILE
 @given(case=cdd_cases())
 def test_the_parser_agrees_with_the_reference(path: str, case: CDDCase) -> None:
     parsed, error = parse_with(case.data, case.key, case.now, path)
