@@ -109,10 +109,11 @@ _ENGINES: dict[str, sa.Engine] = {}
 def _engine(url: str) -> sa.Engine:
     """One migrated engine per database of the test (hypothesis runs the body many times)."""
     if url not in _ENGINES:
-        engine = make_engine(url)
-        migrate(engine, "head")
+        for engine in _ENGINES.values():  # the previous test's database is gone
+            engine.dispose()
         _ENGINES.clear()
-        _ENGINES[url] = engine
+        _ENGINES[url] = make_engine(url)
+        migrate(_ENGINES[url], "head")
     return _ENGINES[url]
 
 
