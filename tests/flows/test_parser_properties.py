@@ -66,7 +66,7 @@ def test_the_parser_agrees_with_the_reference(path: str, case: CDDCase) -> None:
 _KEYS = itertools.count()
 
 
-@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(PROFILE, max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=cdd_cases(max_damage=2))
 def test_stored_candles_and_rejects_equal_the_reference(
     database_url: str, tmp_path: Path, case: CDDCase
