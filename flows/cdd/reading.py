@@ -65,7 +65,8 @@ def open_body(data: bytes, *, source: str, max_bytes: int | None) -> Body:
         if len(fields) >= 5 and _damaged_header(line, text):
             raise CDDFormatError(
                 f"{source} line {number}: the header holds a NUL byte, a carriage return or "
-                f"a quote inside a name ({text[:80]!r}); the file is damaged - download it again"
+                f"a quote inside a name (header has: {', '.join(fields)}); the file is damaged "
+                "- download it again"
             )
         if len(fields) >= 5:  # a banner is one field; a header names time, prices, volumes
             return Body(data, offset, number, fields)
