@@ -81,10 +81,14 @@ def open_body(data: bytes, *, source: str, max_bytes: int | None) -> Body:
 
 
 def _damaged_header(line: bytes, text: str) -> bool:
-    """A NUL, a CR before the line end, or a quote not around a whole name: the CSV reader
-    would read other names than these (``date",symbol`` is not ``date``)."""
+    """A NUL, a CR before the line end, whitespace other than leading spaces around a name, or
+    a quote not around a whole name: the CSV reader would read other names than these
+    (``date",symbol`` is not ``date``, ``Volume AD\\v`` not ``Volume AD``)."""
     if b"\x00" in line or b"\r" in line.removesuffix(b"\r"):
         return True
+    raw = line.removesuffix(b"\r").decode("utf-8", "replace").split(",")
+    if any(name.lstrip(" ") != name.strip() for name in raw):
+        return True  # space after a name, or a tab or \v: the CSV reader keeps it in the name
     names = [name.strip() for name in text.split(",")]
     return any('"' in name and not _quoted(name) for name in names)
 

@@ -15,8 +15,8 @@ File-level errors (``CDDFormatError``; nothing is stored):
 - ``html``: the first 4 KiB start with ``<`` or hold ``<html``, ``<!doctype``, ``<head``,
   ``<body`` (any case).
 - ``header``: none of the first 5 lines has 5 or more comma-separated fields, or that line
-  holds a NUL byte, a carriage return before its line end, or a quote that does not wrap a
-  whole name.
+  holds a NUL byte, a carriage return before its line end, whitespace around a name other
+  than leading spaces, or a quote that does not wrap a whole name.
 - ``columns``: the header has no time (unix or date), open/high/low/close, base and quote
   volume column, or two columns claim one field.
 - ``truncated``: the last non-blank line has fewer fields (commas + 1) than the used columns
@@ -243,6 +243,9 @@ def _header(lines: list[bytes]) -> tuple[int, list[str]]:
         fields = [cell.strip().strip('"') for cell in text.split(",")]
         if len(fields) >= 5:
             if b"\x00" in line or b"\r" in line.removesuffix(b"\r"):
+                raise ReferenceFileError("header")
+            names = line.removesuffix(b"\r").decode("utf-8", "replace").split(",")
+            if any(name.lstrip(" ") != name.strip() for name in names):
                 raise ReferenceFileError("header")
             for name in text.split(","):
                 name = name.strip()

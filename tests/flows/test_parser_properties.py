@@ -233,11 +233,13 @@ def test_a_carriage_return_or_nul_inside_a_row_rejects_that_row_only(damage: byt
     assert "'abc', not a number" in rejected(data)[6]
 
 
-@pytest.mark.parametrize("damage", ["\x00", "\r", '"'])
+@pytest.mark.parametrize("damage", ["\x00", "\r", '"', "\x0b"])
 def test_a_nul_carriage_return_or_stray_quote_in_the_header_fails_the_file(damage: str) -> None:
     """A header ending ``\\r\\r\\n`` was blanked as a misshapen row ("not a readable CSV");
-    with ``date",...,Volume "USD`` pandas read other names: ValueError out of ``read_dates``."""
+    with ``date",...,Volume "USD`` pandas read other names: ValueError out of ``read_dates``;
+    ``Volume AD\\v`` was "not a readable CSV" (fuzz file 8000001912)."""
     header = HEADER.replace(",open", f",{damage}open").replace("USD", f"{damage}USD")
+    header = header.replace("BTC", f"BTC{damage}") if damage == "\x0b" else header
     with pytest.raises(CDDFormatError, match="line 1: the header holds a NUL byte, a carr"):
         parse(body(*ROWS, header=header))
 
