@@ -36,11 +36,12 @@ WORKDIR /src
 # (an empty README.md stands in for the real one, so that editing it keeps this layer)
 COPY pyproject.toml ./
 RUN if [ -f "$PIP_CERT_IF_PRESENT" ]; then export PIP_CERT="$PIP_CERT_IF_PRESENT"; fi \
-    && mkdir forecaster db flows migrations settings && touch README.md \
+    && mkdir forecaster cdd db flows migrations settings && touch README.md \
     && pip install "tensorflow==${TENSORFLOW_VERSION}" . \
     && pip uninstall -y cdd-forecast
 COPY README.md ./
 COPY forecaster ./forecaster
+COPY cdd ./cdd
 COPY db ./db
 COPY flows ./flows
 COPY migrations ./migrations
@@ -61,6 +62,7 @@ WORKDIR /app
 COPY pyproject.toml README.md prefect.yaml ./
 COPY deploy ./deploy
 COPY forecaster ./forecaster
+COPY cdd ./cdd
 COPY db ./db
 COPY flows ./flows
 COPY migrations ./migrations

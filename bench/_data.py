@@ -44,8 +44,8 @@ def load_daily(path: Path = DATA) -> pd.DataFrame:
 
 def load_series(path: Path) -> pd.DataFrame:
     """The final candles of the CDD file ``path`` (named ``<series key>.csv``), holes and all."""
-    from db.series_key import SeriesKey
-    from flows.cdd.parser import parse_cdd
+    from cdd.parser import parse_cdd
+    from cdd.series_key import SeriesKey
 
     if not path.exists():
         raise SystemExit(f"benchmark data {path} not found; it lives in ../shared/data/")

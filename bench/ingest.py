@@ -29,13 +29,13 @@ import sqlalchemy as sa
 from _postgres import scratch_schema  # bench/, the script's folder, is on sys.path
 from sqlalchemy.orm import Session
 
+from cdd.parser import parse_cdd
+from cdd.series_key import SeriesKey
 from db.candle_frames import unix_micros
 from db.candles import UpsertCounts, load_candles, upsert_candles
 from db.candles_postgresql import ROW_FIELDS
 from db.engine import make_engine, migrate
 from db.pg_binary import encode_rows
-from db.series_key import SeriesKey
-from flows.cdd.parser import parse_cdd
 
 KEY = SeriesKey.parse("Bitstamp_BTCUSD_minute")
 BANNER = "https://www.CryptoDataDownload.com"

@@ -120,9 +120,9 @@ def bench_backfill(folder: Path, days: list[int], retrain_every: int) -> None:
     import pandas as pd
     from sqlalchemy.orm import Session
 
+    from cdd.series_key import SeriesKey
     from db.candles import upsert_candles
     from db.engine import get_engine
-    from db.series_key import SeriesKey
     from flows.backfill import backfill_flow
 
     print(f"\n== 2. backfill: seconds per as_of (retrain every {retrain_every}, SQLite) ==")
@@ -171,9 +171,9 @@ def fill_forecasts(engine, series: str, timeframe: str, n_rows: int, horizon: in
     import pandas as pd
     from sqlalchemy.orm import Session
 
+    from cdd.series_key import SeriesKey
     from db.forecast_tables import ModelVersion
     from db.models import Series
-    from db.series_key import SeriesKey
 
     key = SeriesKey.parse(series)
     now = pd.Timestamp.now(tz="UTC").floor("h")

@@ -50,7 +50,7 @@ from _compare import calibrated_chance, models, served_replay  # noqa: E402
 from _compare import report as compare  # noqa: E402
 from _data import DATA, load_daily, load_series  # noqa: E402
 
-from db.series_key import SeriesKey  # noqa: E402
+from cdd.series_key import SeriesKey  # noqa: E402
 from forecaster import (  # noqa: E402
     DriftForecaster,
     ForecasterConfig,

@@ -13,8 +13,8 @@ import pandas as pd
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from cdd.series_key import SeriesKey
 from db.models import Candle, Series
-from db.series_key import SeriesKey
 
 FLOAT_COLUMNS = ("open", "high", "low", "close", "volume_base", "volume_quote")
 VALUE_COLUMNS = (*FLOAT_COLUMNS, "is_final")

@@ -17,12 +17,12 @@ import pandas as pd
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from cdd.series_key import TIMEFRAMES, SeriesKey
 from db.candle_frames import SeriesBusyError, UpsertCounts, checked_frame
 from db.candles_postgresql import load_postgresql, upsert_postgresql
 from db.candles_sqlite import load_sqlite, upsert_sqlite
 from db.models import Candle, Series
 from db.revisions import RevisionLimits
-from db.series_key import TIMEFRAMES, SeriesKey
 
 __all__ = [
     "SeriesBusyError",

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from cdd.series_key import SeriesKey
 from db.candle_frames import (
     FLOAT_COLUMNS,
     VALUE_COLUMNS,
@@ -34,7 +35,6 @@ from db.candle_frames import (
 )
 from db.pg_binary import aggregate_columns, decode_columns, encode_rows
 from db.revisions import RevisionLimits, Revisions, check_limits, record_revisions
-from db.series_key import SeriesKey
 
 STAGE = "cddf_candles_stage"
 WINDOW_PERIODS = 1_000_000  # candles read per query: at most 57 MB

@@ -19,6 +19,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from cdd.series_key import SeriesKey
 from db.candle_frames import (
     FLOAT_COLUMNS,
     VALUE_COLUMNS,
@@ -32,7 +33,6 @@ from db.candle_frames import (
     unix_micros,
 )
 from db.revisions import RevisionLimits, Revisions, check_limits, record_revisions
-from db.series_key import SeriesKey
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 _SELECT = f"SELECT time, {', '.join(VALUE_COLUMNS)} FROM candles WHERE series_id = ?"

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, text
 
+from cdd.series_key import SeriesKey
 from db.models import UtcDateTime
-from db.series_key import SeriesKey
 
 # seconds between a candle and the one before it, per dialect
 _SECONDS = {

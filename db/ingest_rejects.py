@@ -22,12 +22,12 @@ from typing import Protocol
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.orm import Session
 
+from cdd.series_key import SeriesKey
 from db.models import IngestReject
-from db.series_key import SeriesKey
 
 
 class BadRow(Protocol):
-    """What the parser reports of a bad row (flows.cdd.rejects.Reject)."""
+    """What the parser reports of a bad row (cdd.rejects.Reject)."""
 
     line: int
     time: dt.datetime | None

@@ -24,9 +24,9 @@ from typing import Literal, get_args
 from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.orm import Session
 
+from cdd.series_key import SeriesKey
 from db.locks import Heartbeat, holder_name, try_acquire
 from db.models import IngestRun, SeriesLock
-from db.series_key import SeriesKey
 from settings import get_settings
 
 FinishedStatus = Literal["success", "not_modified", "failed"]

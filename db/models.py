@@ -25,6 +25,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from cdd.series_key import MAX_LENGTH
 from db.base import Base
 
 RUN_STATUSES = ("running", "success", "not_modified", "failed", "interrupted")
@@ -62,8 +63,8 @@ class Series(Base):
     __tablename__ = "series"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    key: Mapped[str] = mapped_column(String(100), unique=True)
-    exchange: Mapped[str] = mapped_column(String(50))
+    key: Mapped[str] = mapped_column(String(MAX_LENGTH["key"]), unique=True)
+    exchange: Mapped[str] = mapped_column(String(MAX_LENGTH["exchange"]))
     pair: Mapped[str] = mapped_column(String(20))
     timeframe: Mapped[str] = mapped_column(String(10))
 

@@ -21,9 +21,9 @@ import pandas as pd
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
+from cdd.series_key import SeriesKey
 from db.candle_frames import FLOAT_COLUMNS, unix_micros
 from db.models import CandleRevision
-from db.series_key import SeriesKey
 from settings import Settings, get_settings
 
 SHOWN = 5  # revisions listed in a refusal

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from cdd.series_key import SeriesKey
 from db.aggregation import recent_closes, scored_record
 from db.engine import get_engine
 from db.forecasts import WrittenRun
-from db.series_key import SeriesKey
 from forecaster.aggregate import RECORD_ROUNDS, REFERENCE_PERIODS, Served, serve
 
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from cdd.series_key import SeriesKey
 from db.registry import ModelScope
-from db.series_key import SeriesKey
 from forecaster import ForecasterConfig, find_holes, first_trainable
 from forecaster.backtest import up_to
 from forecaster.holes import window_problem

@@ -285,7 +285,7 @@ def run(series: SeriesKeys = None, source: Source = None) -> None:
     Uses the settings (CDDF_*) or their defaults: a SQLite file cdd_forecast.sqlite in the
     current directory and Prefect's local ephemeral API. Exits 1 if any series failed.
     """
-    from flows.cdd.client import refuse_credentials
+    from cdd.client import refuse_credentials
     from flows.ingest import plan_series
 
     try:
@@ -301,7 +301,7 @@ def run(series: SeriesKeys = None, source: Source = None) -> None:
         render.error(unreachable)
         raise typer.Exit(1)
 
-    from flows.cdd.errors import CDDNetworkError
+    from cdd.errors import CDDNetworkError
     from flows.daily import DailyRunFailed, daily_flow
 
     try:
@@ -331,8 +331,8 @@ def run(series: SeriesKeys = None, source: Source = None) -> None:
 @app.command("forecasts")
 def forecasts(series: SeriesKeys = None) -> None:
     """Print the latest forecast of each series: every horizon with its 80/95 % intervals."""
+    from cdd.series_key import SeriesKey
     from db.forecasts import latest_forecasts
-    from db.series_key import SeriesKey
     from settings import get_settings
 
     try:
@@ -362,8 +362,8 @@ def unreachable_source(keys: list[str], source: str | None) -> str | None:
 
     import requests
 
-    from db.series_key import SeriesKey
-    from flows.cdd.client import answers, is_http, shown_url
+    from cdd.client import answers, is_http, shown_url
+    from cdd.series_key import SeriesKey
     from flows.ingest import resolve_source
     from settings import get_settings
 

@@ -39,9 +39,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from cdd.client import refuse_credentials
 from db.engine import get_engine
 from db.registry import ModelScope, VersionInfo, train_outcome
-from flows.cdd.client import refuse_credentials
 from flows.charts import forecast_png, markdown_image
 from flows.config import DB_RETRY, global_groups
 from flows.dispatch import DispatchError, dispatch

@@ -18,6 +18,7 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from cdd.series_key import SeriesKey
 from db.engine import get_engine
 from db.forecasts import (
     RunInfo,
@@ -29,7 +30,6 @@ from db.forecasts import (
     write_run_metrics,
     write_version_metrics,
 )
-from db.series_key import SeriesKey
 from flows.config import DB_RETRY, RECENT_RUNS
 from flows.tasks import final_candles
 from forecaster.metrics import score_forecasts

@@ -27,15 +27,14 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
+from cdd.series_key import SeriesKey, timeframe_of
 from db.engine import get_engine
 from db.forecasts import RunKind
 from db.registry import VersionInfo, get_version, latest_version
-from db.series_key import SeriesKey
 from flows.config import DB_RETRY, serving_scope
 from flows.tasks import ServingModel, final_candles, serving_model, store_forecasts
 from forecaster.aggregate import QUANTITIES
 from forecaster.baselines import naive_forecast
-from settings.series import timeframe_of
 
 
 @dataclass(frozen=True)

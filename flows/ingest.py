@@ -22,16 +22,16 @@ from prefect import get_run_logger, task
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from cdd.client import Progress, download, is_http, local_path, names_one_file, shown_url
+from cdd.client import resolve_source as _resolve
+from cdd.parser import ParseReport, parse_cdd
+from cdd.rejects import RejectLimits
+from cdd.series_key import SeriesKey
 from db.candles import UpsertCounts, upsert_candles
 from db.engine import get_engine
 from db.ingest_rejects import store_rejects
 from db.ingest_runs import finish_run, last_validators, start_run
 from db.revisions import RevisionLimits
-from db.series_key import SeriesKey
-from flows.cdd.client import Progress, download, is_http, local_path, names_one_file, shown_url
-from flows.cdd.client import resolve_source as _resolve
-from flows.cdd.parser import ParseReport, parse_cdd
-from flows.cdd.rejects import RejectLimits
 from flows.config import DB_RETRY
 from settings import get_settings
 
@@ -165,7 +165,13 @@ def ingest_series(
         etag, last_modified = (
             last_validators(engine, series, source_url=shown) if is_http(url) else (None, None)
         )
-        fetched = download(url, etag=etag, last_modified=last_modified, on_progress=on_progress)
+        fetched = download(
+            url,
+            etag=etag,
+            last_modified=last_modified,
+            settings=get_settings(),
+            on_progress=on_progress,
+        )
         if fetched.body is None:
             nothing = dict.fromkeys(("rows_read", "inserted", "updated", "unchanged", "revised"), 0)
             finish_run(

@@ -13,7 +13,7 @@ artifacts for its one series and ends failed, naming the step, when a step faile
 
 from prefect import flow
 
-from flows.cdd.client import refuse_credentials
+from cdd.client import refuse_credentials
 from flows.daily import SeriesOutcome, publish, run_series
 from settings import get_settings
 

@@ -42,6 +42,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
+from cdd.series_key import SeriesKey, timeframe_of
 from db.engine import get_engine
 from db.forecasts import recent_run_forecasts
 from db.registry import (
@@ -52,7 +53,6 @@ from db.registry import (
     latest_version,
     record_train_outcome,
 )
-from db.series_key import SeriesKey
 from flows.config import DB_RETRY, RECENT_RUNS, series_config, training_progress
 from flows.tasks import load_model, register, scope_candles, version_record
 from flows.train_policy import TrainPlan, auto_plan
@@ -60,7 +60,6 @@ from forecaster import ArtifactError, LSTMForecaster
 from forecaster.backtest import newest_candles
 from forecaster.metrics import score_forecasts
 from settings import SeriesConfig, get_settings
-from settings.series import timeframe_of
 
 TrainMode = Literal["auto", "retrain", "finetune"]
 # a daily series retrains in 11-31 s on 2 CPU cores (110 s on a loaded machine, first run

@@ -24,13 +24,8 @@ from pydantic import model_validator as _model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as _SourceError
 
-from settings.series import (
-    TIMEFRAME_DEFAULTS,
-    ModelSettings,
-    SeriesConfig,
-    resolve,
-    timeframe_of,
-)
+from cdd.series_key import timeframe_of
+from settings.series import TIMEFRAME_DEFAULTS, ModelSettings, SeriesConfig, resolve
 
 __all__ = ["ModelSettings", "SeriesConfig", "Settings", "SettingsError", "get_settings"]
 
@@ -79,7 +74,7 @@ class Settings(BaseSettings):
     max_revisions: Annotated[int, Field(ge=0)] = 5
     revision_max_age_periods: Annotated[int, Field(ge=0)] = 3
     # bad rows of a sound file are rejected alone (ingest_rejects); a file with more than
-    # max(max_rejected_rows, max_rejected_share x its rows) bad rows fails whole (flows/cdd)
+    # max(max_rejected_rows, max_rejected_share x its rows) bad rows fails whole (cdd)
     max_rejected_share: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.01
     max_rejected_rows: Annotated[int, Field(ge=0)] = 3
     # training policy and the daily flow

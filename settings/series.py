@@ -24,12 +24,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, model_validator
 
+from cdd.series_key import TIMEFRAMES, timeframe_of
 from forecaster import ForecasterConfig
 
 # the forecasts table has columns for these interval levels
 REQUIRED_LEVELS = (0.8, 0.95)
-# the length of one candle of each CryptoDataDownload timeframe (db.series_key.TIMEFRAMES)
-CANDLE_LENGTH = {"d": timedelta(days=1), "1h": timedelta(hours=1), "minute": timedelta(minutes=1)}
+# the length of one candle of each CryptoDataDownload timeframe (cdd.series_key.TIMEFRAMES)
+CANDLE_LENGTH = {name: period.to_pytimedelta() for name, period in TIMEFRAMES.items()}
 CANDLE_NAME = {"d": "day", "1h": "hour", "minute": "minute"}
 _FORECASTER_FIELDS = frozenset(f.name for f in dataclasses.fields(ForecasterConfig))
 
@@ -182,11 +183,6 @@ def with_new_defaults(stored: dict[str, Any]) -> dict[str, Any]:
     would need a retrain: none does so far).
     """
     return ForecasterConfig().to_dict() | dict(stored)
-
-
-def timeframe_of(series: str) -> str:
-    """The timeframe part of a series key (``Bitstamp_BTCUSD_1h`` → ``1h``)."""
-    return series.rsplit("_", 1)[-1]
 
 
 def resolve(

@@ -8,8 +8,8 @@ import sqlalchemy as sa
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from cdd.series_key import TIMEFRAMES
 from db.forecast_tables import METRIC_COLUMNS, ForecastMetric
-from db.series_key import TIMEFRAMES
 
 TABLES = {
     "series": "id",

@@ -25,10 +25,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import InternalError, OperationalError
 from sqlalchemy.orm import Session
 
+from cdd.series_key import SeriesKey
 from db.candles import upsert_candles
 from db.candles_postgresql import lock_series
 from db.engine import DatabaseUnreachableError, SessionLimits, make_engine, migrate
-from db.series_key import SeriesKey
 from tests.db.factory import make_candles
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,10 +11,10 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
 
+from cdd.series_key import SeriesKey
 from db.candles import SeriesBusyError, UpsertCounts, load_candles, upsert_candles
 from db.candles_postgresql import lock_series
 from db.engine import SessionLimits, make_engine, migrate
-from db.series_key import SeriesKey
 from tests.db.factory import make_candles, table_rows
 
 KEY = SeriesKey.parse("Bitstamp_BTCUSD_1h")

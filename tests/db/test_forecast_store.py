@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from cdd.series_key import SeriesKey
 from db.candles import upsert_candles
 from db.engine import downgrade, make_engine, migrate
 from db.forecasts import (
@@ -23,7 +24,6 @@ from db.forecasts import (
     write_version_metrics,
 )
 from db.registry import NewVersion, register_version
-from db.series_key import SeriesKey
 from tests.db.factory import run_metrics, version_metrics
 from tests.flows.cdd_files import make_candles
 

@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from cdd.series_key import SeriesKey
 from db.candles import upsert_candles
 from db.ingest_rejects import load_rejects, store_rejects
 from db.ingest_runs import finish_run, last_validators, start_run
 from db.models import IngestRun
-from db.series_key import SeriesKey
 from tests.db.factory import make_candles, table_rows
 
 KEY = SeriesKey.parse("Bitstamp_BTCUSD_d")

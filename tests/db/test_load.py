@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 import db.candles_postgresql
+from cdd.series_key import SeriesKey
 from db.candles import (
     SeriesSummary,
     UnknownSeriesError,
@@ -18,7 +19,6 @@ from db.candles import (
     series_summary,
     upsert_candles,
 )
-from db.series_key import SeriesKey
 from tests.db.factory import make_candles
 
 KEY = SeriesKey.parse("Bitstamp_BTCUSD_d")

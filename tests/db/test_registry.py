@@ -10,6 +10,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from cdd.series_key import SeriesKey
 from db.candles import upsert_candles
 from db.engine import make_engine, migrate
 from db.forecast_tables import ModelVersion
@@ -29,7 +30,6 @@ from db.registry import (
     train_outcome,
     versions,
 )
-from db.series_key import SeriesKey
 from tests.flows.cdd_files import make_candles
 
 SERIES = "Bitstamp_BTCUSD_d"

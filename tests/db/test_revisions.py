@@ -8,11 +8,11 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from cdd.series_key import SeriesKey
 from db.candles import UpsertCounts, load_candles, upsert_candles
 from db.ingest_runs import start_run
 from db.models import CandleRevision, Series
 from db.revisions import RevisionLimits, RevisionsRefusedError
-from db.series_key import SeriesKey
 from tests.db.factory import make_candles, snapshot
 
 KEY = SeriesKey.parse("Bitstamp_BTCUSD_d")

@@ -13,13 +13,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from cdd.series_key import SeriesKey
 from db.candles import upsert_candles
 from db.engine import make_engine, migrate
 from db.forecasts import runs, write_forecast_run, write_run_metrics, write_version_metrics
 from db.ingest_rejects import store_rejects
 from db.ingest_runs import finish_run, start_run
 from db.registry import NewVersion, register_version
-from db.series_key import SeriesKey
 from tests.flows.cdd_files import make_candles
 
 DOC = Path(__file__).parents[2] / "docs" / "sql.md"

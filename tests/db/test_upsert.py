@@ -7,9 +7,9 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from cdd.series_key import SeriesKey
 from db.candles import UpsertCounts, load_candles, upsert_candles
 from db.models import Candle, Series
-from db.series_key import SeriesKey
 from tests.db.factory import make_candles, snapshot, table_rows
 
 KEY = SeriesKey.parse("Bitstamp_BTCUSD_d")

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 import yaml
 from pytest_httpserver import HTTPServer
 
-from db.series_key import SeriesKey
+from cdd.series_key import SeriesKey
 from tests.deploy.compose import ROOT
 from tests.deploy.docker.engine import build_images, docker_engine
 from tests.deploy.docker_stack import Stack, compose_stack

@@ -18,10 +18,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from cdd.series_key import SeriesKey
 from db.candles import load_candles, upsert_candles
 from db.engine import SessionLimits, make_engine
 from db.roles import _LOCK_KEY, ReaderLimits, RolesError, ensure_roles
-from db.series_key import SeriesKey
 from tests.deploy import test_roles as roles
 
 pytestmark = pytest.mark.postgres

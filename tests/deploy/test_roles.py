@@ -222,8 +222,8 @@ def test_application_role_runs_the_candle_ingestion(roles_db):
     import pandas as pd
     from sqlalchemy.orm import Session
 
+    from cdd.series_key import SeriesKey
     from db.candles import load_candles, upsert_candles
-    from db.series_key import SeriesKey
 
     roles_db.ensure()
     time = pd.date_range("2024-01-01", periods=5, freq="D", tz="UTC", name="time")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from db.series_key import SeriesKey
+from cdd.series_key import SeriesKey
 
 BANNER = "https://www.CryptoDataDownload.com"
 _QUOTES = ("USDT", "USDC", "USD", "EUR", "GBP", "JPY", "BTC", "ETH")

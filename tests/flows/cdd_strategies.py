@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from hypothesis import strategies as st
 
-from db.series_key import SeriesKey
+from cdd.series_key import SeriesKey
 
 BASES = ("BTC", "ETH", "ADA", "XRP", "DOGE", "SHIB", "A", "B2", "MATIC", "ABCDEFG")
 QUOTES = ("USD", "USDT", "EUR", "BTC", "USDC")

@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from cdd.series_key import SeriesKey
 from db.candles import upsert_candles
 from db.engine import get_engine, make_engine, migrate
-from db.series_key import SeriesKey
 from settings import get_settings
 from tests.flows.cdd_files import make_candles
 

@@ -1,10 +1,10 @@
 """A slow, obviously correct CryptoDataDownload parser: the rules ``parse_cdd`` must follow.
 
 It reads the file line by line with the ``csv`` module and plain Python numbers and dates,
-and answers what ``flows.cdd.parser.parse_cdd`` must answer: a file-level error, or the
+and answers what ``cdd.parser.parse_cdd`` must answer: a file-level error, or the
 candles and the rejected lines. The property tests (``test_parser_properties.py``) and
 ``bench/fuzz_parser.py`` hold the parser to it. The column mapping by meaning is taken from
-``flows.cdd.columns.map_columns`` (its rules are tested in ``test_parser.py``).
+``cdd.columns.map_columns`` (its rules are tested in ``test_parser.py``).
 
 The rules, in the order they are applied:
 
@@ -90,12 +90,12 @@ from unittest import mock
 import numpy as np
 import pandas as pd
 
-from db.series_key import TIMEFRAMES, SeriesKey
-from flows.cdd import parser as parser_module
-from flows.cdd import reading
-from flows.cdd.columns import ColumnMap, map_columns
-from flows.cdd.errors import CDDFormatError
-from flows.cdd.rejects import RejectLimits
+from cdd import parser as parser_module
+from cdd import reading
+from cdd.columns import ColumnMap, map_columns
+from cdd.errors import CDDFormatError
+from cdd.rejects import RejectLimits
+from cdd.series_key import TIMEFRAMES, SeriesKey
 
 NS = 1_000_000_000
 FIRST_SECOND, LAST_SECOND = 946_684_800, 4_102_444_800

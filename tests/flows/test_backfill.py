@@ -19,12 +19,12 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
+from cdd.series_key import SeriesKey
 from db.candles import upsert_candles
 from db.engine import get_engine
 from db.forecast_tables import ForecastRun, ModelVersion
 from db.forecasts import run_forecasts, runs
 from db.registry import versions
-from db.series_key import SeriesKey
 from flows.backfill import FINETUNE_EPOCHS, backfill_flow
 from flows.backfill_plan import BackfillError, BackfillPlan, Segment, minimum_history
 from flows.cli import app

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from db.series_key import SeriesKey
+from cdd.series_key import SeriesKey
 from flows.charts import PNG_MAGIC, forecast_png, markdown_image
 from flows.daily import SeriesOutcome, summary_markdown
 from tests.flows.cdd_files import make_candles

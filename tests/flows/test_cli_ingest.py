@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from db.series_key import SeriesKey
+from cdd.series_key import SeriesKey
 from flows.cli import app
 from tests.flows.cdd_files import make_candles, write_cdd_file
 

@@ -7,11 +7,11 @@ from pathlib import Path
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from cdd.series_key import SeriesKey
 from db.candles import load_candles
 from db.engine import make_engine
 from db.ingest_rejects import load_rejects
 from db.models import IngestRun
-from db.series_key import SeriesKey
 from flows.cli import app
 
 KEY = SeriesKey.parse("Bitstamp_ETHUSD_d")

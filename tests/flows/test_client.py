@@ -15,15 +15,15 @@ import requests
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from db.series_key import SeriesKey
-from flows.cdd.client import answers, download, names_one_file, resolve_source, shown_url
-from flows.cdd.errors import (
+from cdd.client import answers, download, names_one_file, resolve_source, shown_url
+from cdd.errors import (
     CDDDownloadError,
     CDDNetworkError,
     DownloadDeadlineError,
     DownloadTooLargeError,
     SeriesNotFoundError,
 )
+from cdd.series_key import SeriesKey
 from settings import Settings
 from tests.flows.cdd_files import make_candles, make_cdd_csv
 

@@ -29,12 +29,12 @@ from typer.testing import CliRunner
 
 import flows.daily as daily_module
 import flows.train as train_module
+from cdd.series_key import SeriesKey
 from db.engine import make_engine
 from db.forecast_tables import ForecastMetric, ForecastRun, ModelVersion
 from db.forecasts import latest_forecasts
 from db.models import IngestRun
 from db.registry import versions
-from db.series_key import SeriesKey
 from flows.cli import app
 from flows.daily import DailyRunFailed, daily_flow
 from flows.dispatch import DispatchError, DispatchFailed, DispatchTimeout, dispatch

@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cdd.series_key import SeriesKey
 from db.engine import get_engine, make_engine, migrate
 from db.forecast_tables import METRIC_COLUMNS, ForecastRun, ModelVersion, ModelVersionSeries
 from db.forecasts import write_version_metrics
 from db.registry import ModelScope, group_members, latest_version
-from db.series_key import SeriesKey
 from flows.daily import daily_flow, summary_markdown
 from flows.train import train_flow
 from forecaster import ForecasterConfig

@@ -10,13 +10,13 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from cdd.series_key import SeriesKey
 from db.candles import upsert_candles
 from db.engine import get_engine, make_engine, migrate
 from db.forecast_tables import ForecastRun, ModelVersion
 from db.forecasts import run_forecasts, runs
 from db.locks import current
 from db.registry import ModelScope, group_members, latest_version
-from db.series_key import SeriesKey
 from flows.backfill import backfill_flow, one_backfill_per_group
 from flows.backfill_plan import BackfillError
 from settings import get_settings

@@ -13,10 +13,10 @@ from pytest_httpserver import HTTPServer
 from sqlalchemy import Engine, func, select
 from werkzeug import Request, Response
 
+from cdd.series_key import SeriesKey
 from db.candles import load_candles
 from db.ingest_rejects import load_rejects
 from db.models import Candle, IngestRun
-from db.series_key import SeriesKey
 from flows.ingest import (
     IngestResult,
     ingest_each,
@@ -334,7 +334,7 @@ def write_good(directory: Path) -> Path:
 
 
 def parse_good() -> pd.DataFrame:
-    from flows.cdd.parser import parse_cdd
+    from cdd.parser import parse_cdd
 
     return parse_cdd(GOOD, source="good", key=KEY, now=NOW).candles
 
@@ -419,7 +419,7 @@ def test_task_retries_an_unreachable_database_only(prefect_harness) -> None:
     from prefect.states import Failed
     from sqlalchemy.exc import OperationalError
 
-    from flows.cdd.errors import CDDFormatError, CDDNetworkError
+    from cdd.errors import CDDFormatError, CDDNetworkError
     from flows.config import outage
 
     refused = OperationalError("connect", {}, ConnectionRefusedError("refused"))

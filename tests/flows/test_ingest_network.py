@@ -18,10 +18,10 @@ from prefect import flow
 from pytest_httpserver import HTTPServer
 from sqlalchemy import Engine, select
 
+from cdd.errors import CDDDownloadError, CDDNetworkError
+from cdd.series_key import SeriesKey
 from db.locks import current
 from db.models import IngestRun
-from db.series_key import SeriesKey
-from flows.cdd.errors import CDDDownloadError, CDDNetworkError
 from flows.ingest import ingest_series, ingest_series_task
 from tests.flows.cdd_files import make_candles, make_cdd_csv
 

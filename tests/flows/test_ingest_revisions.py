@@ -10,10 +10,10 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
+from cdd.series_key import SeriesKey
 from db.candles import load_candles
 from db.models import CandleRevision, IngestRun
 from db.revisions import RevisionsRefusedError
-from db.series_key import SeriesKey
 from flows.cli import app
 from flows.ingest import ingest_series
 from tests.flows.cdd_files import make_candles, write_cdd_file

@@ -12,11 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from db.series_key import SeriesKey
-from flows.cdd.errors import CDDFormatError
-from flows.cdd.fast_dates import iso_dates
-from flows.cdd.parser import parse_cdd
-from flows.cdd.rejects import RejectLimits
+from cdd.errors import CDDFormatError
+from cdd.fast_dates import iso_dates
+from cdd.parser import parse_cdd
+from cdd.rejects import RejectLimits
+from cdd.series_key import SeriesKey
 from tests.flows.cdd_files import GENERATIONS, make_candles, make_cdd_csv
 
 BTC_D = SeriesKey.parse("Bitstamp_BTCUSD_d")

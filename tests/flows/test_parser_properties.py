@@ -26,12 +26,12 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 
+from cdd.errors import CDDFormatError
+from cdd.parser import parse_cdd
+from cdd.series_key import SeriesKey
 from db.candles import load_candles
 from db.engine import make_engine, migrate
 from db.ingest_rejects import load_rejects
-from db.series_key import SeriesKey
-from flows.cdd.errors import CDDFormatError
-from flows.cdd.parser import parse_cdd
 from flows.ingest import ingest_series
 from tests.flows.cdd_strategies import CDDCase, case_from_seed, cdd_cases
 from tests.flows.reference_parser import (
@@ -126,9 +126,9 @@ def test_no_generated_file_kills_the_process(tmp_path: Path) -> None:
         (tmp_path / f"{i}.key").write_text(f"{case.key}\n{case.now.isoformat()}")
     script = (
         "import sys, pathlib, pandas as pd\n"
-        "from db.series_key import SeriesKey\n"
-        "from flows.cdd.errors import CDDFormatError\n"
-        "from flows.cdd.parser import parse_cdd\n"
+        "from cdd.series_key import SeriesKey\n"
+        "from cdd.errors import CDDFormatError\n"
+        "from cdd.parser import parse_cdd\n"
         "for path in sorted(pathlib.Path(sys.argv[1]).glob('*.csv')):\n"
         "    key, now = path.with_suffix('.key').read_text().split('\\n')\n"
         "    try:\n"

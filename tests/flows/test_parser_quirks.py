@@ -13,10 +13,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from db.series_key import SeriesKey
-from flows.cdd.errors import CDDFormatError
-from flows.cdd.fast_dates import iso_dates
-from flows.cdd.parser import parse_cdd
+from cdd.errors import CDDFormatError
+from cdd.fast_dates import iso_dates
+from cdd.parser import parse_cdd
+from cdd.series_key import SeriesKey
 from tests.flows.cdd_files import make_candles, make_cdd_csv
 
 NOW = pd.Timestamp("2026-01-01", tz="UTC")
@@ -247,8 +247,8 @@ def test_a_file_whose_date_width_changes_parses_without_crashing(tmp_path) -> No
     path.write_bytes(binance_mixed_daily(long_rows=600, short_rows=700))
     code = (
         "import sys, pandas as pd\n"
-        "from db.series_key import SeriesKey\n"
-        "from flows.cdd.parser import parse_cdd\n"
+        "from cdd.series_key import SeriesKey\n"
+        "from cdd.parser import parse_cdd\n"
         "report = parse_cdd(open(sys.argv[1], 'rb').read(), source='f.csv',\n"
         "    key=SeriesKey.parse('Binance_BTCUSDT_d'), now=pd.Timestamp('2026-01-01', tz='UTC'),\n"
         ").report\n"

@@ -13,15 +13,15 @@ import pandas as pd
 import pytest
 from sqlalchemy import Engine, select
 
+from cdd.errors import CDDFormatError
+from cdd.fast_dates import iso_dates
+from cdd.parser import parse_cdd
+from cdd.reading import open_body
+from cdd.series_key import SeriesKey
+from cdd.times import dates_to_ns
 from db.candles import load_candles
 from db.ingest_rejects import load_rejects
 from db.models import IngestRun
-from db.series_key import SeriesKey
-from flows.cdd.errors import CDDFormatError
-from flows.cdd.fast_dates import iso_dates
-from flows.cdd.parser import parse_cdd
-from flows.cdd.reading import open_body
-from flows.cdd.times import dates_to_ns
 from flows.ingest import ingest_series
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"

@@ -1,4 +1,4 @@
-"""forecaster stays standalone: never prefect, sqlalchemy, db, flows or settings."""
+"""forecaster and cdd stay standalone: never prefect, sqlalchemy, db, flows or settings."""
 
 from __future__ import annotations
 
@@ -8,10 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+import cdd
 import forecaster
 
 FORBIDDEN = ("prefect", "sqlalchemy", "db", "flows", "settings", "alembic", "psycopg")
 PACKAGE = Path(forecaster.__file__).parent
+# the catalogue's vocabulary and file format: below db, settings and flows, beside forecaster
+CDD_FORBIDDEN = (*FORBIDDEN, "forecaster", "tensorflow", "keras")
 
 
 def _imported(path: Path) -> set[str]:
@@ -24,10 +29,13 @@ def _imported(path: Path) -> set[str]:
     return names
 
 
-def test_no_module_of_the_package_imports_the_service():
-    files = sorted(PACKAGE.rglob("*.py"))
+@pytest.mark.parametrize(
+    ("package", "forbidden"), [(PACKAGE, FORBIDDEN), (Path(cdd.__file__).parent, CDD_FORBIDDEN)]
+)
+def test_no_module_of_the_package_imports_the_service(package, forbidden):
+    files = sorted(package.rglob("*.py"))
     assert len(files) >= 10
-    offenders = {str(p.name): sorted(_imported(p) & set(FORBIDDEN)) for p in files}
+    offenders = {str(p.name): sorted(_imported(p) & set(forbidden)) for p in files}
     assert {k: v for k, v in offenders.items() if v} == {}
 
 

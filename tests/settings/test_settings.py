@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import event
 
+from cdd.series_key import TIMEFRAMES
 from db.engine import get_engine
-from db.series_key import TIMEFRAMES
 from settings import SettingsError, get_settings
 from settings.series import CANDLE_LENGTH, TIMEFRAME_DEFAULTS
 

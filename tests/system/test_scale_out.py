@@ -15,9 +15,9 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cdd.series_key import SeriesKey
 from db.engine import make_engine, migrate
 from db.forecast_tables import ForecastRun
-from db.series_key import SeriesKey
 from tests.flows.cdd_files import make_candles, make_cdd_csv
 from tests.system.stack import prefect_server, wait_for
 from tests.system.test_topology import TINY, check_schedules_then_pause_the_daily_one, child_of

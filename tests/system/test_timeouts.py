@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
+from cdd.series_key import SeriesKey
 from db.engine import make_engine, migrate
-from db.series_key import SeriesKey
 from tests.flows.cdd_files import make_candles, make_cdd_csv
 from tests.system.stack import prefect_server
 from tests.system.test_topology import TINY, check_schedules_then_pause_the_daily_one, child_of

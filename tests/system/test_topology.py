@@ -14,12 +14,12 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from cdd.series_key import SeriesKey
 from db.candles import upsert_candles
 from db.engine import make_engine, migrate
 from db.forecast_tables import Forecast, ForecastMetric, ForecastRun, ModelVersion
 from db.models import Candle, IngestRun
 from db.registry import versions_of_flow_run
-from db.series_key import SeriesKey
 from tests.flows.cdd_files import make_candles, make_cdd_csv
 from tests.system.stack import prefect_server
 

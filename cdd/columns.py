@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from db.series_key import SeriesKey
-from flows.cdd.errors import CDDFormatError
+from cdd.errors import CDDFormatError
+from cdd.series_key import SeriesKey
 
 PRICE_FIELDS = ("open", "high", "low", "close")
 _UNIX_NAMES = {"unix", "unixtimestamp", "timestamp", "unixtime", "epoch"}

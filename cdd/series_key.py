@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from db.models import Series
-
+# The longest key and exchange name stored (the columns series.key and series.exchange are
+# declared with these lengths); the pattern bounds the pair and the timeframe.
+MAX_LENGTH = {"key": 100, "exchange": 50}
 TIMEFRAMES: dict[str, pd.Timedelta] = {
     "d": pd.Timedelta(days=1),
     "1h": pd.Timedelta(hours=1),
@@ -22,6 +23,15 @@ TIMEFRAMES: dict[str, pd.Timedelta] = {
 _KEY = re.compile(
     r"^(?P<exchange>[A-Za-z][A-Za-z0-9]*)_(?P<pair>[A-Z0-9]{4,20})_(?P<timeframe>[a-z0-9]+)$"
 )
+
+
+def timeframe_of(key: str) -> str:
+    """The timeframe part of a series key, unchecked (``Bitstamp_BTCUSD_1h`` → ``1h``).
+
+    >>> timeframe_of("Bitstamp_BTCUSD_1h")
+    '1h'
+    """
+    return key.rsplit("_", 1)[-1]
 
 
 @dataclass(frozen=True)
@@ -41,7 +51,7 @@ class SeriesKey:
                 "(for example Bitstamp_BTCUSD_d, Bitstamp_ETHUSD_1h, Binance_BTCUSDT_minute)"
             )
         for part, text in (("key", match[0]), ("exchange", match["exchange"])):
-            limit = Series.__table__.c[part].type.length  # pair and timeframe: the pattern's
+            limit = MAX_LENGTH[part]
             if len(text) > limit:
                 raise ValueError(
                     f"series key {key!r} is too long: its {part} has {len(text)} characters, "

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from flows.cdd.errors import CDDFormatError
+from cdd.errors import CDDFormatError
 
 _NAMED_IN_ERROR = 3
 

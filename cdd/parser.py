@@ -12,7 +12,7 @@
 >>> parsed.candles[["close", "volume_base"]].iloc[0].tolist()  # oldest first, volumes repaired
 [7176.0, 2.9]
 
-Columns are found by meaning (see ``flows.cdd.columns``); rows may be newest- or oldest-first.
+Columns are found by meaning (see ``cdd.columns``); rows may be newest- or oldest-first.
 A file-level fault (not CDD, another timeframe, HTML, cut off, bad gzip, too many bad rows)
 raises ``CDDFormatError`` naming the source, the 1-based line and the fix. A bad row of a
 sound file (NaN, impossible price, a date that names another candle than its unix time, ...)
@@ -31,11 +31,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from db.series_key import SeriesKey
-from flows.cdd.columns import ColumnMap, map_columns
-from flows.cdd.duplicates import resolve_duplicates
-from flows.cdd.errors import CDDFormatError
-from flows.cdd.reading import (
+from cdd.columns import ColumnMap, map_columns
+from cdd.duplicates import resolve_duplicates
+from cdd.errors import CDDFormatError
+from cdd.reading import (
     Body,
     as_lines,
     blank_misshapen_rows,
@@ -48,9 +47,10 @@ from flows.cdd.reading import (
     read_rows,
     used_fields,
 )
-from flows.cdd.rejects import Reject, RejectLimits, RowFaults, line_reader
-from flows.cdd.times import DATE_FORMS_TEXT, UNREADABLE, dates_to_ns, unix_to_ns
-from flows.cdd.validate import (
+from cdd.rejects import Reject, RejectLimits, RowFaults, line_reader
+from cdd.series_key import SeriesKey
+from cdd.times import DATE_FORMS_TEXT, UNREADABLE, dates_to_ns, unix_to_ns
+from cdd.validate import (
     CUT_LINE_FACTOR,
     NAMES,
     check_alignment,

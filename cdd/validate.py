@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from db.series_key import TIMEFRAMES
-from flows.cdd.errors import CDDFormatError
-from flows.cdd.rejects import RowFaults
-from flows.cdd.times import DATE_FORMS_TEXT
+from cdd.errors import CDDFormatError
+from cdd.rejects import RowFaults
+from cdd.series_key import TIMEFRAMES
+from cdd.times import DATE_FORMS_TEXT
 
 OPEN, HIGH, LOW, CLOSE, VOLUME_BASE, VOLUME_QUOTE = range(6)
 NAMES = ("open", "high", "low", "close", "volume_base", "volume_quote")

@@ -9,7 +9,7 @@
 
 Then, over the network::
 
-    download(url, etag='"abc"').not_modified     # True when the server answers 304
+    download(url, etag='"abc"', settings=get_settings()).not_modified  # True on a 304
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from importlib import metadata
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
 from urllib.request import url2pathname
 
@@ -39,15 +40,26 @@ from urllib3.exceptions import (
     ReadTimeoutError,
 )
 
-from db.series_key import SeriesKey
-from flows.cdd.errors import (
+from cdd.errors import (
     CDDDownloadError,
     CDDNetworkError,
     DownloadDeadlineError,
     DownloadTooLargeError,
     SeriesNotFoundError,
 )
-from settings import Settings, get_settings
+from cdd.series_key import SeriesKey
+
+
+class HttpSettings(Protocol):
+    """What a download reads of the service's settings (``settings.Settings`` has each)."""
+
+    cdd_base_url: str
+    http_connect_timeout: float
+    http_read_timeout: float
+    http_deadline: float
+    http_retries: int
+    http_max_bytes: int
+
 
 BACKOFF_FACTOR = 1.0  # retries wait 0 s, 2 s, 4 s, ... (capped at BACKOFF_MAX)
 BACKOFF_MAX = 30.0
@@ -253,7 +265,7 @@ class _DeadlineAdapter(HTTPAdapter):
         return manager
 
 
-def make_session(settings: Settings | None = None) -> requests.Session:
+def make_session() -> requests.Session:
     """A session that makes one request per call (``download`` counts and retries them), each
     read and send of it bounded by its download's deadline."""
     session = requests.Session()
@@ -265,13 +277,13 @@ def make_session(settings: Settings | None = None) -> requests.Session:
     return session
 
 
-def answers(url: str, *, settings: Settings, within: float = 30.0) -> None:
+def answers(url: str, *, settings: HttpSettings, within: float = 30.0) -> None:
     """Return once the server of ``url`` answers a HEAD (any status); requests' exception when
     it cannot be reached or has not answered, headers and all, within ``within`` seconds."""
     outer = getattr(_deadline, "at", None)
     _deadline.at = time.monotonic() + within
     try:
-        with make_session(settings) as session:
+        with make_session() as session:
             session.head(
                 url,
                 timeout=(min(settings.http_connect_timeout, within), within),
@@ -286,7 +298,7 @@ def download(
     *,
     etag: str | None = None,
     last_modified: str | None = None,
-    settings: Settings | None = None,
+    settings: HttpSettings,
     session: requests.Session | None = None,
     on_progress: Progress | None = None,
 ) -> Download:
@@ -296,7 +308,6 @@ def download(
     connections, 429 and 5xx are retried ``http_retries`` times with backoff; every error says
     the URL (password masked) and how many requests were made.
     """
-    settings = settings or get_settings()
     if not is_http(source):
         return _read_local(source, settings.http_max_bytes, on_progress)
     headers = {}
@@ -305,7 +316,7 @@ def download(
     if last_modified:
         headers["If-Modified-Since"] = last_modified
     own_session = session is None
-    session = session or make_session(settings)
+    session = session or make_session()
     try:
         return _Transfer(source, settings, session, on_progress).run(headers)
     finally:
@@ -331,7 +342,7 @@ class _Transfer:
     def __init__(
         self,
         source: str,
-        settings: Settings,
+        settings: HttpSettings,
         session: requests.Session,
         on_progress: Progress | None,
     ) -> None:
@@ -520,7 +531,7 @@ def _offline_hint(source: str) -> str:
 
 
 def _check_status(
-    response: requests.Response, source: str, settings: Settings, requests_made: int
+    response: requests.Response, source: str, settings: HttpSettings, requests_made: int
 ) -> None:
     code, shown = response.status_code, shown_url(source)
     if code in (200, 304):

@@ -1,14 +1,14 @@
 """CryptoDataDownload: download (``client``) and parse (``parser``) candle files."""
 
-from flows.cdd.errors import (
+from cdd.errors import (
     CDDDownloadError,
     CDDFormatError,
     CDDNetworkError,
     DownloadTooLargeError,
     SeriesNotFoundError,
 )
-from flows.cdd.parser import ParsedCandles, ParseReport, parse_cdd
-from flows.cdd.rejects import Reject, RejectLimits
+from cdd.parser import ParsedCandles, ParseReport, parse_cdd
+from cdd.rejects import Reject, RejectLimits
 
 __all__ = [
     "CDDDownloadError",

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from flows.cdd.validate import iso
+from cdd.validate import iso
 
 
 @dataclass

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from flows.cdd.columns import ColumnMap
-from flows.cdd.errors import CDDFormatError
-from flows.cdd.fast_dates import iso_dates
-from flows.cdd.times import dates_to_ns
+from cdd.columns import ColumnMap
+from cdd.errors import CDDFormatError
+from cdd.fast_dates import iso_dates
+from cdd.times import dates_to_ns
 
 _HEADER_SEARCH_LINES = 5
 _HTML = re.compile(rb"^\s*<|<html|<!doctype|<head|<body", re.IGNORECASE)
