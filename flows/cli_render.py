@@ -25,8 +25,8 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from db.candles import SeriesSummary
-    from flows.daily import SeriesOutcome
     from flows.ingest import IngestResult
+    from flows.pipeline import SeriesOutcome
 
 HOLES_SHOWN = 20  # `cdd-forecast series` lists at most this many holes per series
 

@@ -3,7 +3,7 @@ the workers of a pool when ``CDDF_SERIES_DEPLOYMENT`` is set (the ``series`` dep
 
     series_flow("Bitstamp_ETHUSD_d")      # ingest → train or fine-tune → forecast → evaluate
 
-The steps are the daily flow's (`flows.daily.run_series`); the run publishes the daily's
+The steps are the daily flow's (`flows.pipeline.run_series`); the run publishes the daily's
 artifacts for its one series and ends failed, naming the step, when a step failed. A
 ``source`` must be reachable from every worker of the pool (a URL, or a shared path).
 """
@@ -14,7 +14,8 @@ artifacts for its one series and ends failed, naming the step, when a step faile
 from prefect import flow
 
 from cdd.client import refuse_credentials
-from flows.daily import SeriesOutcome, publish, run_series
+from flows.pipeline import SeriesOutcome, run_series
+from flows.summary import publish
 from settings import get_settings
 
 # one series' download (CDDF_HTTP_DEADLINE 15 min), training (the train flow's 2 h, or a train

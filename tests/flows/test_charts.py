@@ -15,7 +15,8 @@ from PIL import Image
 
 from cdd.series_key import SeriesKey
 from flows.charts import PNG_MAGIC, forecast_png, markdown_image
-from flows.daily import SeriesOutcome, summary_markdown
+from flows.pipeline import SeriesOutcome
+from flows.summary import summary_markdown
 from tests.flows.cdd_files import make_candles
 
 DATA_IMAGE = re.compile(r"!\[([^\]]*)\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)")
@@ -108,7 +109,7 @@ def test_the_summary_embeds_each_chart_and_links_no_file(tmp_path):
 
 def test_a_chart_written_to_disk_is_the_embedded_one(tmp_path, monkeypatch):
     """draw_chart writes the PNG file and hands the same bytes to the summary."""
-    from flows.daily import draw_chart
+    from flows.pipeline import draw_chart
 
     monkeypatch.setenv("CDDF_CHART_DIR", str(tmp_path / "charts"))
     candles = make_candles(SeriesKey.parse("Bitstamp_BTCUSD_d"), 120)

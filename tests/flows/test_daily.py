@@ -27,7 +27,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-import flows.daily as daily_module
+import flows.pipeline as pipeline_module
 import flows.train as train_module
 from cdd.series_key import SeriesKey
 from db.engine import make_engine
@@ -212,14 +212,14 @@ def test_series_run_side_by_side_bounded_by_max_parallel_series(
 
 @SQLITE_ONLY
 def test_daily_forecasts_with_the_version_its_training_step_handed_over(service, cdd, monkeypatch):
-    handed_over = daily_module.train
+    handed_over = pipeline_module.train
 
     def train_then_another_run_registers_a_newer_version(scope):
         trained = handed_over(scope)
         train_flow(scope.members[0], mode="retrain")  # e.g. a backfill finishing right now
         return trained
 
-    monkeypatch.setattr(daily_module, "train", train_then_another_run_registers_a_newer_version)
+    monkeypatch.setattr(pipeline_module, "train", train_then_another_run_registers_a_newer_version)
     cdd(N_CANDLES)
     [outcome] = daily_flow()
     assert outcome.forecast.model_version_id == outcome.trained.version.id
@@ -244,7 +244,7 @@ def test_a_dispatched_train_run_that_keeps_is_served_though_a_newer_version_came
             return client.read_flow_run(state.state_details.flow_run_id)
 
     monkeypatch.setenv("CDDF_TRAIN_DEPLOYMENT", "train/train")
-    monkeypatch.setattr(daily_module, "dispatch", train_on_a_worker_then_another_run_registers)
+    monkeypatch.setattr(pipeline_module, "dispatch", train_on_a_worker_then_another_run_registers)
     [outcome] = daily_flow()  # no new candle: the train run keeps its model
     assert (kept["outcome"].action, kept["outcome"].version.id) == ("keep", first.id)
     assert versions(service, SERIES)[-1].id != first.id  # a newer one was registered after it

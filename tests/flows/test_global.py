@@ -14,7 +14,8 @@ from db.engine import get_engine, make_engine, migrate
 from db.forecast_tables import METRIC_COLUMNS, ForecastRun, ModelVersion, ModelVersionSeries
 from db.forecasts import write_version_metrics
 from db.registry import ModelScope, group_members, latest_version
-from flows.daily import daily_flow, summary_markdown
+from flows.daily import daily_flow
+from flows.summary import summary_markdown
 from flows.train import train_flow
 from forecaster import ForecasterConfig
 from settings import SettingsError, get_settings

@@ -157,7 +157,7 @@ def check_the_daily_run(stack, engine, daily, yesterday: dt.date, day_turned: bo
     else:
         assert [pd.Timestamp(t).date() for t in partial] == [today]
         assert as_of == [yesterday]
-    # forecast in the daily run's own series task (not a subflow: flows/daily.py run_series)
+    # forecast in the daily run's own series task (not a subflow: flows/pipeline.py run_series)
     assert str(daily_runs[0].flow_run_id) == str(daily.id)
     check_training_ran_on_the_gpu_worker(stack, engine, daily)
 
