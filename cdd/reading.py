@@ -194,7 +194,11 @@ def blank_misshapen_rows(
         if "\r" in text or "\x00" in text:
             bad.append((number, "a carriage return or NUL byte inside the line (damaged)"))
             continue
-        row = next(csv.reader([text]), [])
+        try:
+            row = next(csv.reader([text]), [])
+        except csv.Error:  # a field past the csv module's limit (128 KiB): no CDD cell is
+            bad.append((number, f"a field longer than {csv.field_size_limit():,} characters"))
+            continue
         blank = len(row) == 1 and not row[0].strip()  # a line of spaces is a blank line
         trailing_comma = len(row) == fields + 1 and row[-1] == ""  # read as no field
         if row and not blank and not trailing_comma and (len(row) > fields or len(row) < needed):

@@ -41,7 +41,8 @@ whose six values are all 0 (the pair was not trading) is skipped and counted. An
 is either a candle or rejected with the first of these reasons (its class in brackets):
 
 1. [cell] it holds a NUL byte or a carriage return before its line end (such a line is
-   judged only when followed by more than whitespace); it has more fields than the header
+   judged only when followed by more than whitespace); a field of it is longer than the csv
+   module's limit (128 KiB); it has more fields than the header
    (one trailing empty field is none), or too few to hold every used column; a
    number cell is no number (``+1.5e3``, ``inf`` and the pandas NA words are numbers or
    missing; ``1,5``, ``0x1``, ``1_0`` are not); a value cell is empty, NaN or infinite.
@@ -301,7 +302,10 @@ def _row(
     text = raw.decode("utf-8", "replace").removesuffix("\r")
     if not text.strip():
         return None  # blank, or only spaces
-    cells = next(csv.reader([text], skipinitialspace=True))
+    try:
+        cells = next(csv.reader([text], skipinitialspace=True))
+    except csv.Error:  # a field longer than csv.field_size_limit(): a misshapen row
+        return Row(line, (math.nan,) * 6, None, 0, "cell", misshapen=True)
     if len(cells) == len(header) + 1 and cells[-1] == "":
         cells = cells[:-1]  # a trailing comma
     if len(cells) > len(header) or len(cells) < needed:
@@ -468,6 +472,7 @@ def _resolve_duplicates(rows: list[Row]) -> list[Row]:
 # the parser's messages by class: a reject's reason, a CDDFormatError's text
 REJECT_CLASSES = (
     ("a carriage return or NUL byte inside", "cell"),
+    ("a field longer than", "cell"),
     ("fields where the header has", "cell"),
     ("not a number", "cell"),
     ("(NaN or missing)", "cell"),

@@ -318,3 +318,13 @@ def test_real_files_agree_with_the_reference(name: str, path: str) -> None:
     data = file.read_bytes()
     parsed, error = parse_with(data, key, now, path)
     assert differences(reference_parse(data, key, now.value), parsed, error) == []
+
+
+def test_a_cell_past_the_csv_modules_limit_rejects_its_row() -> None:
+    """Was ``_csv.Error: field larger than field limit`` out of the row search (fuzz file
+    9000062905: a 144,499-character line beside a row with an extra field)."""
+    long = ROWS[1].replace("6980", "6" * 150_000)
+    extra = ROWS[3] + ",1,2"
+    reasons = rejected(body(ROWS[0], long, ROWS[2], extra, ROWS[4]))
+    assert sorted(reasons) == [3, 5]
+    assert "a field longer than 131,072 characters" in reasons[3]
