@@ -133,11 +133,17 @@ def series_recent_skill(series: str, actuals: pd.Series) -> float | None:
 @flow(name="evaluate", flow_run_name="evaluate {series}")
 def evaluate_flow(series: str) -> EvaluateOutcome:
     """Score the forecasts of ``series`` that have final candles at all their targets."""
-    logger = get_run_logger()
     series = SeriesKey.parse(series).key
+    return evaluate_series(series, final_candles(series, None))
+
+
+def evaluate_series(series: str, candles: pd.DataFrame) -> EvaluateOutcome:
+    """The evaluate flow's work on ``candles``, all final candles of ``series`` as read by the
+    caller (the pipeline reads them once for every step, `flows/pipeline.py`)."""
+    logger = get_run_logger()
     revised = find_revised(series)
     runs = find_unscored(series) + revised
-    actuals = final_candles(series, None)["close"]
+    actuals = candles["close"]
     scored = score_runs(runs, actuals) if runs else []
     rescored = len({run.id for run in revised} & {run.id for run in scored})
     version_ids = sorted({run.model_version_id for run in scored})

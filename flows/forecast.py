@@ -60,7 +60,12 @@ def serving_version(series: str, data_end: datetime, version_id: int | None) -> 
                 f"{data_end:%Y-%m-%d %H:%M}: run train_flow('{series}') first"
             )
         return version
-    version = get_version(get_engine(), version_id)
+    return check_serves(get_version(get_engine(), version_id), series, data_end)
+
+
+def check_serves(version: VersionInfo, series: str, data_end: datetime) -> VersionInfo:
+    """``version``, when it may forecast ``series`` from candles ending at ``data_end``; else a
+    ValueError saying why not."""
     # a global version forecasts every series of its timeframe, new ones at once
     serves = version.series == series and version.model_group is None
     if version.model_group is not None:
@@ -121,7 +126,16 @@ def forecast_flow(
     series = SeriesKey.parse(series).key
     candles = final_candles(series, as_of)
     version = serving_version(series, candles.index[-1].to_pydatetime(), version_id)
-    forecasts = make_forecasts(serving_model(version), candles, series)
+    return forecast_series(series, candles, version, serving_model(version), kind)
+
+
+def forecast_series(
+    series: str, candles: pd.DataFrame, version: VersionInfo, serving: ServingModel, kind: RunKind
+) -> ForecastOutcome:
+    """Forecast ``series`` after ``candles`` (its final candles, as read by the caller) with
+    ``version``'s model ``serving`` and store the run: the forecast flow's work, and the
+    pipeline's with the candles and the model it holds (`flows/pipeline.py`)."""
+    forecasts = make_forecasts(serving, candles, series)
     written = store_forecasts(series, version, forecasts, kind)
     served = written.served
     create_markdown_artifact(

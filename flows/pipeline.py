@@ -27,12 +27,18 @@ from db.registry import ModelScope, VersionInfo, train_outcome
 from flows.charts import forecast_png
 from flows.config import DB_RETRY
 from flows.dispatch import DispatchError, dispatch
-from flows.evaluate import EvaluateOutcome, evaluate_flow
-from flows.forecast import ForecastOutcome, forecast_flow
+from flows.evaluate import EvaluateOutcome, evaluate_series
+from flows.forecast import ForecastOutcome, check_serves, forecast_series
 from flows.ingest import IngestResult, ingest_series_task
-from flows.tasks import final_candles, one_run_at_a_time
-from flows.train import TRAIN_TIMEOUT_S, TrainOutcome, train_flow
-from forecaster import forecast_problem
+from flows.tasks import (
+    ServingModel,
+    final_candles,
+    one_run_at_a_time,
+    scope_candles,
+    serving_model,
+)
+from flows.train import TRAIN_TIMEOUT_S, TrainOutcome, model_scope, train_scope
+from forecaster import LSTMForecaster, forecast_problem
 from settings import get_settings
 
 DEFAULT_CHART_DIR = Path("cddf-data/charts")
@@ -89,21 +95,29 @@ def draw_chart(series: str, candles: pd.DataFrame, forecasts: pd.DataFrame) -> t
 
 
 @task(cache_policy=NO_CACHE, timeout_seconds=TRAIN_TIMEOUT_S, task_run_name="train {series}")
-def train_here(series: str, group: list[str] | None = None) -> TrainOutcome:
-    """The train flow's work in this process, as a task run of the series (see ``run_series``)."""
-    return train_flow.fn(series, mode="auto", group=group)
+def train_here(
+    series: str, group: list[str] | None, candles: dict[str, pd.DataFrame]
+) -> tuple[TrainOutcome, LSTMForecaster]:
+    """The train flow's work in this process on the ``candles`` the pipeline read, as a task
+    run of the series (see ``run_series``); its outcome and the model of its version."""
+    scope, config = model_scope(series, group)
+    return train_scope(scope, config, "auto", candles)
 
 
-def train(scope: ModelScope) -> Trained:
-    """Train ``scope``'s model in-process, or dispatch the configured train deployment and
-    wait for it (a global model: once for its group)."""
+def train(
+    scope: ModelScope, candles: dict[str, pd.DataFrame]
+) -> tuple[Trained, ServingModel | None]:
+    """Train ``scope``'s model on ``candles`` in-process, or dispatch the configured train
+    deployment and wait for it (a global model: once for its group); the model to forecast
+    with when it is in this process (None: load it from the version's artifact)."""
     deployment = get_settings().train_deployment
     parameters = {"series": scope.members[0], "mode": "auto"}
     if scope.group is not None:
         parameters = {"series": scope.group, "mode": "auto", "group": list(scope.members)}
     if not deployment:
-        outcome = train_here(parameters["series"], parameters.get("group"))
-        return Trained(outcome.action, outcome.version, "in-process")
+        outcome, model = train_here(parameters["series"], parameters.get("group"), candles)
+        return Trained(outcome.action, outcome.version, "in-process"), ServingModel(model)
+    # the train run reads its candles again: it runs in another process, perhaps another machine
     child = dispatch(
         deployment,
         parameters,
@@ -112,7 +126,7 @@ def train(scope: ModelScope) -> Trained:
         via="CDDF_TRAIN_DEPLOYMENT",
         timeout_setting="CDDF_TRAIN_DISPATCH_TIMEOUT",
     )
-    return trained_by(scope, str(child.id), deployment)
+    return trained_by(scope, str(child.id), deployment), None
 
 
 @task(cache_policy=NO_CACHE, task_run_name="series {series}")
@@ -121,17 +135,22 @@ def run_series(
     source: str | None,
     trained: Trained | None = None,
     ingest: IngestResult | None = None,
+    candles: pd.DataFrame | None = None,
+    serving: ServingModel | None = None,
 ) -> SeriesOutcome:
     """One series through every step; the first failing step ends it (recorded, not raised).
 
-    A series of a global model comes with its group's ``trained`` model and ``ingest``
-    result: it only forecasts, evaluates and draws (or is skipped when too short).
+    The series' final candles are read once, after its ingest, and handed to each step; the
+    forecast uses the version the training step handed over and, trained here, its model.
+    A series of a global model comes with its group's ``trained`` model (``serving``), its
+    ``ingest`` result and ``candles`` (None: it has none to read, see ``run_group``): it only
+    forecasts, evaluates and draws (or is skipped when too short).
 
-    The train, forecast and evaluate flows run here as this task run's work (their ``.fn``),
-    not as subflows: a subflow costs about a second of orchestration (its flow run's creation,
-    state changes and, in Prefect 3.9, the join of its heartbeat thread), more than a fine-tune
-    day's whole work for a series (docs/benchmarks.md, many series). Their tasks still show,
-    nested in this one; train keeps its timeout (``train_here``).
+    The train, forecast and evaluate flows' work runs here as this task run's (plain
+    functions), not as subflows: a subflow costs about a second of orchestration (its flow
+    run's creation, state changes and, in Prefect 3.9, the join of its heartbeat thread), more
+    than a fine-tune day's whole work for a series (docs/benchmarks.md, many series). Their
+    tasks still show, nested in this one; train keeps its timeout (``train_here``).
     """
     outcome = SeriesOutcome(series, ingest=ingest, trained=trained)
     step = "ingest"
@@ -141,17 +160,24 @@ def run_series(
                 outcome.ingest = ingest_series_task(series, source)
                 step = "train"  # one run at a time from here (a global group: run_group's)
                 held.enter_context(one_run_at_a_time(series))
-                outcome.trained = train(ModelScope.of_series(series))
-            elif problem := too_short(series):
-                outcome.skipped = problem
-                get_run_logger().warning("%s: not forecast: %s", series, problem)
-                return outcome
+                candles = final_candles(series, None)
+                outcome.trained, serving = train(ModelScope.of_series(series), {series: candles})
+            else:
+                if candles is None:  # none stored: fails here as it fails a series' own model
+                    candles = final_candles(series, None)
+                if problem := too_short(series, candles):
+                    outcome.skipped = problem
+                    get_run_logger().warning("%s: not forecast: %s", series, problem)
+                    return outcome
             step = "forecast"
-            outcome.forecast = forecast_flow.fn(series, version_id=outcome.trained.version.id)
+            version = outcome.trained.version
+            check_serves(version, series, candles.index[-1].to_pydatetime())
+            if serving is None:  # trained in another process: its model is in the registry
+                serving = serving_model(version)
+            outcome.forecast = forecast_series(series, candles, version, serving, "daily")
             step = "evaluate"
-            outcome.evaluate = evaluate_flow.fn(series)
+            outcome.evaluate = evaluate_series(series, candles)
         step = "chart"
-        candles = final_candles(series, None)
         outcome.chart, outcome.chart_png = draw_chart(series, candles, outcome.forecast.forecasts)
     except Exception as error:  # isolate the series: record and log, the others go on
         outcome.failed_step, outcome.error = step, error
@@ -180,22 +206,25 @@ def dispatch_series(series: str, source: str | None) -> SeriesOutcome:
     return outcome
 
 
-def too_short(series: str) -> str | None:
+def too_short(series: str, candles: pd.DataFrame) -> str | None:
     """Why a global model's series cannot be forecast yet (too little history), or None."""
     config = get_settings().series_config(series).forecaster
-    return forecast_problem(final_candles(series, None).index, config)
+    return forecast_problem(candles.index, config)
 
 
 def run_group(timeframe: str, members: list[str], source: str | None) -> list[SeriesOutcome]:
-    """A global model's series: ingest each, train the model once, then forecast each."""
+    """A global model's series: ingest each, read their final candles once, train the model
+    once, then forecast each."""
     parallel = max(1, min(get_settings().max_parallel_series, len(members)))
     with ThreadPoolTaskRunner(max_workers=parallel) as runner:
         ingests = [runner.submit(ingest_step, {"series": key, "source": source}) for key in members]
         outcomes = [future.result() for future in ingests]
+    scope = ModelScope.of_group(timeframe, members)
     with ExitStack() as held:
         try:  # one run of the group at a time trains it and forecasts its series
             held.enter_context(one_run_at_a_time(f"global-{timeframe}"))
-            trained = train(ModelScope.of_group(timeframe, members))
+            candles = scope_candles(scope, None)  # members without any are left out, named
+            trained, serving = train(scope, candles)
         except Exception as error:  # every series of the group fails at its training
             get_run_logger().error("global %s model: training failed: %s", timeframe, error)
             for outcome in outcomes:
@@ -207,7 +236,14 @@ def run_group(timeframe: str, members: list[str], source: str | None) -> list[Se
             futures = [
                 runner.submit(
                     run_series,
-                    {"series": o.series, "source": source, "trained": trained, "ingest": o.ingest},
+                    {
+                        "series": o.series,
+                        "source": source,
+                        "trained": trained,
+                        "ingest": o.ingest,
+                        "candles": candles.get(o.series),
+                        "serving": serving,
+                    },
                 )
                 for o in ready
             ]

@@ -204,7 +204,19 @@ def train_flow(
     """Retrain or fine-tune ``series``'s model on its final candles up to ``as_of`` (with
     ``group``: the global model of timeframe ``series`` on the group's series)."""
     scope, config = model_scope(series, group)
-    candles = scope_candles(scope, as_of)
+    outcome, _ = train_scope(scope, config, mode, scope_candles(scope, as_of))
+    return outcome
+
+
+def train_scope(
+    scope: ModelScope,
+    config: SeriesConfig,
+    mode: TrainMode,
+    candles: dict[str, pd.DataFrame],
+) -> tuple[TrainOutcome, LSTMForecaster]:
+    """The train flow's work on ``candles`` (each member's final candles, as read by the
+    caller); the outcome and the model of its version, loaded or just trained, for the caller
+    to forecast with (the pipeline's, `flows/pipeline.py`)."""
     plan, parent, model = _plan(scope, mode, candles, config)
     get_run_logger().info("%s: %s — %s", scope.label, plan.action, plan.reason)
     version = parent
@@ -220,11 +232,11 @@ def train_flow(
                 scope, plan.action, model, candles, parent, seconds, config.version_config()
             )
         )
-    assert version is not None  # a keep has a parent
+    assert version is not None and model is not None  # a keep has a parent and its model
     outcome = TrainOutcome(scope.name, plan.action, plan.reason, version)
-    if flow_run.id:  # whoever dispatched this run serves what it did (flows/daily.py)
+    if flow_run.id:  # whoever dispatched this run serves what it did (flows/pipeline.py)
         record_outcome(scope, outcome)
-    return outcome
+    return outcome, model
 
 
 @task(cache_policy=NO_CACHE, **DB_RETRY)

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 import flows.pipeline as pipeline_module
+import flows.tasks as tasks_module
 import flows.train as train_module
 from cdd.series_key import SeriesKey
 from db.engine import make_engine
@@ -38,6 +39,7 @@ from db.registry import versions
 from flows.cli import app
 from flows.daily import DailyRunFailed, daily_flow
 from flows.dispatch import DispatchError, DispatchFailed, DispatchTimeout, dispatch
+from flows.forecast import forecast_flow
 from flows.train import train_flow
 from settings import SettingsError, get_settings
 from tests.flows.cdd_files import make_cdd_csv
@@ -214,8 +216,8 @@ def test_series_run_side_by_side_bounded_by_max_parallel_series(
 def test_daily_forecasts_with_the_version_its_training_step_handed_over(service, cdd, monkeypatch):
     handed_over = pipeline_module.train
 
-    def train_then_another_run_registers_a_newer_version(scope):
-        trained = handed_over(scope)
+    def train_then_another_run_registers_a_newer_version(scope, candles):
+        trained = handed_over(scope, candles)
         train_flow(scope.members[0], mode="retrain")  # e.g. a backfill finishing right now
         return trained
 
@@ -224,6 +226,34 @@ def test_daily_forecasts_with_the_version_its_training_step_handed_over(service,
     [outcome] = daily_flow()
     assert outcome.forecast.model_version_id == outcome.trained.version.id
     assert versions(service, SERIES)[-1].id != outcome.trained.version.id
+
+
+@SQLITE_ONLY
+def test_a_series_daily_run_reads_its_final_candles_and_its_model_once(service, cdd, monkeypatch):
+    """Read once after the ingest and handed to train, forecast, evaluate and the chart (they
+    read them four times); the forecast uses the model the training step holds (it loaded the
+    version's artifact again)."""
+    reads: list[str] = []
+    for name in ("load_candles", "load_artifact"):
+        real = getattr(tasks_module, name)
+
+        def counting(engine, what, *args, _real=real, _name=name, **kwargs):
+            reads.append(_name)
+            return _real(engine, what, *args, **kwargs)
+
+        monkeypatch.setattr(tasks_module, name, counting)
+    cdd(N_CANDLES)
+    [first] = daily_flow()
+    assert first.trained.action == "retrain" and first.failed_step is None
+    assert reads == ["load_candles"]  # the model just trained forecasts: no artifact read
+    rebuilt = forecast_flow(SERIES, version_id=first.trained.version.id)  # from its artifact
+    assert rebuilt.forecasts.equals(first.forecast.forecasts)  # the same forecast, to the bit
+    reads.clear()
+    cdd(N_CANDLES + HORIZON)
+    [second] = daily_flow()
+    assert second.trained.action == "finetune" and second.failed_step is None
+    assert reads == ["load_candles", "load_artifact"]  # the artifact once: to fine-tune it
+    assert second.forecast.model_version_id == second.trained.version.id
 
 
 @SQLITE_ONLY
