@@ -146,10 +146,7 @@ def test_changing_candles_after_as_of_leaves_its_forecast_unchanged(sqlite_servi
 
 
 def test_a_retrain_fits_on_the_newest_train_candles_as_the_daily_one(sqlite_service, monkeypatch):
-    from settings import get_settings
-
     monkeypatch.setenv("CDDF_TIMEFRAME_SETTINGS", json.dumps({"d": {"train_candles": 35}}))
-    get_settings.cache_clear()
     backfill_flow(SERIES, day(40), day(41), retrain_every=7)
     [retrained] = [v for v in versions(sqlite_service, SERIES) if v.kind == "retrain"]
     assert pd.Timestamp(retrained.train_last) == at(40)
@@ -275,10 +272,7 @@ def test_a_killed_backfill_is_rerun_after_its_lease(sqlite_service, monkeypatch,
     """A backfill killed with kill -9 holding the series' lock: the rerun waits, then runs."""
     from prefect.settings import PREFECT_API_URL
 
-    from settings import get_settings
-
     monkeypatch.setenv("CDDF_LOCK_LEASE_SECONDS", "2")
-    get_settings.cache_clear()
     holder = subprocess.Popen(
         [sys.executable, "-c", KILLED_BACKFILL, SERIES],
         cwd=ROOT,

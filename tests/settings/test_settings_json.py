@@ -20,9 +20,7 @@ from settings import SettingsError, get_settings
 )
 def test_malformed_json_names_the_line_column_and_text(monkeypatch, value, says):
     monkeypatch.setenv("CDDF_FORECASTER", value)
-    get_settings.cache_clear()
     with pytest.raises(SettingsError) as raised:
         get_settings()
     assert says in str(raised.value)
     assert "error parsing value" not in str(raised.value)
-    get_settings.cache_clear()
