@@ -16,11 +16,12 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 from flows import cli_render as render
+from flows.deployments import BACKFILL_DEFAULTS, DEPLOYMENTS
 
 if TYPE_CHECKING:
     from prefect.client.schemas.responses import DeploymentResponse
@@ -232,9 +233,6 @@ def list_series() -> None:
             typer.echo(render.holes_text(summary.key, holes))
 
 
-BACKFILL_DEFAULTS: dict[str, Any] = {"retrain_every": 7, "force": False}
-
-
 @app.command("backfill")
 def backfill(
     series: Annotated[str, typer.Option(help="Series key, e.g. Bitstamp_BTCUSD_d.")],
@@ -402,10 +400,8 @@ def source_hint(series: str, url: str | None = None) -> str:
 # runs their flow runs itself. Deployments of the same names that `prefect deploy` made for
 # work pools (a work pool, pull steps) are never replaced: serve refuses and says what to do,
 # or serves under other names with --name-prefix. Deployments a previous serve made are its
-# own and served again. On stop it pauses only the deployments it still serves.
-DAILY_CRON = "15 0 * * *"
-DAILY_TIMEZONE = "UTC"
-FLOWS = ("daily", "train", "series", "backfill")  # each flow's deployment has the flow's name
+# own and served again. On stop it pauses only the deployments it still serves. The deployments,
+# their schedule and parameters are flows/deployments.py's table, which prefect.yaml agrees with.
 
 
 @app.command("serve")
@@ -467,7 +463,7 @@ def served_names(name_prefix: str = "") -> list[str]:
     >>> served_names("local-")
     ['daily/local-daily', 'train/local-train', 'series/local-series', 'backfill/local-backfill']
     """
-    return [f"{flow}/{name_prefix}{flow}" for flow in FLOWS]
+    return [f"{d.name}/{name_prefix}{d.name}" for d in DEPLOYMENTS]
 
 
 def existing(names: Sequence[str]) -> dict[str, DeploymentResponse]:
@@ -531,23 +527,7 @@ def pause_served(names: Sequence[str]) -> list[str]:
 
 def served_deployments(name_prefix: str = "") -> list[RunnerDeployment]:
     """The deployments of prefect.yaml, as one process serves them (no work pools)."""
-    from prefect.schedules import Cron
-
-    from flows.backfill import backfill_flow
-    from flows.daily import daily_flow
-    from flows.series import series_flow
-    from flows.train import train_flow
-
-    return [
-        daily_flow.to_deployment(
-            name=f"{name_prefix}daily", schedule=Cron(DAILY_CRON, timezone=DAILY_TIMEZONE)
-        ),
-        train_flow.to_deployment(name=f"{name_prefix}train"),
-        series_flow.to_deployment(name=f"{name_prefix}series"),
-        backfill_flow.to_deployment(
-            name=f"{name_prefix}backfill", parameters=dict(BACKFILL_DEFAULTS)
-        ),
-    ]
+    return [deployment.served(name_prefix) for deployment in DEPLOYMENTS]
 
 
 @db_app.command("upgrade")

@@ -9,7 +9,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from flows.cli import BACKFILL_DEFAULTS, DAILY_CRON, DAILY_TIMEZONE, app, served_deployments
+from flows.cli import app, served_deployments
+from flows.deployments import BACKFILL_DEFAULTS, DEPLOYMENTS
 
 REPO = Path(__file__).resolve().parents[2]
 EXPECTED = {  # deployment: (entrypoint, pool, schedules)
@@ -68,8 +69,17 @@ def test_serve_offers_the_deployments_of_prefect_yaml(prefect_yaml):
             for s in deployment.schedules or []
         ]
         assert schedules == EXPECTED[name][2]
-    assert (DAILY_CRON, DAILY_TIMEZONE) == ("15 0 * * *", "UTC")
     assert served["backfill"].parameters == BACKFILL_DEFAULTS
+
+
+def test_prefect_yaml_agrees_with_the_table_serve_reads(prefect_yaml):
+    """One table (flows/deployments.py) for serve; prefect.yaml must say the same."""
+    declared = [
+        (d["name"], d["entrypoint"], d["schedules"], d.get("parameters") or {})
+        for d in prefect_yaml["deployments"]
+    ]
+    table = [(d.name, d.entrypoint, list(d.schedules), d.parameters) for d in DEPLOYMENTS]
+    assert declared == table
 
 
 def test_serve_without_a_prefect_server_says_how_to_start_one():
