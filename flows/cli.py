@@ -59,6 +59,8 @@ app.add_typer(db_app, name="db")
 TERM_GRACE_S = 5.0
 TERM_EXIT_CODE = 128 + signal.SIGTERM
 _watching: list[threading.Thread] = []
+_said: list[bool] = []
+_SAID_LOCK = threading.Lock()
 
 
 @app.callback()
@@ -89,17 +91,27 @@ def end_on_sigterm() -> None:
 
 
 def _exit_now(signum: int, frame: object) -> None:
+    _say_stopping()  # here too: the process may be gone before the watch thread runs
     raise SystemExit(128 + signum)
 
 
-def _exit_after_sigterm(read_end: int) -> None:
-    while signal.SIGTERM not in os.read(read_end, 512):
-        pass
+def _say_stopping() -> None:
+    """The one line a SIGTERM prints, once, by whichever of the handler and the watch is first."""
+    with _SAID_LOCK:
+        if _said:
+            return
+        _said.append(True)
     print(
         f"cdd-forecast: SIGTERM received: stopping; this process ends within {TERM_GRACE_S:g} s",
         file=sys.stderr,
         flush=True,
     )
+
+
+def _exit_after_sigterm(read_end: int) -> None:
+    while signal.SIGTERM not in os.read(read_end, 512):
+        pass
+    _say_stopping()
     threading.Event().wait(TERM_GRACE_S)
     for stream in (sys.stdout, sys.stderr):
         try:
