@@ -23,7 +23,7 @@ The run logs show a line per as_of and the model's per-epoch training lines.
 
 A series whose timeframe has ``model_scope: "timeframe"`` walks forward with its group's global
 model instead, as the daily run serves it: the group is the series of ``CDDF_SERIES`` of that
-timeframe (the daily run's, `flows.config.global_groups`) and the series itself. At each block
+timeframe (the daily run's, `flows.scopes.global_groups`) and the series itself. At each block
 start the global model is retrained on every member's final candles up to the as_of (a member
 with none yet is left out, one too short is kept out of training as `flows.train` does)
 and fine-tuned on their newest windows at each step in between; every version is registered as
@@ -66,9 +66,13 @@ from flows.backfill_plan import (
     minimum_history,
     plan_backfill,
 )
-from flows.config import DB_RETRY, series_config, serving_scope, training_progress
+from flows.candles import scope_candles
 from flows.evaluate import evaluate_flow
-from flows.tasks import load_model, register, scope_candles, store_forecasts, version_record
+from flows.retry import DB_RETRY
+from flows.scopes import series_config, serving_scope
+from flows.served import store_forecasts
+from flows.train_progress import training_progress
+from flows.versions import load_model, register, version_record
 from forecaster import ArtifactError
 from forecaster.backtest import BacktestPolicy, walk_forward_steps
 from settings import SeriesConfig, get_settings

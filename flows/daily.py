@@ -32,9 +32,9 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from cdd.client import refuse_credentials
-from flows.config import global_groups
 from flows.ingest import plan_series
 from flows.pipeline import SeriesOutcome, run_group, run_side_by_side
+from flows.scopes import global_groups
 from flows.summary import publish
 from settings import SettingsError, get_settings
 

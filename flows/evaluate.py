@@ -30,8 +30,9 @@ from db.forecasts import (
     write_run_metrics,
     write_version_metrics,
 )
-from flows.config import DB_RETRY, RECENT_RUNS
-from flows.tasks import final_candles
+from flows.candles import final_candles
+from flows.retry import DB_RETRY
+from flows.scopes import RECENT_RUNS
 from forecaster.metrics import score_forecasts
 
 

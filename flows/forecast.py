@@ -7,7 +7,7 @@
 Point in time: only candles up to ``as_of`` and a version trained on data up to it are used.
 The stored ``value`` and bounds are the served forecast: the LSTM's, naive and drift
 aggregated with weights learnt from the series' forecasts scored by ``as_of``, with
-intervals whose scale tracks their realised coverage (flows/aggregate.py); the LSTM's own
+intervals whose scale tracks their realised coverage (flows/served.py); the LSTM's own
 forecast is stored beside it (``lstm_value`` …) and the weights in ``forecast_weights``.
 Without ``version_id`` the newest such version serves (a forecast run on its own); a caller
 that holds a version passes it, so that another run registering a newer one in between cannot
@@ -31,8 +31,11 @@ from cdd.series_key import SeriesKey, timeframe_of
 from db.engine import get_engine
 from db.forecasts import RunKind
 from db.registry import VersionInfo, get_version, latest_version
-from flows.config import DB_RETRY, serving_scope
-from flows.tasks import ServingModel, final_candles, serving_model, store_forecasts
+from flows.candles import final_candles
+from flows.retry import DB_RETRY
+from flows.scopes import serving_scope
+from flows.served import store_forecasts
+from flows.versions import ServingModel, serving_model
 from forecaster.aggregate import QUANTITIES
 from forecaster.baselines import naive_forecast
 

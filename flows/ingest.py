@@ -32,7 +32,7 @@ from db.engine import get_engine
 from db.ingest_rejects import store_rejects
 from db.ingest_runs import finish_run, last_validators, start_run
 from db.revisions import RevisionLimits
-from flows.config import DB_RETRY
+from flows.retry import DB_RETRY
 from settings import get_settings
 
 

@@ -24,20 +24,16 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from db.engine import get_engine
 from db.registry import ModelScope, VersionInfo, train_outcome
+from flows.candles import final_candles, scope_candles
 from flows.charts import forecast_png
-from flows.config import DB_RETRY
 from flows.dispatch import DispatchError, dispatch
 from flows.evaluate import EvaluateOutcome, evaluate_series
 from flows.forecast import ForecastOutcome, check_serves, forecast_series
 from flows.ingest import IngestResult, ingest_series_task
-from flows.tasks import (
-    ServingModel,
-    final_candles,
-    one_run_at_a_time,
-    scope_candles,
-    serving_model,
-)
+from flows.leases import one_run_at_a_time
+from flows.retry import DB_RETRY
 from flows.train import TRAIN_TIMEOUT_S, TrainOutcome, model_scope, train_scope
+from flows.versions import ServingModel, serving_model
 from forecaster import LSTMForecaster, forecast_problem
 from settings import get_settings
 

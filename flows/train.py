@@ -53,9 +53,12 @@ from db.registry import (
     latest_version,
     record_train_outcome,
 )
-from flows.config import DB_RETRY, RECENT_RUNS, series_config, training_progress
-from flows.tasks import load_model, register, scope_candles, version_record
+from flows.candles import scope_candles
+from flows.retry import DB_RETRY
+from flows.scopes import RECENT_RUNS, series_config
 from flows.train_policy import TrainPlan, auto_plan
+from flows.train_progress import training_progress
+from flows.versions import load_model, register, version_record
 from forecaster import ArtifactError, LSTMForecaster
 from forecaster.backtest import newest_candles
 from forecaster.metrics import score_forecasts

@@ -53,15 +53,15 @@ def start_service(monkeypatch: pytest.MonkeyPatch) -> Engine:
 def count_rebuilt_models(monkeypatch) -> list[int]:
     """The ids of the versions whose artifact is rebuilt into a model from now on (in order),
     starting with no model loaded by an earlier test."""
-    import flows.tasks
+    import flows.versions
 
     rebuilt: list[int] = []
-    real = flows.tasks._from_bytes
+    real = flows.versions._from_bytes
 
     def counted(blob: bytes, version):
         rebuilt.append(version.id)
         return real(blob, version)
 
-    monkeypatch.setattr(flows.tasks, "_from_bytes", counted)
-    monkeypatch.setattr(flows.tasks, "_served", type(flows.tasks._served)())
+    monkeypatch.setattr(flows.versions, "_from_bytes", counted)
+    monkeypatch.setattr(flows.versions, "_served", type(flows.versions._served)())
     return rebuilt

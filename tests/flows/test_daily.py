@@ -27,9 +27,10 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
+import flows.candles
 import flows.pipeline as pipeline_module
-import flows.tasks as tasks_module
 import flows.train as train_module
+import flows.versions
 from cdd.series_key import SeriesKey
 from db.engine import make_engine
 from db.forecast_tables import ForecastMetric, ForecastRun, ModelVersion
@@ -234,14 +235,14 @@ def test_a_series_daily_run_reads_its_final_candles_and_its_model_once(service, 
     read them four times); the forecast uses the model the training step holds (it loaded the
     version's artifact again)."""
     reads: list[str] = []
-    for name in ("load_candles", "load_artifact"):
-        real = getattr(tasks_module, name)
+    for module, name in ((flows.candles, "load_candles"), (flows.versions, "load_artifact")):
+        real = getattr(module, name)
 
         def counting(engine, what, *args, _real=real, _name=name, **kwargs):
             reads.append(_name)
             return _real(engine, what, *args, **kwargs)
 
-        monkeypatch.setattr(tasks_module, name, counting)
+        monkeypatch.setattr(module, name, counting)
     cdd(N_CANDLES)
     [first] = daily_flow()
     assert first.trained.action == "retrain" and first.failed_step is None

@@ -420,7 +420,7 @@ def test_task_retries_an_unreachable_database_only(prefect_harness) -> None:
     from sqlalchemy.exc import OperationalError
 
     from cdd.errors import CDDFormatError, CDDNetworkError
-    from flows.config import outage
+    from flows.retry import outage
 
     refused = OperationalError("connect", {}, ConnectionRefusedError("refused"))
     assert outage(None, None, Failed(data=refused))

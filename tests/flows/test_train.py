@@ -25,9 +25,9 @@ from db.registry import (
     load_artifact,
     versions,
 )
+from flows.candles import as_utc
 from flows.evaluate import evaluate_flow
 from flows.forecast import forecast_flow
-from flows.tasks import as_utc
 from flows.train import train_flow
 from forecaster import ArtifactError, LSTMForecaster
 from tests.flows.forecast_service import (
@@ -254,7 +254,7 @@ import logging, sys
 handler = logging.StreamHandler(sys.stdout)
 logging.getLogger("forecaster").addHandler(handler)
 logging.getLogger("forecaster").setLevel(logging.INFO)
-from flows.tasks import as_utc
+from flows.candles import as_utc
 from flows.train import train_flow
 train_flow("Bitstamp_BTCUSD_d", mode="retrain")
 """
@@ -276,7 +276,7 @@ def test_training_progress_restores_the_level_after_trainings_that_overlap():
     import logging
     import threading
 
-    from flows.config import training_progress
+    from flows.train_progress import training_progress
 
     log = logging.getLogger("forecaster")
     before = log.level

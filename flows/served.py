@@ -1,9 +1,10 @@
-"""The served forecast of a run, from the LSTM's forecast and the series' own scored record.
+"""The served forecast of a run, from the LSTM's forecast and the series' own scored record,
+and storing it.
 
     served = served_forecast("Bitstamp_BTCUSD_d", lstm_forecasts)
     served.forecasts["value"], served.weights, served.summary()
 
-Every forecast the service stores goes through here (`flows.tasks.store_forecasts`: the
+Every forecast the service stores goes through here (`store_forecasts` below: the
 forecast flow, the daily flow and backfills alike), so that history is reproducible: the
 served forecast as of t depends only on the candles up to t and the forecasts scored by then
 (`forecaster.aggregate`).
@@ -14,12 +15,50 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pandas as pd
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 
 from cdd.series_key import SeriesKey
 from db.aggregation import recent_closes, scored_record
 from db.engine import get_engine
-from db.forecasts import WrittenRun
+from db.forecasts import RunKind, WrittenRun, write_forecast_run
+from db.registry import VersionInfo
+from flows.retry import DB_RETRY
 from forecaster.aggregate import RECORD_ROUNDS, REFERENCE_PERIODS, Served, serve
+
+
+@task(cache_policy=NO_CACHE, **DB_RETRY)
+def store_forecasts(
+    series: str, version: VersionInfo, forecasts: pd.DataFrame, kind: RunKind
+) -> ServedRun:
+    """Serve the aggregate of the LSTM's ``forecasts`` (``served_forecast``) and write the run
+    with its weights, replacing an earlier run of the same as_of and version."""
+    run_id = str(flow_run.id) if flow_run.id else None
+    served = served_forecast(series, forecasts)
+    written = write_forecast_run(
+        get_engine(),
+        series,
+        version.id,
+        served.forecasts,
+        kind=kind,
+        flow_run_id=run_id,
+        weights=served.weights,
+    )
+    logger = get_run_logger()
+    (logger.warning if served.from_prior else logger.info)(
+        "%s as of %s: served forecast: %s", series, written.run.as_of, served.summary()
+    )
+    logger.info(
+        "%s: %s run %d as of %s with model version %d (%d forecasts)",
+        series,
+        "replaced" if written.replaced else "wrote",
+        written.run.id,
+        written.run.as_of,
+        version.id,
+        written.n_forecasts,
+    )
+    return ServedRun(written.run, written.replaced, written.n_forecasts, served)
 
 
 @dataclass(frozen=True)
