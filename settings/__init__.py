@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     train_dispatch_timeout: Positive = 3 * 3600.0
     series_dispatch_timeout: Positive = 12 * 3600.0
     chart_dir: Path | None = None
+    # weights kept per model scope besides the serving version and its retrain parent: older
+    # versions keep their row, lineage, metrics and checksum, not their bytes (db/retention.py)
+    keep_versions: Annotated[int, Field(ge=0)] = 3
+    # a train run that finds no usable GPU fails instead of training on CPU (flows/train.py)
+    require_gpu: bool = False
     # model settings: every series, per timeframe, per series (JSON objects; see series.py)
     forecaster: dict[str, Any] = Field(default_factory=dict)
     timeframe_settings: dict[str, ModelSettings] = Field(default_factory=dict)
