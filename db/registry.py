@@ -332,7 +332,8 @@ def load_artifact(engine: Engine, version_id: int) -> bytes:
     artifact = bytes(artifact)
     if not artifact:
         raise ArtifactNotKeptError(
-            f"model version {version_id} of {series}: its weights were not kept (an "
+            f"model version {version_id} of {series}: its weights were not kept (older "
+            f"than the CDDF_KEEP_VERSIONS recent versions, pruned by db/retention.py, or an "
             f"intermediate step of a backfill); forecast with a later version, or retrain"
         )
     actual = sha256(artifact)

@@ -639,5 +639,45 @@ def roles(
             )
 
 
+@db_app.command("prune")
+def prune(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print what would go; change nothing.")
+    ] = False,
+) -> None:
+    """Drop the weights of model versions that can no longer serve or be rolled back.
+
+    Each model keeps its serving version, the retrain it descends from and CDDF_KEEP_VERSIONS
+    recent ones; older versions keep their rows, metrics and forecasts (db/retention.py).
+    A model a run is working on is skipped and pruned next time. The daily run prunes too.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from db.retention import prune as prune_database
+    from settings import get_settings
+
+    engine = _engine()
+    keep = get_settings().keep_versions
+    try:
+        report = prune_database(engine, keep_versions=keep, dry_run=dry_run)
+    except SQLAlchemyError as error:
+        cause = getattr(error, "orig", None) or error
+        _fail(f"cannot prune: {type(cause).__name__}: {cause}; check CDDF_DATABASE_URL")
+    verb = "would drop" if dry_run else "dropped"
+    for scope in report.scopes:
+        if scope.dropped:
+            typer.echo(
+                f"{scope.scope}: {verb} versions {', '.join(map(str, scope.dropped))} "
+                f"({scope.freed_bytes / 1e6:.1f} MB); kept {', '.join(map(str, scope.kept))} "
+                f"(serving {scope.serving})"
+            )
+    typer.echo(report.summary())
+    if engine.dialect.name == "postgresql" and report.bytes_freed and not dry_run:
+        typer.echo(
+            "autovacuum makes the space reusable; to return it to the operating system run "
+            "VACUUM FULL model_versions when no run is due (it locks the table)"
+        )
+
+
 if __name__ == "__main__":
     app()

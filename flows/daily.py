@@ -34,6 +34,7 @@ from prefect.runtime import flow_run
 from cdd.client import refuse_credentials
 from flows.ingest import plan_series
 from flows.pipeline import SeriesOutcome, run_group, run_side_by_side
+from flows.retention import prune_after_run
 from flows.scopes import global_groups
 from flows.summary import publish
 from settings import SettingsError, get_settings
@@ -76,6 +77,7 @@ def daily_flow(series: list[str] | None = None, source: str | None = None) -> li
         outcomes += run_group(timeframe, members, source)
     outcomes.sort(key=lambda outcome: keys.index(outcome.series))
     publish(outcomes)
+    prune_after_run()  # the weights no model can serve or roll back to (db/retention.py)
     failed = [outcome for outcome in outcomes if outcome.failed_step]
     if failed:
         details = "; ".join(
