@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -34,11 +34,29 @@ def timeframe_of(key: str) -> str:
     return key.rsplit("_", 1)[-1]
 
 
-@dataclass(frozen=True)
-class SeriesKey:
+class SeriesKey(str):
+    """A valid series key: the key's text itself (a ``str``, equal to it, stored and shown as
+    it) with its parts. Parse a key once, where it enters (a CLI option, a flow's parameter,
+    ``CDDF_SERIES``), and hand the `SeriesKey` on: `of` takes one as it is.
+
+    As a flow parameter (``series: SeriesKey``) Prefect parses a text it is given and passes a
+    `SeriesKey` through; both are stored in Prefect's database as the key's text.
+
+    >>> SeriesKey.parse("Bitstamp_BTCUSD_d") == "Bitstamp_BTCUSD_d"
+    True
+    """
+
     exchange: str
     pair: str
     timeframe: str
+
+    def __new__(cls, exchange: str, pair: str, timeframe: str) -> SeriesKey:
+        key = super().__new__(cls, f"{exchange}_{pair}_{timeframe}")
+        key.exchange, key.pair, key.timeframe = exchange, pair, timeframe
+        return key
+
+    def __getnewargs__(self) -> tuple[str, str, str]:  # pickles (Prefect results) by its parts
+        return self.exchange, self.pair, self.timeframe
 
     @classmethod
     def parse(cls, key: str) -> SeriesKey:
@@ -60,9 +78,26 @@ class SeriesKey:
                 )
         return cls(match["exchange"], match["pair"], match["timeframe"])
 
+    @classmethod
+    def of(cls, key: str) -> SeriesKey:
+        """``key`` itself when it is a `SeriesKey` already (parsed where it entered), else
+        parsed."""
+        return key if isinstance(key, SeriesKey) else cls.parse(key)
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_plain_validator_function(
+            cls.of,
+            json_schema_input_schema=core_schema.str_schema(),
+            serialization=core_schema.to_string_ser_schema(),
+        )
+
     @property
     def key(self) -> str:
-        return f"{self.exchange}_{self.pair}_{self.timeframe}"
+        """The key's text as a plain ``str``."""
+        return str.__str__(self)
 
     @property
     def period(self) -> pd.Timedelta:
@@ -71,7 +106,10 @@ class SeriesKey:
 
     @property
     def file_name(self) -> str:
-        return f"{self.key}.csv"
+        return f"{self}.csv"
 
     def __str__(self) -> str:
-        return self.key
+        return str.__str__(self)
+
+    def __repr__(self) -> str:
+        return f"SeriesKey({str.__repr__(self)})"

@@ -3,7 +3,7 @@
 For example::
 
     with Session(engine) as session, session.begin():
-        counts = upsert_candles(session, SeriesKey.parse("Bitstamp_BTCUSD_d"), candles)
+        counts = upsert_candles(session, SeriesKey.of("Bitstamp_BTCUSD_d"), candles)
     counts  # -> UpsertCounts(inserted=3954, updated=0, unchanged=0, revised=0)
     load_candles(engine, "Bitstamp_BTCUSD_d", until=pd.Timestamp("2024-06-30", tz="UTC"))
 """
@@ -75,7 +75,7 @@ def upsert_candles(
     lock on SQLite), so they neither fail nor interleave; on SQLite a wait longer than the busy
     timeout raises SeriesBusyError.
     """
-    key = key if isinstance(key, SeriesKey) else SeriesKey.parse(key)
+    key = SeriesKey.of(key)
     frame = checked_frame(candles, key)
     now = dt.datetime.now(dt.UTC)
     dialect = session.get_bind().dialect.name
@@ -115,7 +115,7 @@ def load_candles(
             )
         dialect = engine.dialect.name
         if dialect == "postgresql":
-            period = SeriesKey.parse(key).period
+            period = SeriesKey.of(key).period
             return load_postgresql(connection, found, period, limit, final_only)
         if dialect == "sqlite":
             return load_sqlite(connection, found, limit, final_only)

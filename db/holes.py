@@ -45,7 +45,7 @@ class StoredHole:
 
 def series_holes(engine: Engine, series: str) -> list[StoredHole]:
     """Every hole of ``series`` (final or not), oldest first; [] for an unknown series."""
-    period = SeriesKey.parse(series).period.total_seconds()
+    period = SeriesKey.of(series).period.total_seconds()
     seconds = _SECONDS.get(engine.dialect.name)
     if seconds is None:
         raise ValueError(f"unsupported database {engine.dialect.name!r}: use SQLite or PostgreSQL")

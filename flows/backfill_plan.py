@@ -134,7 +134,7 @@ def check_parameters(
 ) -> str:
     """The series key, once the parameters that need no data are valid."""
     try:
-        key = SeriesKey.parse(series).key
+        key = SeriesKey.of(series).key
     except ValueError as error:
         raise BackfillError(f"unknown series: {error}") from None
     for name, value in (("retrain_every", retrain_every), ("parallel", parallel)):
@@ -205,7 +205,7 @@ def plan_backfill(
     if members is None:
         return BackfillPlan(series, as_ofs, retrain_every, visible, tuple(skipped))
     seen = {key: frame.loc[: as_ofs[-1]] for key, frame in members.items()}
-    group = SeriesKey.parse(series).timeframe
+    group = SeriesKey.of(series).timeframe
     return BackfillPlan(series, as_ofs, retrain_every, visible, tuple(skipped), group, seen)
 
 
@@ -220,7 +220,7 @@ def _first_as_of(
         return first_trainable(candles.index, config), "the model needs"
     if len(candles) < 2:  # no period to plan with; a forecast needs a window anyway
         return None, f"a forecast of it needs {config.window} candles and training needs"
-    group = SeriesKey.parse(series).timeframe
+    group = SeriesKey.of(series).timeframe
     fittable = (first_trainable(frame.index, config) for frame in members.values())
     return min((time for time in fittable if time is not None), default=None), (
         f"the global {group} model needs one series of {', '.join(members)} with"

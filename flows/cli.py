@@ -380,7 +380,7 @@ def unreachable_source(keys: list[str], source: str | None) -> str | None:
     settings = get_settings()
     checked: set[str] = set()
     for key in keys:
-        url = resolve_source(SeriesKey.parse(key), source)
+        url = resolve_source(SeriesKey.of(key), source)
         host = urlsplit(url).netloc
         if not is_http(url) or host in checked:
             continue

@@ -32,6 +32,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from cdd.client import refuse_credentials
+from cdd.series_key import SeriesKey
 from flows.ingest import plan_series
 from flows.pipeline import SeriesOutcome, run_group, run_side_by_side
 from flows.retention import prune_after_run
@@ -63,8 +64,14 @@ def _run_name() -> str:
 
 
 @flow(name="daily", flow_run_name=_run_name, timeout_seconds=DAILY_TIMEOUT_S)
-def daily_flow(series: list[str] | None = None, source: str | None = None) -> list[SeriesOutcome]:
-    """Ingest, train or fine-tune, forecast and evaluate each series (default CDDF_SERIES)."""
+def daily_flow(
+    series: list[SeriesKey] | None = None, source: str | None = None
+) -> list[SeriesOutcome]:
+    """Ingest, train or fine-tune, forecast and evaluate each series (default CDDF_SERIES).
+
+    ``series`` are parsed where they enter (a deployment's texts by Prefect's parameter
+    validation; the CLI's, already `SeriesKey`, as they are) and handed on as `SeriesKey`.
+    """
     settings = get_settings()  # a bad setting fails here, before any work
     refuse_credentials(source)  # a run made elsewhere (a deployment's) stops at once
     keys = plan_series(series, source)

@@ -134,7 +134,7 @@ def series_recent_skill(series: str, actuals: pd.Series) -> float | None:
 @flow(name="evaluate", flow_run_name="evaluate {series}")
 def evaluate_flow(series: str) -> EvaluateOutcome:
     """Score the forecasts of ``series`` that have final candles at all their targets."""
-    series = SeriesKey.parse(series).key
+    series = SeriesKey.of(series).key
     return evaluate_series(series, final_candles(series, None))
 
 

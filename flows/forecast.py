@@ -126,7 +126,7 @@ def forecast_flow(
 ) -> ForecastOutcome:
     """Forecast ``series`` from its final candles up to ``as_of`` with version ``version_id``
     (default: the newest version trained on data up to then)."""
-    series = SeriesKey.parse(series).key
+    series = SeriesKey.of(series).key
     candles = final_candles(series, as_of)
     version = serving_version(series, candles.index[-1].to_pydatetime(), version_id)
     return forecast_series(series, candles, version, serving_model(version), kind)

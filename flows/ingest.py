@@ -156,7 +156,7 @@ def ingest_series(
     An HTTP 304 (same ETag / Last-Modified as the last success) is recorded as not_modified.
     """
     started = time.perf_counter()
-    series = SeriesKey.parse(key)
+    series = SeriesKey.of(key)
     engine = engine or get_engine()
     url = resolve_source(series, source)
     shown = shown_url(url)  # the URL without its password: what logs and ingest_runs keep
@@ -277,7 +277,7 @@ def ingest_each(
                 accept_revisions=accept_revisions,
             )
         except Exception as error:  # each series fails alone; the result says why
-            url = shown_url(resolve_source(SeriesKey.parse(key), source))
+            url = shown_url(resolve_source(SeriesKey.of(key), source))
             result = IngestResult(key, url, "failed", error=f"{error}")
         yield result
 

@@ -14,6 +14,7 @@ artifacts for its one series and ends failed, naming the step, when a step faile
 from prefect import flow
 
 from cdd.client import refuse_credentials
+from cdd.series_key import SeriesKey
 from flows.pipeline import SeriesOutcome, run_series
 from flows.summary import publish
 from settings import get_settings
@@ -32,7 +33,7 @@ class SeriesRunFailed(RuntimeError):
 
 
 @flow(name="series", flow_run_name="series {series}", timeout_seconds=SERIES_TIMEOUT_S)
-def series_flow(series: str, source: str | None = None) -> SeriesOutcome:
+def series_flow(series: SeriesKey, source: str | None = None) -> SeriesOutcome:
     """Ingest, train or fine-tune, forecast and evaluate one series; fails naming the step."""
     get_settings().series_config(series)  # a bad setting fails here, before any work
     refuse_credentials(source)

@@ -71,7 +71,7 @@ class ServedRun(WrittenRun):
 def served_forecast(series: str, forecasts: pd.DataFrame) -> Served:
     """Aggregate ``forecasts`` (the LSTM's, with ``naive``, one as_of) into the served one."""
     engine = get_engine()
-    period = SeriesKey.parse(series).period
+    period = SeriesKey.of(series).period
     as_of = pd.Timestamp(forecasts["as_of"].iloc[0]).tz_convert("UTC")
     horizon = int(forecasts["horizon"].max())
     since = as_of - period * (REFERENCE_PERIODS + horizon + 1)

@@ -83,7 +83,7 @@ def model_scope(series: str, group: list[str] | None) -> tuple[ModelScope, Serie
     """The scope the flow's parameters name and its config; a ValueError names a bad series
     key, or a member of another timeframe or of a model of its own."""
     if not group:
-        key = SeriesKey.parse(series).key
+        key = SeriesKey.of(series)
         return ModelScope.of_series(key), series_config(key)
     timeframe = series
     strays = [key for key in group if timeframe_of(key) != timeframe]
