@@ -20,6 +20,7 @@ from forecaster.artifact import ArtifactError
 from forecaster.baselines import DriftForecaster, NaiveForecaster, SeasonalNaiveForecaster
 from forecaster.config import ForecasterConfig
 from forecaster.holes import Hole, HoleError, find_holes, first_trainable, forecast_problem
+from forecaster.limits import TrainingTimeout
 
 if TYPE_CHECKING:
     from forecaster.model import LSTMForecaster
@@ -34,6 +35,7 @@ __all__ = [
     "LSTMForecaster",
     "NaiveForecaster",
     "SeasonalNaiveForecaster",
+    "TrainingTimeout",
     "find_holes",
     "first_trainable",
     "forecast_problem",

@@ -22,8 +22,10 @@ from forecaster import artifact
 from forecaster.config import ForecasterConfig
 from forecaster.holes import fill_window, find_holes
 from forecaster.intervals import residual_quantiles, shrinkage
+from forecaster.limits import TimeLimit
 from forecaster.network import (
     EpochLog,
+    StopAtTimeLimit,
     build_network,
     device,
     fine_tune,
@@ -92,7 +94,9 @@ class LSTMForecaster:
 
     # training ---------------------------------------------------------------------------
 
-    def fit(self, candles: Candles | Mapping[str, Candles]) -> LSTMForecaster:
+    def fit(
+        self, candles: Candles | Mapping[str, Candles], *, time_limit: float | None = None
+    ) -> LSTMForecaster:
         """Train from scratch on every window of ``candles`` (the newest part validates).
 
         ``candles`` is one series' candles, or ``{series key: candles}`` of several series
@@ -101,7 +105,10 @@ class LSTMForecaster:
         ``calibration_`` says per series whether its intervals are its own or pooled.
         With ``config.series_embedding``, a global model also learns a vector per series
         (a series it was not trained on forecasts with the slot of "any series").
+        ``time_limit`` (seconds): checked after every batch, a fit still running then stops
+        with a `TrainingTimeout` and the model stays as it was.
         """
+        limit = TimeLimit.of(time_limit)
         cfg = self.config
         grouped = isinstance(candles, Mapping)
         if grouped:
@@ -148,7 +155,8 @@ class LSTMForecaster:
             batch_size=cfg.batch_size,
             shuffle=True,
             verbose=0,
-            callbacks=[stopper, EpochLog("fit", cfg.max_epochs)],
+            callbacks=[stopper, EpochLog("fit", cfg.max_epochs)]
+            + ([StopAtTimeLimit("fit", cfg.max_epochs, limit)] if limit else []),
         )
         self.train_seconds_ = time.perf_counter() - started
 
@@ -259,6 +267,8 @@ class LSTMForecaster:
         candles: Candles | Mapping[str, Candles],
         epochs: int = 5,
         learning_rate: float | None = None,
+        *,
+        time_limit: float | None = None,
     ) -> LSTMForecaster:
         """Fine-tune from the current weights on the newest ``finetune_windows`` windows.
 
@@ -270,8 +280,10 @@ class LSTMForecaster:
         the model too; one without a window is left out) and trains on them together:
         with N = ``config.group_finetune_windows`` (by default ``finetune_windows``), the
         newest N // k windows of each of the k series (at least one, at most
-        ``finetune_windows``).
+        ``finetune_windows``). ``time_limit`` (seconds) bounds it as it bounds `fit`; a
+        fine-tune stopped by it leaves the network part-trained: load the model again.
         """
+        limit = TimeLimit.of(time_limit)
         self._check_fitted()
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
             raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
@@ -313,7 +325,9 @@ class LSTMForecaster:
         set_learning_rate(self.network_, learning_rate or cfg.finetune_learning_rate)
         losses = self.history_.setdefault("finetune_loss", [])
         started = time.perf_counter()
-        losses += fine_tune(self.network_, x, y, epochs, cfg.batch_size, cfg.seed + len(losses))
+        losses += fine_tune(
+            self.network_, x, y, epochs, cfg.batch_size, cfg.seed + len(losses), limit
+        )
         self.last_update_loss_ = losses[-1]
         self.train_seconds_ += time.perf_counter() - started
         first, last = self.training_range_

@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import time
+from dataclasses import dataclass
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
 
@@ -21,13 +22,77 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from forecaster.config import ForecasterConfig  # noqa: E402
+from forecaster.limits import TimeLimit  # noqa: E402
 
 logger = logging.getLogger("forecaster")
+# where the NVIDIA driver shows itself on Linux (a container sees them only when given a GPU)
+NVIDIA_DRIVER_FILES = ("/proc/driver/nvidia/version", "/dev/nvidiactl")
 
 
 def device() -> str:
     """``"GPU"`` when TensorFlow sees a GPU (training and inference run there), else ``"CPU"``."""
     return "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+
+
+@dataclass(frozen=True)
+class DeviceReport:
+    """Where training runs: ``device`` "GPU" or "CPU", the GPUs TensorFlow can use, and with
+    none, why not (``reason``, saying what to check)."""
+
+    device: str
+    gpus: tuple[str, ...]
+    reason: str = ""
+
+    def describe(self) -> str:
+        if self.gpus:
+            return f"training runs on GPU ({', '.join(self.gpus)})"
+        return f"training runs on CPU: {self.reason}"
+
+
+def device_report() -> DeviceReport:
+    """Whether TensorFlow can train on a GPU here: it lists one and a small op runs on it.
+
+    >>> device_report().describe()   # doctest: +SKIP
+    'training runs on CPU: no NVIDIA driver is visible here (...)'
+    """
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        try:
+            with tf.device("/GPU:0"):
+                float(tf.reduce_sum(tf.ones((2, 2))))
+        except (RuntimeError, tf.errors.OpError) as error:
+            return DeviceReport(
+                "CPU",
+                (),
+                f"TensorFlow lists {len(gpus)} GPU(s) but cannot "
+                f"use them: {type(error).__name__}: {error}",
+            )
+        return DeviceReport("GPU", tuple(gpu.name for gpu in gpus))
+    return DeviceReport("CPU", (), _no_gpu_reason())
+
+
+def _no_gpu_reason() -> str:
+    """Why TensorFlow lists no GPU, as far as this process can tell."""
+    if not tf.test.is_built_with_cuda():
+        return (
+            f"TensorFlow {tf.__version__} is built without CUDA: install "
+            "'tensorflow[and-cuda]' (the Dockerfile's gpu target)"
+        )
+    if not any(os.path.exists(path) for path in NVIDIA_DRIVER_FILES):
+        return (
+            "no NVIDIA driver is visible here (no /proc/driver/nvidia/version): install the "
+            "driver on the host (nvidia-smi must work there) and give the container a GPU "
+            "(docker run --gpus all, or the compose service's device reservation, with the "
+            "NVIDIA Container Toolkit)"
+        )
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if hidden is not None and hidden.strip() in ("", "-1"):
+        return f"CUDA_VISIBLE_DEVICES={hidden!r} hides every GPU from TensorFlow"
+    return (
+        "an NVIDIA driver is there but TensorFlow lists no GPU: are its CUDA libraries "
+        "installed (pip install 'tensorflow[and-cuda]') and does the driver support CUDA "
+        f"{tf.sysconfig.get_build_info().get('cuda_version', '?')}? Run nvidia-smi to check"
+    )
 
 
 def build_network(config: ForecasterConfig, n_features: int, n_series: int = 0) -> keras.Model:
@@ -122,11 +187,13 @@ def fine_tune(
     epochs: int,
     batch_size: int,
     seed: int,
+    limit: TimeLimit | None = None,
 ) -> list[float]:
     """Train ``epochs`` shuffled passes batch by batch; the mean loss of each epoch.
 
     ``train_on_batch`` reuses the compiled train step, so a daily one-epoch update costs
-    milliseconds where ``fit`` would spend most of its time setting up.
+    milliseconds where ``fit`` would spend most of its time setting up. ``limit`` is checked
+    after every batch (`TrainingTimeout`).
     """
     order_rng = np.random.default_rng(seed)
     losses = []
@@ -138,6 +205,8 @@ def fine_tune(
             batch = order[first : first + batch_size]
             inputs = [part[batch] for part in x] if isinstance(x, list) else x[batch]
             total += float(network.train_on_batch(inputs, y[batch])) * len(batch)
+            if limit is not None:
+                limit.check(f"update epoch {epoch + 1}/{epochs}, batch {first // batch_size + 1}")
         losses.append(total / len(y))
         logger.info(
             "update epoch %d/%d loss %.4f (%.2fs)",
@@ -180,3 +249,18 @@ class EpochLog(keras.callbacks.Callback):
             losses,
             time.perf_counter() - self._started,
         )
+
+
+class StopAtTimeLimit(keras.callbacks.Callback):
+    """Ends ``fit`` with a `TrainingTimeout` after the batch during which ``limit`` ran out."""
+
+    def __init__(self, label: str, epochs: int, limit: TimeLimit) -> None:
+        super().__init__()
+        self.label, self.epochs, self.limit = label, epochs, limit
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.limit.check(f"{self.label} epoch {self._epoch + 1}/{self.epochs}, batch {batch + 1}")
