@@ -33,6 +33,8 @@ flow run id (`db.registry.record_train_outcome`): what a daily run that dispatch
 # function, and its parameters' annotations must travel as objects, not as names.
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -54,6 +56,7 @@ from db.registry import (
     record_train_outcome,
 )
 from flows.candles import scope_candles
+from flows.gpu import gpu_for_this_train_run
 from flows.retry import DB_RETRY
 from flows.scopes import RECENT_RUNS, series_config
 from flows.train_policy import TrainPlan, auto_plan
@@ -61,13 +64,15 @@ from flows.train_progress import training_progress
 from flows.versions import load_model, register, version_record
 from forecaster import ArtifactError, LSTMForecaster
 from forecaster.backtest import newest_candles
+from forecaster.limits import TimeLimit, TrainingTimeout
 from forecaster.metrics import score_forecasts
 from settings import SeriesConfig, get_settings
 
 TrainMode = Literal["auto", "retrain", "finetune"]
 # a daily series retrains in 11-31 s on 2 CPU cores (110 s on a loaded machine, first run
 # included), an hourly one in minutes (docs/benchmarks.md); a fit still going after 2 hours is
-# stuck or sized wrong (cap it with train_candles)
+# stuck or sized wrong (cap it with train_candles). The fit and fine-tune check it after every
+# batch themselves (train_scope): Prefect's timeout cannot interrupt a task in a worker thread.
 TRAIN_TIMEOUT_S = 2 * 3600
 
 
@@ -141,7 +146,7 @@ def fit_input(
 
 @task(cache_policy=NO_CACHE)
 def fit(
-    scope: ModelScope, candles: dict[str, pd.DataFrame], config: SeriesConfig
+    scope: ModelScope, candles: dict[str, pd.DataFrame], config: SeriesConfig, limit: TimeLimit
 ) -> LSTMForecaster:
     """Train a new model from scratch on each series' newest candles: ``train_candles`` at
     most (all if unset), a group's ``group_train_candles`` in all."""
@@ -162,19 +167,19 @@ def fit(
         max(frame.index[-1] for frame in frames.values()),
         max(len(frame) for frame in frames.values()),
     )
-    with training_progress():
-        return LSTMForecaster(config.forecaster).fit(newest)
+    with training_progress(), stopped_at(scope, limit):
+        return LSTMForecaster(config.forecaster).fit(newest, time_limit=time_left(limit))
 
 
 @task(cache_policy=NO_CACHE)
 def finetune(
-    scope: ModelScope, model: LSTMForecaster, candles: dict[str, pd.DataFrame]
+    scope: ModelScope, model: LSTMForecaster, candles: dict[str, pd.DataFrame], limit: TimeLimit
 ) -> LSTMForecaster:
     """Fine-tune the latest version on each series' newest windows (they hold the new candles;
     a group's new series too)."""
     trained_until = model.training_range_[1]
-    with training_progress():
-        model.update(fit_input(scope, candles))
+    with training_progress(), stopped_at(scope, limit):
+        model.update(fit_input(scope, candles), time_limit=time_left(limit))
     get_run_logger().info(
         "%s: fine-tuned the model trained up to %s on %d windows, the newest of %d series, up "
         "to %s",
@@ -207,6 +212,7 @@ def train_flow(
     """Retrain or fine-tune ``series``'s model on its final candles up to ``as_of`` (with
     ``group``: the global model of timeframe ``series`` on the group's series)."""
     scope, config = model_scope(series, group)
+    gpu_for_this_train_run(scope.label)
     outcome, _ = train_scope(scope, config, mode, scope_candles(scope, as_of))
     return outcome
 
@@ -216,19 +222,23 @@ def train_scope(
     config: SeriesConfig,
     mode: TrainMode,
     candles: dict[str, pd.DataFrame],
+    time_limit: float = TRAIN_TIMEOUT_S,
 ) -> tuple[TrainOutcome, LSTMForecaster]:
     """The train flow's work on ``candles`` (each member's final candles, as read by the
     caller); the outcome and the model of its version, loaded or just trained, for the caller
-    to forecast with (the pipeline's, `flows/pipeline.py`)."""
+    to forecast with (the pipeline's, `flows/pipeline.py`). A fit or fine-tune still running
+    ``time_limit`` seconds after the start stops with a TimeoutError; nothing is registered."""
+    limit = TimeLimit.of(time_limit)
+    assert limit is not None
     plan, parent, model = _plan(scope, mode, candles, config)
     get_run_logger().info("%s: %s — %s", scope.label, plan.action, plan.reason)
     version = parent
     if plan.action != "keep":
         started = time.perf_counter()
         if plan.action == "retrain":
-            model = fit(scope, candles, config)
+            model = fit(scope, candles, config, limit)
         else:
-            model = finetune(scope, model, candles)
+            model = finetune(scope, model, candles, limit)
         seconds = time.perf_counter() - started
         version = register(
             version_record(
@@ -240,6 +250,26 @@ def train_scope(
     if flow_run.id:  # whoever dispatched this run serves what it did (flows/pipeline.py)
         record_outcome(scope, outcome)
     return outcome, model
+
+
+def time_left(limit: TimeLimit) -> float:
+    """What is left of ``limit`` for the next step (a step that starts late stops at once)."""
+    return max(limit.seconds - limit.elapsed(), 1e-9)
+
+
+@contextmanager
+def stopped_at(scope: ModelScope, limit: TimeLimit) -> Iterator[None]:
+    """A fit or fine-tune stopped by the time limit, as the error of the series' train step."""
+    try:
+        yield
+    except TrainingTimeout as error:
+        raise TimeoutError(
+            f"{scope.label}: training stopped at {error.where}, {limit.elapsed():.3g} s after "
+            f"the train step started: over its limit of {limit.seconds:g} s "
+            "(flows.train.TRAIN_TIMEOUT_S); nothing was registered. Cap the fit with "
+            "train_candles or max_epochs (CDDF_TIMEFRAME_SETTINGS, CDDF_SERIES_SETTINGS) or "
+            "train on a GPU"
+        ) from error
 
 
 @task(cache_policy=NO_CACHE, **DB_RETRY)
