@@ -32,7 +32,7 @@ from flows.forecast import ForecastOutcome, check_serves, forecast_series
 from flows.ingest import IngestResult, ingest_series_task
 from flows.leases import one_run_at_a_time
 from flows.retry import DB_RETRY
-from flows.train import TRAIN_TIMEOUT_S, TrainOutcome, model_scope, train_scope
+from flows.train import TrainOutcome, model_scope, train_scope
 from flows.versions import ServingModel, serving_model
 from forecaster import LSTMForecaster, forecast_problem
 from settings import get_settings
@@ -90,7 +90,9 @@ def draw_chart(series: str, candles: pd.DataFrame, forecasts: pd.DataFrame) -> t
     return path.resolve(), png
 
 
-@task(cache_policy=NO_CACHE, timeout_seconds=TRAIN_TIMEOUT_S, task_run_name="train {series}")
+# no timeout_seconds: Prefect cannot interrupt a task in a worker thread (it warns so); the
+# fit and fine-tune stop themselves at flows.train.TRAIN_TIMEOUT_S (train_scope)
+@task(cache_policy=NO_CACHE, task_run_name="train {series}")
 def train_here(
     series: str, group: list[str] | None, candles: dict[str, pd.DataFrame]
 ) -> tuple[TrainOutcome, LSTMForecaster]:
