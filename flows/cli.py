@@ -542,6 +542,20 @@ def served_deployments(name_prefix: str = "") -> list[RunnerDeployment]:
     return [deployment.served(name_prefix) for deployment in DEPLOYMENTS]
 
 
+@app.command("gpu-check")
+def gpu_check() -> None:
+    """Say whether TensorFlow can train on a GPU here, and if not why (the GPU worker runs this
+    as it starts). Without one: a warning, or exit 1 when CDDF_REQUIRE_GPU=1."""
+    from flows.gpu import GPU_POOL, check_gpu, require_gpu_error
+    from settings import get_settings
+
+    check = check_gpu(GPU_POOL)
+    what = f"this worker of pool '{GPU_POOL}'"
+    if check.fallback and get_settings().require_gpu:
+        _fail(str(require_gpu_error(check, what)))
+    typer.echo(("WARNING: " if check.fallback else "") + check.message(what), err=check.fallback)
+
+
 @db_app.command("upgrade")
 def upgrade(
     revision: Annotated[
