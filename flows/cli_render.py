@@ -25,7 +25,7 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from db.candles import SeriesSummary
-    from flows.ingest import IngestResult
+    from flows.ingest import IngestResult, SeriesPlan
     from flows.pipeline import SeriesOutcome
 
 HOLES_SHOWN = 20  # `cdd-forecast series` lists at most this many holes per series
@@ -237,3 +237,44 @@ def cell_time(value) -> str:
     stamp = pd.Timestamp(value)
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
     return stamp.strftime("%Y-%m-%d %H:%M") if stamp != stamp.normalize() else f"{stamp:%Y-%m-%d}"
+
+
+def plan_lines(planned: SeriesPlan, joining: list[str], *, every: bool) -> list[str]:
+    """What a run takes: with ``every`` (``--dry-run``) each entry and the keys it selects,
+    the new ones marked; else one line, the new keys cut to 10.
+
+    >>> from flows.ingest import SeriesPlan
+    >>> planned = SeriesPlan(["A_XXXX_d", "B_YYYY_d"], "CDDF_SERIES",
+    ...     {"A_*_d": ["A_XXXX_d"], "B_YYYY_d": ["B_YYYY_d"]}, [])
+    >>> print("\\n".join(plan_lines(planned, ["B_YYYY_d"], every=True)))
+    CDDF_SERIES selects 2 series (1 joins this run: not in the series table yet):
+      A_*_d selects 1: A_XXXX_d
+      B_YYYY_d (joins this run)
+    >>> plan_lines(planned, ["B_YYYY_d"], every=False)
+    ['2 series from CDDF_SERIES; 1 joins this run: B_YYYY_d']
+    """
+    new = set(joining)
+    if not every:
+        if not new:
+            return [f"{len(planned.keys)} series from {planned.origin}"]
+        more = f" and {len(joining) - 10} more" if len(joining) > 10 else ""
+        verb = "joins" if len(joining) == 1 else "join"
+        return [
+            f"{len(planned.keys)} series from {planned.origin}; {len(joining)} {verb} this run: "
+            f"{', '.join(joining[:10])}{more}"
+        ]
+
+    def shown(key: str) -> str:
+        return f"{key} (joins this run)" if key in new else key
+
+    verb = "joins" if len(new) == 1 else "join"
+    lines = [
+        f"{planned.origin} selects {len(planned.keys)} series ({len(new)} {verb} this run: "
+        "not in the series table yet):"
+    ]
+    for entry, keys in planned.selected.items():
+        if entry in planned.patterns():
+            lines.append(f"  {entry} selects {len(keys)}: {', '.join(map(shown, keys))}")
+        else:
+            lines.append(f"  {shown(entry)}")
+    return lines

@@ -11,29 +11,33 @@ runs ``ingest_each`` in its own process (no Prefect run).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 import pandas as pd
 from prefect import get_run_logger, task
+from prefect.exceptions import MissingContextError
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from cdd.catalogue import Catalogue, check_entry, directory_series, is_pattern, select
 from cdd.client import Progress, download, is_http, local_path, names_one_file, shown_url
 from cdd.client import resolve_source as _resolve
 from cdd.parser import ParseReport, parse_cdd
 from cdd.rejects import RejectLimits
-from cdd.series_key import SeriesKey
+from cdd.series_key import SeriesKey, timeframe_of
 from db.candles import UpsertCounts, upsert_candles
 from db.engine import get_engine
 from db.ingest_rejects import store_rejects
 from db.ingest_runs import finish_run, last_validators, start_run
 from db.revisions import RevisionLimits
+from db.stored_series import stored_keys
 from flows.retry import DB_RETRY
-from settings import get_settings
+from settings import Settings, get_settings
 
 
 @dataclass(frozen=True)
@@ -108,32 +112,171 @@ def resolve_source(key: SeriesKey, source: str | None = None) -> str:
 
 
 def plan_series(series: list[str] | None, source: str | None) -> list[str]:
-    """The series to ingest: ``series``, else the file name's key of a one-file ``source``,
-    else the configured ``CDDF_SERIES``. Several series need a directory or base URL source.
+    """The series to ingest (`plan`'s keys); what the plan says besides is logged."""
+    planned = plan(series, source)
+    for note in planned.notes:
+        _logger().warning(note)
+    return planned.keys
+
+
+@dataclass(frozen=True)
+class SeriesPlan:
+    """The series a run takes, from which entries (keys and patterns), and what to tell.
+
+    ``origin`` names where the entries came from (``--series``, ``CDDF_SERIES``, ...);
+    ``selected`` maps each entry to the keys it selects; ``notes`` are what an operator should
+    read (a stale catalogue listing, files of ``--source`` that are not taken).
     """
-    keys = list(series or [])
-    if not keys and source is not None and names_one_file(source):
+
+    keys: list[str]
+    origin: str
+    selected: dict[str, list[str]]
+    notes: list[str]
+
+    def patterns(self) -> dict[str, list[str]]:
+        """The entries that are patterns, with the keys each selects."""
+        return {entry: keys for entry, keys in self.selected.items() if is_pattern(entry)}
+
+
+def plan(series: list[str] | None, source: str | None) -> SeriesPlan:
+    """The series to ingest: ``series``; else the key of a one-file ``source``; else, for a
+    ``source`` directory and ``CDDF_SERIES`` unset, the directory's CDD files; else
+    ``CDDF_SERIES``. Patterns are resolved against the directory ``source`` or the catalogue
+    (CDDF_CATALOGUE); one that selects nothing is a ValueError naming it. Several series need
+    a directory or base URL source.
+    """
+    settings = get_settings()
+    entries, origin, notes = list(series or []), "--series", []
+    if not entries and source is not None and names_one_file(source):
         path = urlsplit(source).path if is_http(source) else str(local_path(source))
         stem = PurePosixPath(path.replace("\\", "/")).name.removesuffix(".csv")
         try:
-            keys = [SeriesKey.parse(stem).key]
+            entries, origin = [SeriesKey.parse(stem).key], "the file name of --source"
         except ValueError:
-            keys = []
-    keys = keys or list(get_settings().series)
-    for key in keys:
-        SeriesKey.parse(key)  # an invalid key fails here, before any download
-    if twice := sorted({key for key in keys if keys.count(key) > 1}):
+            entries = []
+    directory = _local_directory(source)
+    held: list[str] = []
+    if directory is not None:
+        held, others = directory_series(directory)
+        if not entries and "series" not in settings.model_fields_set:
+            if not held:
+                raise ValueError(_no_series_in(source, directory, others))
+            entries, origin = held, f"--source {source}"
+            other = f" (not {_some(others)}: not named as series)" if others else ""
+            notes.append(
+                f"CDDF_SERIES is not set: the run takes the {len(held)} CDD file(s) of --source "
+                f"{source}{other}; set CDDF_SERIES or pass --series to take fewer"
+            )
+    if not entries:
+        entries, origin = list(settings.series), "CDDF_SERIES"
+    for entry in entries:
+        check_entry(entry)  # an invalid key or pattern fails here, before any download
+    if twice := sorted({key for key in entries if entries.count(key) > 1}):
         raise ValueError(
             f"--series {', '.join(twice)} given more than once: name each series once (it "
             "would be downloaded, trained and forecast twice)"
         )
+    selected = _resolve_patterns(entries, origin, directory, held, notes)
+    keys = list(dict.fromkeys(key for found in selected.values() for key in found))
     if len(keys) > 1 and names_one_file(source):
         raise ValueError(
             f"--source {shown_url(source)} names one file but {len(keys)} series were asked "
             f"({', '.join(keys)}): pass one --series per file, or a directory or base URL "
             "ending in / that holds <series>.csv files"
         )
-    return keys
+    if origin == "CDDF_SERIES" and (left := sorted(set(held) - set(keys))):
+        notes.append(
+            f"--source {source} holds {len(left)} CDD file(s) not taken by {origin}: "
+            f"{_some(left)}; add them to {origin} (a pattern such as "
+            f"{left[0].split('_')[0]}_*_{timeframe_of(left[0])} takes many) to run them"
+        )
+    return SeriesPlan(keys, origin, selected, notes)
+
+
+def _local_directory(source: str | None) -> Path | None:
+    """``source`` as a local directory, or None (no source, a file, a URL)."""
+    if source is None or is_http(source) or names_one_file(source):
+        return None
+    path = local_path(source)
+    return path if path.is_dir() else None
+
+
+def _no_series_in(source: str | None, directory: Path, others: list[str]) -> str:
+    other = f" (its .csv files: {_some(others)})" if others else ""
+    return (
+        f"--source {source} holds no CDD file named <Exchange>_<PAIR>_<d|1h|minute>.csv"
+        f"{other}, so there is no series to run: name each with --series (e.g. --series "
+        f"Bitstamp_BTCUSD_d), set CDDF_SERIES, or save the files in {directory} under their "
+        "CryptoDataDownload names"
+    )
+
+
+def _resolve_patterns(
+    entries: list[str],
+    origin: str,
+    directory: Path | None,
+    held: list[str],
+    notes: list[str],
+) -> dict[str, list[str]]:
+    """Each entry with the keys it selects (see `plan`); stale-listing warnings go to ``notes``."""
+    patterns = [entry for entry in entries if is_pattern(entry)]
+    if not patterns:
+        return select(entries, [])
+    if directory is not None:
+        available, where = set(held), f"the CDD files in {directory}"
+    else:
+        catalogue = catalogue_of(get_settings())
+        available, sources = set(), []
+        for pattern in patterns:
+            listing = catalogue.listing(pattern)
+            available.update(listing.keys)
+            sources.append(listing.source)
+            if listing.warning and listing.warning not in notes:
+                notes.append(listing.warning)
+        where = "the catalogue listing " + ", ".join(dict.fromkeys(sources))
+    selected = select(entries, available)
+    if empty := [pattern for pattern in patterns if not selected[pattern]]:
+        raise ValueError(
+            f"{origin}: pattern {', '.join(empty)} selects no series of {where} "
+            f"({len(available)} series listed): check its exchange, pair and timeframe "
+            "(e.g. Binance_*USDT_d), or drop it"
+        )
+    return selected
+
+
+def catalogue_of(settings: Settings) -> Catalogue:
+    """The catalogue listing CDDF_CATALOGUE names, cached in CDDF_CATALOGUE_CACHE."""
+    return Catalogue(settings.catalogue, settings.catalogue_cache, settings)
+
+
+def configured_keys() -> list[str]:
+    """CDDF_SERIES, each pattern resolved against the stored series (a global model's group:
+    the series its daily run ingested)."""
+    entries = get_settings().series
+    if not any(map(is_pattern, entries)):
+        return list(entries)
+    selected = select(entries, stored_keys(get_engine()))
+    return list(dict.fromkeys(key for keys in selected.values() for key in keys))
+
+
+def joining(keys: list[str], engine: Engine) -> list[str]:
+    """The keys of ``keys`` not in the ``series`` table yet: they join this run."""
+    stored = stored_keys(engine)
+    return [key for key in keys if key not in stored]
+
+
+def _some(names: list[str], shown: int = 10) -> str:
+    """The first ``shown`` names, and how many more."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    """The flow run's logger inside a run, this module's outside one."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
 
 
 def ingest_series(

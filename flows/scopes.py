@@ -13,6 +13,7 @@ A series' config is the package's defaults, the defaults of its timeframe and th
 from __future__ import annotations
 
 from db.registry import ModelScope
+from flows.ingest import configured_keys
 from forecaster import ForecasterConfig
 from settings import SeriesConfig, get_settings
 
@@ -41,7 +42,8 @@ def global_groups(keys: list[str]) -> dict[str, list[str]]:
 
 def serving_scope(series: str) -> ModelScope:
     """The model that serves ``series``: its own, or its timeframe's global model over the
-    daily run's group (the series of ``CDDF_SERIES`` of that timeframe) and ``series`` itself.
+    daily run's group (the series of ``CDDF_SERIES`` of that timeframe, a pattern's among the
+    stored series) and ``series`` itself.
 
     With ``CDDF_SERIES=Bitstamp_BTCUSD_d,Bitstamp_ETHUSD_d`` and
     ``CDDF_TIMEFRAME_SETTINGS='{"d": {"model_scope": "timeframe"}}'``,
@@ -50,5 +52,5 @@ def serving_scope(series: str) -> ModelScope:
     group = series_config(series).group
     if group is None:
         return ModelScope.of_series(series)
-    keys = list(dict.fromkeys([*get_settings().series, series]))
+    keys = list(dict.fromkeys([*configured_keys(), series]))
     return ModelScope.of_group(group, global_groups(keys)[group])

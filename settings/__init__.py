@@ -24,6 +24,7 @@ from pydantic import model_validator as _model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as _SourceError
 
+from cdd.catalogue import check_entry, is_pattern, named_timeframe, select
 from cdd.series_key import timeframe_of
 from settings.series import TIMEFRAME_DEFAULTS, ModelSettings, SeriesConfig, resolve
 
@@ -54,7 +55,14 @@ class Settings(BaseSettings):
     reader_password: SecretStr | None = None
     # download
     cdd_base_url: str = "https://www.cryptodatadownload.com/cdd/"
+    # series keys and patterns of them (Binance_*USDT_d), resolved against the catalogue
     series: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["Bitstamp_BTCUSD_d"])
+    # where CDDF_SERIES' patterns are resolved: a URL or path of a listing, {exchange} replaced
+    # by a pattern's exchange (cdd/catalogue.py); a URL's listing is cached in catalogue_cache
+    catalogue: str = (
+        "https://api.cryptodatadownload.com/v1/data/ohlc/{exchange}/available?format=json"
+    )
+    catalogue_cache: Path = Path("cdd_catalogue")
     http_connect_timeout: Positive = 10.0
     http_read_timeout: Positive = 60.0
     http_retries: Annotated[int, Field(ge=0)] = 3
@@ -92,6 +100,9 @@ class Settings(BaseSettings):
     train_dispatch_timeout: Positive = 3 * 3600.0
     series_dispatch_timeout: Positive = 12 * 3600.0
     chart_dir: Path | None = None
+    # flow runs (their task runs and logs) and artifacts older than this are deleted from
+    # Prefect's database by the prefect-retention deployment (flows/prefect_retention.py)
+    prefect_retention_days: Annotated[int, Field(ge=1)] = 30
     # weights kept per model scope besides the serving version and its retrain parent: older
     # versions keep their row, lineage, metrics and checksum, not their bytes (db/retention.py)
     keep_versions: Annotated[int, Field(ge=0)] = 3
@@ -114,9 +125,12 @@ class Settings(BaseSettings):
     def _each_series_once(cls, keys: list[str]) -> list[str]:
         if twice := sorted({key for key in keys if keys.count(key) > 1}):
             raise ValueError(
-                f"{', '.join(twice)} listed more than once: list each series once "
+                f"{', '.join(twice)} listed more than once: list each series or pattern once "
                 "(a series listed twice would be trained and forecast twice)"
             )
+        for entry in keys:
+            if is_pattern(entry):
+                check_entry(entry)
         return keys
 
     @_model_validator(mode="after")
@@ -137,19 +151,28 @@ class Settings(BaseSettings):
                 f"CDDF_TIMEFRAME_SETTINGS names unknown timeframe(s) {unknown}: use "
                 f"{', '.join(TIMEFRAME_DEFAULTS)}"
             )
-        if strays := sorted(set(self.series_settings) - set(self.series)):
+        listed = select(self.series, self.series_settings)
+        matched = {key for keys in listed.values() for key in keys}
+        if strays := sorted(set(self.series_settings) - matched):
             raise ValueError(
                 f"CDDF_SERIES_SETTINGS names {strays}, not in CDDF_SERIES "
-                f"({','.join(self.series)}): add them there or drop their settings"
+                f"({','.join(self.series)}) nor selected by a pattern of it: add them there "
+                "or drop their settings"
             )
-        for key in self.series:
-            if timeframe_of(key) not in TIMEFRAME_DEFAULTS:
+        for entry in self.series:
+            timeframe = timeframe_of(entry) if not is_pattern(entry) else named_timeframe(entry)
+            if timeframe is not None and timeframe not in TIMEFRAME_DEFAULTS:
                 raise ValueError(
-                    f"CDDF_SERIES: {key} has unknown timeframe "
-                    f"{timeframe_of(key)!r}, use {', '.join(TIMEFRAME_DEFAULTS)}"
+                    f"CDDF_SERIES: {entry} has unknown timeframe "
+                    f"{timeframe!r}, use {', '.join(TIMEFRAME_DEFAULTS)}"
                 )
-        # every configured series, and one of each timeframe that has settings
-        for key in [*self.series, *(f"any_{timeframe}" for timeframe in self.timeframe_settings)]:
+        # every listed series and series with settings, one series of each timeframe that has
+        # settings or a pattern names
+        keys = [key for key in self.series if not is_pattern(key)] + sorted(
+            matched - set(self.series)
+        )
+        timeframes = [*self.timeframe_settings, *filter(None, map(named_timeframe, self.series))]
+        for key in [*keys, *(f"any_{timeframe}" for timeframe in dict.fromkeys(timeframes))]:
             try:
                 self.series_config(key)
             except (TypeError, ValueError) as error:
@@ -166,7 +189,19 @@ class Settings(BaseSettings):
         return " / ".join(names)
 
     def series_config(self, series: str) -> SeriesConfig:
-        """What ``series`` trains and forecasts with: timeframe defaults plus the overrides."""
+        """What ``series`` trains and forecasts with: timeframe defaults plus the overrides.
+
+        A pattern (``Binance_*_d``) has the config of its timeframe's series without settings
+        of their own; one that names no timeframe has none (ValueError).
+        """
+        if is_pattern(series):
+            timeframe = named_timeframe(series)
+            if timeframe is None:
+                raise ValueError(
+                    f"{series} names no timeframe, so its series may differ in config: "
+                    "resolve it to series keys first (cdd-forecast run --dry-run lists them)"
+                )
+            series = f"any_{timeframe}"
         return resolve(
             series,
             forecaster=self.forecaster,
