@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
     from sqlalchemy import Engine
 
-    from flows.ingest import IngestResult
+    from flows.ingest import IngestResult, SeriesPlan
 
 # Prefect's local ephemeral API (the default, no server to start) gives up after 20 s; a busy
 # 2-core machine that also imports TensorFlow can need longer. An explicit setting wins.
@@ -186,14 +186,16 @@ def ingest(
     Last-Modified) is not downloaded again. A file that changes more final candles, or older
     ones, than the limits allow is refused unless --accept-revisions.
     """
-    from flows.ingest import ingest_each, plan_series
+    from flows.ingest import ingest_each, joining, plan
 
     try:
-        keys = plan_series(series, source)
+        planned = plan(series, source)
     except ValueError as error:
         render.error(f"{error}")
         raise typer.Exit(2) from None
+    keys = planned.keys
     engine = _engine()
+    _say_plan(planned, joining(keys, engine), every=False)
     console = render.stderr()
     results: list[IngestResult] = []
     with render.IngestProgress(console) as progress:
@@ -289,22 +291,36 @@ def backfill(
 
 
 @app.command("run")
-def run(series: SeriesKeys = None, source: Source = None) -> None:
+def run(
+    series: SeriesKeys = None,
+    source: Source = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the series the run would take (each pattern and what it selects; the "
+            "series not stored yet join this run) and stop.",
+        ),
+    ] = False,
+) -> None:
     """Run the daily pipeline now, in this process: ingest, train or fine-tune, forecast, score.
 
     Uses the settings (CDDF_*) or their defaults: a SQLite file cdd_forecast.sqlite in the
     current directory and Prefect's local ephemeral API. Exits 1 if any series failed.
     """
     from cdd.client import refuse_credentials
-    from flows.ingest import plan_series
+    from flows.ingest import joining, plan
 
     try:
         refuse_credentials(source)  # before the flow run that would store it is created
-        keys = plan_series(series, source)
+        planned = plan(series, source)
     except ValueError as error:
         render.error(f"{error}")
         raise typer.Exit(2) from None
-    _engine()
+    keys = planned.keys
+    _say_plan(planned, joining(keys, _engine()), every=dry_run)
+    if dry_run:
+        return
     _flow_api()
     unreachable = unreachable_source(keys, source)
     if unreachable is not None:
@@ -336,6 +352,16 @@ def run(series: SeriesKeys = None, source: Source = None) -> None:
             console.print(source_hint(outcome.series), soft_wrap=True, markup=False)
     if any(outcome.error is not None for outcome in outcomes):
         raise typer.Exit(1)
+
+
+def _say_plan(planned: SeriesPlan, new: list[str], *, every: bool) -> None:
+    """The series a command takes (every one with ``every``, on stdout; else a line on
+    stderr), then the plan's notes."""
+    console = render.stdout() if every else render.stderr()
+    for line in render.plan_lines(planned, new, every=every):
+        console.print(line, soft_wrap=True, markup=False)
+    for note in planned.notes:
+        render.labelled(render.stderr(), "yellow", "note:", note)
 
 
 @app.command("forecasts")
