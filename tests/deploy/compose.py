@@ -31,7 +31,7 @@ _INTERPOLATION = re.compile(
 )
 _SEPARATOR = re.compile(r"\s*(?:&&|\|\||;|\||\n)\s*")
 _REDIRECTION = re.compile(r"\s\d*>>?&?\s*\S+")
-_SHELL_KEYWORDS = {"do", "then", "else", "!"}
+_SHELL_KEYWORDS = {"do", "then", "else", "!", "exec"}
 
 
 @cache

@@ -174,9 +174,12 @@ def test_workers_poll_the_pools_of_prefect_yaml():
     }
     assert pools == {"cpu", "gpu"}
     for pool in pools:
-        words = command_line(services()[f"worker-{pool}"])
+        (words,) = [w for w in simple_commands(services()[f"worker-{pool}"]) if "--pool" in w]
         assert words[words.index("--pool") + 1] == pool
         assert words[words.index("--type") + 1] == "process"
+    gpu_worker = [" ".join(command_path(t)[1]) for t in simple_commands(services()["worker-gpu"])]
+    assert gpu_worker == ["cdd-forecast gpu-check", "prefect worker start"]  # the check first
+    assert "exec prefect worker start" in command_line(services()["worker-gpu"])[-1]
     deploy_script = (ROOT / command_line(services()["deploy"])[-1]).read_text()
     assert "for pool in cpu gpu" in deploy_script and "--no-prompt deploy --all" in deploy_script
     assert 'set-concurrency-limit gpu "$gpu_count"' in deploy_script
