@@ -7,7 +7,7 @@ import datetime as dt
 import os
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from cdd.series_key import SeriesKey
@@ -179,4 +179,24 @@ def test_sqlite_returns_the_freed_space_to_the_operating_system(sqlite_url):
     assert report.versions_dropped == 9 and report.bytes_freed == 9_000_000
     assert report.vacuum is not None and report.vacuum.before >= before  # + the drop's log
     assert sqlite_file_size(engine) == report.vacuum.after < before - 8_000_000
+    engine.dispose()
+
+
+def test_postgresql_returns_it_after_vacuum_full_as_the_docs_say(postgres_url):
+    engine = make_engine(postgres_url)
+    migrate(engine)
+    with Session(engine) as session, session.begin():
+        upsert_candles(session, SeriesKey.parse(SERIES), make_candles(SeriesKey.parse(SERIES), 5))
+    lineage(engine, 12, size=1_000_000)
+    size = text("SELECT pg_total_relation_size('model_versions')")
+    with engine.connect() as connection:
+        before = connection.execute(size).scalar_one()
+
+    report = prune(engine, keep_versions=1)
+
+    assert report.bytes_freed == 9_000_000 and report.vacuum is None  # autovacuum's, or yours
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text("VACUUM FULL model_versions"))
+        after = connection.execute(size).scalar_one()
+    assert after < before - 8_000_000
     engine.dispose()
