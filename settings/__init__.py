@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     keep_versions: Annotated[int, Field(ge=0)] = 3
     # a train run that finds no usable GPU fails instead of training on CPU (flows/train.py)
     require_gpu: bool = False
+    # times a crashed daily or backfill run is resumed (a new run with its parameters) before
+    # the resume run fails instead, naming it (flows/resume.py)
+    max_resumes: Annotated[int, Field(ge=0)] = 2
     # model settings: every series, per timeframe, per series (JSON objects; see series.py)
     forecaster: dict[str, Any] = Field(default_factory=dict)
     timeframe_settings: dict[str, ModelSettings] = Field(default_factory=dict)
