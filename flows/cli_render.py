@@ -253,16 +253,9 @@ def plan_lines(planned: SeriesPlan, joining: list[str], *, every: bool) -> list[
     >>> plan_lines(planned, ["B_YYYY_d"], every=False)
     ['2 series from CDDF_SERIES; 1 joins this run: B_YYYY_d']
     """
-    new = set(joining)
     if not every:
-        if not new:
-            return [f"{len(planned.keys)} series from {planned.origin}"]
-        more = f" and {len(joining) - 10} more" if len(joining) > 10 else ""
-        verb = "joins" if len(joining) == 1 else "join"
-        return [
-            f"{len(planned.keys)} series from {planned.origin}; {len(joining)} {verb} this run: "
-            f"{', '.join(joining[:10])}{more}"
-        ]
+        return [planned.summary(joining)]
+    new = set(joining)
 
     def shown(key: str) -> str:
         return f"{key} (joins this run)" if key in new else key

@@ -22,6 +22,7 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.exceptions import MissingContextError
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from cdd.catalogue import Catalogue, check_entry, directory_series, is_pattern, select
@@ -114,8 +115,14 @@ def resolve_source(key: SeriesKey, source: str | None = None) -> str:
 def plan_series(series: list[str] | None, source: str | None) -> list[str]:
     """The series to ingest (`plan`'s keys); what the plan says besides is logged."""
     planned = plan(series, source)
+    logger = _logger()
     for note in planned.notes:
-        _logger().warning(note)
+        logger.warning(note)
+    if isinstance(logger, logging.LoggerAdapter):  # a flow run's: the run log says who joins
+        try:
+            logger.info(planned.summary(joining(planned.keys, get_engine())))
+        except SQLAlchemyError as error:  # the run's own steps fail on it and say why
+            logger.warning("cannot tell which series join this run: %s", error)
     return planned.keys
 
 
@@ -136,6 +143,18 @@ class SeriesPlan:
     def patterns(self) -> dict[str, list[str]]:
         """The entries that are patterns, with the keys each selects."""
         return {entry: keys for entry, keys in self.selected.items() if is_pattern(entry)}
+
+    def summary(self, joining: list[str]) -> str:
+        """One line: how many series, from where, and the first 10 of ``joining`` (new ones).
+
+        >>> SeriesPlan(["A_XXXX_d", "B_YYYY_d"], "CDDF_SERIES", {}, []).summary(["B_YYYY_d"])
+        '2 series from CDDF_SERIES; 1 joins this run: B_YYYY_d'
+        """
+        taken = f"{len(self.keys)} series from {self.origin}"
+        if not joining:
+            return taken
+        verb = "joins" if len(joining) == 1 else "join"
+        return f"{taken}; {len(joining)} {verb} this run: {_some(joining)}"
 
 
 def plan(series: list[str] | None, source: str | None) -> SeriesPlan:

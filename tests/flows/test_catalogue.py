@@ -4,10 +4,12 @@ its cache, a --source directory, and what `cdd-forecast run --dry-run` / `ingest
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from prefect import flow
 from pytest_httpserver import HTTPServer
 from typer.testing import CliRunner
 
@@ -240,6 +242,38 @@ def test_dry_run_says_what_each_pattern_selects_and_what_joins(
     refused = runner.invoke(app, ["run", "--source", str(tmp_path), "--dry-run"])
     assert refused.exit_code == 2
     assert "pattern Binance_*USDC_d selects no series" in refused.stderr
+
+    monkeypatch.setenv("CDDF_SERIES", "Binance_*_d,Kraken_*_d")
+    shown = runner.invoke(app, ["forecasts"])  # patterns among the stored series
+    assert shown.exit_code == 1
+    assert "no forecasts of Binance_BTCUSDT_d yet" in shown.stderr
+    assert "Binance_ETHUSDT_d" not in shown.stderr  # not stored: nothing to show
+    assert "no stored series matches Kraken_*_d" in shown.stderr
+
+
+@flow
+def a_run_that_plans(source: str) -> list[str]:
+    return plan_series(None, source)
+
+
+def test_a_flow_run_logs_which_series_join_it(
+    sqlite_url: str, tmp_path: Path, monkeypatch, prefect_harness, caplog
+) -> None:
+    monkeypatch.setenv("CDDF_DATABASE_URL", sqlite_url)
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    for name in ("Binance_BTCUSDT_d", "Binance_ETHUSDT_d"):
+        key = SeriesKey.parse(name)
+        write_cdd_file(tmp_path, key, make_candles(key, 30, start="2021-03-01"))
+    stored = runner.invoke(app, ["ingest", "-s", "Binance_BTCUSDT_d", "--source", str(tmp_path)])
+    assert stored.exit_code == 0, stored.output
+    monkeypatch.setenv("CDDF_SERIES", "Binance_*_d,Bitstamp_*_1h")
+    with caplog.at_level(logging.INFO):
+        with pytest.raises(ValueError, match=r"pattern Bitstamp_\*_1h selects no series"):
+            a_run_that_plans(str(tmp_path))
+        monkeypatch.setenv("CDDF_SERIES", "Binance_*_d")
+        assert a_run_that_plans(str(tmp_path)) == ["Binance_BTCUSDT_d", "Binance_ETHUSDT_d"]
+    said = [record.getMessage() for record in caplog.records]
+    assert "2 series from CDDF_SERIES; 1 joins this run: Binance_ETHUSDT_d" in said
 
 
 def test_a_global_group_from_a_pattern_is_the_stored_series_it_selects(
