@@ -367,16 +367,27 @@ def _say_plan(planned: SeriesPlan, new: list[str], *, every: bool) -> None:
 @app.command("forecasts")
 def forecasts(series: SeriesKeys = None) -> None:
     """Print the latest forecast of each series: every horizon with its 80/95 % intervals."""
-    from cdd.series_key import SeriesKey
+    from cdd.catalogue import check_entry, select
     from db.forecasts import latest_forecasts
+    from db.stored_series import stored_keys
     from settings import get_settings
 
+    entries = series or get_settings().series
     try:
-        keys = [SeriesKey.parse(key).key for key in series or get_settings().series]
+        for entry in entries:
+            check_entry(entry)
     except ValueError as error:
         render.error(f"{error}")
         raise typer.Exit(2) from None
     engine = _engine()
+    selected = select(entries, stored_keys(engine))  # a pattern: among the stored series
+    keys = list(dict.fromkeys(key for found in selected.values() for key in found))
+    for entry in (entry for entry, found in selected.items() if not found):
+        render.stderr().print(
+            f"no stored series matches {entry}: `cdd-forecast run --dry-run` shows what it "
+            "selects, `cdd-forecast series` what is stored",
+            markup=False,
+        )
     missing = []
     for key in keys:
         frame = latest_forecasts(engine, key)
@@ -388,7 +399,7 @@ def forecasts(series: SeriesKeys = None) -> None:
         render.stderr().print(
             f"no forecasts of {key} yet: run `cdd-forecast run --series {key}`", markup=False
         )
-    if len(missing) == len(keys):
+    if len(missing) == len(keys):  # none shown (or no series selected)
         raise typer.Exit(1)
 
 
