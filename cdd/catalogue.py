@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -236,7 +237,15 @@ class Catalogue:
             )
             return Listing(cached.keys, cached.source, cached.fetched_at, warning)
         listing = Listing(tuple(keys), shown, now)
-        self._write_cache(path, listing)
+        try:
+            self._write_cache(path, listing)
+        except OSError as error:  # the listing is sound: use it, and say it was not kept
+            warning = (
+                f"the catalogue listing {shown} could not be cached in {self.cache_dir} "
+                f"({error.strerror or error}), so every run fetches it again: set "
+                "CDDF_CATALOGUE_CACHE to a writable folder"
+            )
+            return Listing(listing.keys, shown, now, warning)
         return listing
 
     def _read_cache(self, path: Path) -> Listing | None:
@@ -259,6 +268,13 @@ class Catalogue:
         partial = path.with_suffix(".tmp")
         partial.write_text(json.dumps(document), encoding="utf-8")
         partial.replace(path)  # a reader never sees half a cache file
+
+
+def default_cache_dir() -> Path:
+    """Where listings are cached unless CDDF_CATALOGUE_CACHE says: the user's cache folder
+    (``$XDG_CACHE_HOME`` or ``~/.cache``), ``cdd-forecast/catalogue`` in it."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "cdd-forecast" / "catalogue"
 
 
 def _age(age: timedelta) -> str:

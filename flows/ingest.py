@@ -25,7 +25,14 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from cdd.catalogue import Catalogue, check_entry, directory_series, is_pattern, select
+from cdd.catalogue import (
+    Catalogue,
+    check_entry,
+    default_cache_dir,
+    directory_series,
+    is_pattern,
+    select,
+)
 from cdd.client import Progress, download, is_http, local_path, names_one_file, shown_url
 from cdd.client import resolve_source as _resolve
 from cdd.parser import ParseReport, parse_cdd
@@ -264,8 +271,10 @@ def _resolve_patterns(
 
 
 def catalogue_of(settings: Settings) -> Catalogue:
-    """The catalogue listing CDDF_CATALOGUE names, cached in CDDF_CATALOGUE_CACHE."""
-    return Catalogue(settings.catalogue, settings.catalogue_cache, settings)
+    """The catalogue listing CDDF_CATALOGUE names, cached in CDDF_CATALOGUE_CACHE (unset:
+    the user's cache folder, `default_cache_dir`)."""
+    cache = settings.catalogue_cache or default_cache_dir()
+    return Catalogue(settings.catalogue, cache, settings)
 
 
 def configured_keys() -> list[str]:

@@ -58,11 +58,12 @@ class Settings(BaseSettings):
     # series keys and patterns of them (Binance_*USDT_d), resolved against the catalogue
     series: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["Bitstamp_BTCUSD_d"])
     # where CDDF_SERIES' patterns are resolved: a URL or path of a listing, {exchange} replaced
-    # by a pattern's exchange (cdd/catalogue.py); a URL's listing is cached in catalogue_cache
+    # by a pattern's exchange (cdd/catalogue.py); a URL's listing is cached a day in
+    # catalogue_cache (None: ~/.cache/cdd-forecast/catalogue)
     catalogue: str = (
         "https://api.cryptodatadownload.com/v1/data/ohlc/{exchange}/available?format=json"
     )
-    catalogue_cache: Path = Path("cdd_catalogue")
+    catalogue_cache: Path | None = None
     http_connect_timeout: Positive = 10.0
     http_read_timeout: Positive = 60.0
     http_retries: Annotated[int, Field(ge=0)] = 3
@@ -108,6 +109,9 @@ class Settings(BaseSettings):
     keep_versions: Annotated[int, Field(ge=0)] = 3
     # a train run that finds no usable GPU fails instead of training on CPU (flows/train.py)
     require_gpu: bool = False
+    # a backfill's retrains run side by side in this many processes (None: one per core;
+    # 1: in the backfill's own process) while its fine-tunes go on in order (flows/backfill.py)
+    backfill_processes: PositiveInt | None = None
     # times a crashed daily or backfill run is resumed (a new run with its parameters) before
     # the resume run fails instead, naming it (flows/resume.py)
     max_resumes: Annotated[int, Field(ge=0)] = 2

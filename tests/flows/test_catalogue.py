@@ -288,8 +288,19 @@ def test_a_global_group_from_a_pattern_is_the_stored_series_it_selects(
     assert configured_keys() == ["Binance_BTCUSDT_d", "Binance_ETHUSDT_d", "Bitstamp_BTCUSD_d"]
 
 
-def test_catalogue_of_reads_the_settings(monkeypatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("CDDF_CATALOGUE_CACHE", str(tmp_path))
+def test_the_cache_defaults_to_the_user_cache_folder(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     catalogue = catalogue_of(get_settings())
     assert catalogue.location.startswith("https://api.cryptodatadownload.com/v1/data/ohlc/")
-    assert catalogue.cache_dir == tmp_path
+    assert catalogue.cache_dir == tmp_path / "cdd-forecast" / "catalogue"
+
+
+def test_a_listing_that_cannot_be_cached_is_used_and_said_so(
+    httpserver: HTTPServer, catalogue_env: Path
+) -> None:
+    serve_listing(httpserver, "binance")
+    catalogue_env.write_text("a file where the cache folder should be")
+    planned = plan(["Binance_*_1h"], None)
+    assert planned.keys == ["Binance_BTCUSDT_1h"]
+    (note,) = planned.notes
+    assert f"could not be cached in {catalogue_env}" in note and "CDDF_CATALOGUE_CACHE" in note
