@@ -4,6 +4,8 @@ services, deployments, settings, variables and files it names are real."""
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 import uuid
 
 import prefect.settings
@@ -16,15 +18,22 @@ from tests.deploy.compose import (
     DEPLOY_DOC,
     ENV_EXAMPLE,
     ROOT,
+    compose,
     doc_blocks,
     doc_shell_commands,
     env_file,
     help_text,
+    interpolate,
     services,
+    strings,
 )
 
 DOC = DEPLOY_DOC.read_text()
-COMPOSE_OPTIONS_WITH_VALUE = {"--profile", "--scale", "-f", "--file", "--env-file", "-p"}
+README = (ROOT / "README.md").read_text()
+# the compose command every command of the docs uses: Debian 12's (docs/deploy.md says how to
+# use the plugin's `docker compose` instead)
+COMPOSE = ["docker-compose"]
+COMPOSE_OPTIONS_WITH_VALUE = {"--profile", "--scale", "-f", "--file", "--env-file", "-p", "--rmi"}
 
 
 def resolve(tokens: list[str]) -> tuple[list[str], list[str], list[str]]:
@@ -50,8 +59,8 @@ def inner_commands() -> tuple[list[list[str]], set[str]]:
     for tokens in doc_shell_commands():
         while tokens and re.fullmatch(r"[A-Z_]+=\S*", tokens[0]):
             tokens = tokens[1:]
-        if tokens[:2] == ["docker", "compose"]:
-            words, index = tokens[2:], 0
+        if tokens[: len(COMPOSE)] == COMPOSE:
+            words, index = tokens[len(COMPOSE) :], 0
             while index < len(words) and words[index].startswith("-"):
                 index += 2 if words[index] in COMPOSE_OPTIONS_WITH_VALUE else 1
             action, args = words[index], words[index + 1 :]
@@ -147,3 +156,49 @@ def test_the_doc_automation_is_valid_for_prefect():
     automation = AutomationCore.model_validate(data)
     assert automation.trigger.expect == {"prefect.flow-run.Failed", "prefect.flow-run.Crashed"}
     assert automation.actions[0].type == "send-notification"
+
+
+def test_every_compose_command_of_the_docs_is_the_one_debian_12_has():
+    spans = re.findall(r"`(docker[ -]compose[^`]*)`", (DOC + README).replace("\n", " "))
+    commands = [" ".join(tokens) for tokens in doc_shell_commands() if tokens[0] == "docker"]
+    plugin = [text for text in spans + commands if text.startswith("docker compose ")]
+    assert plugin == [], f"written for the Compose plugin, not `docker-compose`: {plugin}"
+    assert sum(t[:1] == COMPOSE for t in doc_shell_commands()) >= 20
+    assert "type\n`docker compose` wherever this page says `docker-compose`" in DOC
+
+
+def test_the_env_recipe_sets_everything_the_compose_file_requires(tmp_path):
+    (recipe,) = [block for block in doc_blocks("bash") if "cp .env.example .env" in block]
+    setup = []
+    for line in recipe.splitlines():
+        if line.startswith("docker-compose"):
+            break
+        setup.append(line)
+    shutil.copy(ENV_EXAMPLE, tmp_path / ".env.example")
+    done = subprocess.run(
+        ["bash", "-euc", "\n".join(setup)], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    values = env_file(tmp_path / ".env")
+    for text in strings(compose()):
+        interpolate(text, values)  # a required variable left unset raises, naming it
+    assert re.fullmatch(r"admin:[0-9a-f]{48}", values["SERVER_AUTH"])
+    assert (tmp_path / ".env").stat().st_mode & 0o077 == 0
+
+
+def test_the_revision_the_doc_shows_is_alembics_head():
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(Config(str(ROOT / "alembic.ini"))).get_current_head()
+    shown = re.findall(r"is at revision (\w+)", DOC)
+    assert shown == [head], f"docs/deploy.md shows revision {shown}; alembic's head is {head}"
+
+
+def test_the_docs_name_every_deployment_and_count_none():
+    for deployment, flow_name in _flow_names().items():
+        named = f"{flow_name}/{deployment}"
+        assert f"`{named}`" in DOC, f"docs/deploy.md omits {named}"
+        assert f"`{deployment}`" in README, f"README.md omits deployment {deployment}"
+    counted = re.findall(r"\b(?:two|three|four|five|six|\d+) deployments\b", DOC + README)
+    assert counted == [], f"a count of deployments goes stale: {counted}"
