@@ -2,7 +2,7 @@
 (with its work pools) and `cdd-forecast serve` serves them from one process.
 
     >>> [d.name for d in DEPLOYMENTS]
-    ['daily', 'train', 'series', 'backfill']
+    ['daily', 'train', 'series', 'backfill', 'resume']
     >>> DEPLOYMENTS[0].schedules
     ({'cron': '15 0 * * *', 'timezone': 'UTC'},)
 
@@ -55,4 +55,6 @@ DEPLOYMENTS = (
     Deployment("train", "flows/train.py:train_flow"),
     Deployment("series", "flows/series.py:series_flow"),
     Deployment("backfill", "flows/backfill.py:backfill_flow", parameters=BACKFILL_DEFAULTS),
+    # run by an automation for each crashed daily or backfill run (deploy/automations/)
+    Deployment("resume", "flows/resume.py:resume_flow"),
 )

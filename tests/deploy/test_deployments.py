@@ -18,6 +18,7 @@ EXPECTED = {  # deployment: (entrypoint, pool, schedules)
     "train": ("flows/train.py:train_flow", "gpu", []),
     "series": ("flows/series.py:series_flow", "cpu", []),
     "backfill": ("flows/backfill.py:backfill_flow", "cpu", []),
+    "resume": ("flows/resume.py:resume_flow", "cpu", []),
 }
 
 
