@@ -120,8 +120,9 @@ def resolve_source(key: SeriesKey, source: str | None = None) -> str:
 
 
 def plan_series(series: list[str] | None, source: str | None) -> list[str]:
-    """The series to ingest (`plan`'s keys); what the plan says besides is logged."""
-    planned = plan(series, source)
+    """The series to ingest (`plan`'s keys) of a run given ``series``; what the plan says
+    besides is logged."""
+    planned = plan(series, source, given_as="the run's series")
     logger = _logger()
     for note in planned.notes:
         logger.warning(note)
@@ -164,15 +165,15 @@ class SeriesPlan:
         return f"{taken}; {len(joining)} {verb} this run: {_some(joining)}"
 
 
-def plan(series: list[str] | None, source: str | None) -> SeriesPlan:
+def plan(series: list[str] | None, source: str | None, *, given_as: str = "--series") -> SeriesPlan:
     """The series to ingest: ``series``; else the key of a one-file ``source``; else, for a
     ``source`` directory and ``CDDF_SERIES`` unset, the directory's CDD files; else
     ``CDDF_SERIES``. Patterns are resolved against the directory ``source`` or the catalogue
     (CDDF_CATALOGUE); one that selects nothing is a ValueError naming it. Several series need
-    a directory or base URL source.
+    a directory or base URL source. ``given_as`` names ``series`` in messages.
     """
     settings = get_settings()
-    entries, origin, notes = list(series or []), "--series", []
+    entries, origin, notes = list(series or []), given_as, []
     if not entries and source is not None and names_one_file(source):
         path = urlsplit(source).path if is_http(source) else str(local_path(source))
         stem = PurePosixPath(path.replace("\\", "/")).name.removesuffix(".csv")
