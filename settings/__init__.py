@@ -155,6 +155,12 @@ class Settings(BaseSettings):
                 f"CDDF_TIMEFRAME_SETTINGS names unknown timeframe(s) {unknown}: use "
                 f"{', '.join(TIMEFRAME_DEFAULTS)}"
             )
+        if patterns := sorted(filter(is_pattern, self.series_settings)):
+            raise ValueError(
+                f"CDDF_SERIES_SETTINGS names pattern(s) {patterns}: its keys are series keys "
+                "(e.g. Binance_BTCUSDT_d); for every series of a timeframe use "
+                "CDDF_TIMEFRAME_SETTINGS"
+            )
         listed = select(self.series, self.series_settings)
         matched = {key for keys in listed.values() for key in keys}
         if strays := sorted(set(self.series_settings) - matched):

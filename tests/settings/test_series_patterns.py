@@ -45,6 +45,13 @@ def test_series_settings_must_match_a_listed_key_or_pattern(monkeypatch) -> None
         get_settings()
 
 
+def test_series_settings_are_keyed_by_series_not_patterns(monkeypatch) -> None:
+    monkeypatch.setenv("CDDF_SERIES", "Binance_*_d")
+    monkeypatch.setenv("CDDF_SERIES_SETTINGS", '{"Binance_*_d": {"window": 3}}')
+    with pytest.raises(SettingsError, match="names pattern.*use CDDF_TIMEFRAME_SETTINGS"):
+        get_settings()
+
+
 def test_settings_of_a_series_a_pattern_selects_are_checked(monkeypatch) -> None:
     monkeypatch.setenv("CDDF_SERIES", "Binance_*_d")
     monkeypatch.setenv("CDDF_TIMEFRAME_SETTINGS", '{"d": {"model_scope": "timeframe"}}')
