@@ -135,7 +135,8 @@ SeriesKeys = Annotated[
     typer.Option(
         "--series",
         "-s",
-        help="Series key such as Bitstamp_BTCUSD_d (repeatable; default: CDDF_SERIES).",
+        help="Series key such as Bitstamp_BTCUSD_d, or a pattern such as 'Binance_*USDT_d' "
+        "(* any characters, ? one; repeatable; default: CDDF_SERIES).",
     ),
 ]
 Source = Annotated[
