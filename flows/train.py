@@ -264,7 +264,7 @@ def stopped_at(scope: ModelScope, limit: TimeLimit) -> Iterator[None]:
         yield
     except TrainingTimeout as error:
         raise TimeoutError(
-            f"{scope.label}: training stopped at {error.where}, {limit.elapsed():.3g} s after "
+            f"{scope.label}: training stopped at {error.where}, {limit.elapsed():.1f} s after "
             f"the train step started: over its limit of {limit.seconds:g} s "
             "(flows.train.TRAIN_TIMEOUT_S); nothing was registered. Cap the fit with "
             "train_candles or max_epochs (CDDF_TIMEFRAME_SETTINGS, CDDF_SERIES_SETTINGS) or "

@@ -49,7 +49,7 @@ class TimeLimit:
         if elapsed > self.seconds:
             raise TrainingTimeout(
                 f"training stopped at {where}: its time limit of {self.seconds:g} s ran out "
-                f"({elapsed:.3g} s)",
+                f"({elapsed:.1f} s)",
                 where,
                 elapsed,
             )

@@ -49,7 +49,8 @@ def test_a_fit_in_a_worker_thread_stops_at_its_limit(candles):
     assert not worker.is_alive(), "the fit ran on past its 3 s limit for 120 s"
     (error,) = ended
     assert isinstance(error, TrainingTimeout) and isinstance(error, TimeoutError)
-    assert 3 < error.seconds < 3 + 10 and took < 3 + 30  # a batch takes milliseconds
+    # a batch takes milliseconds; the first traces the network, seconds on a loaded machine
+    assert 3 < error.seconds < 3 + 60 and took < 3 + 90
     assert "fit epoch" in error.where
 
 
