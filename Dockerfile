@@ -46,7 +46,9 @@ COPY db ./db
 COPY flows ./flows
 COPY migrations ./migrations
 COPY settings ./settings
-RUN pip install --no-deps . && cdd-forecast --help >/dev/null
+# (pip fetches the build backend, setuptools, for this install too: it needs the CA as well)
+RUN if [ -f "$PIP_CERT_IF_PRESENT" ]; then export PIP_CERT="$PIP_CERT_IF_PRESENT"; fi \
+    && pip install --no-deps . && cdd-forecast --help >/dev/null
 
 # The runtime: no compilers, no pip cache, the code read-only to the user that runs it.
 # /app holds the source and prefect.yaml too: `prefect deploy` runs there and process workers
