@@ -38,7 +38,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
 from cdd.client import HttpSettings, download, is_http, local_path, shown_url
-from cdd.errors import CDDDownloadError
+from cdd.errors import CDDDownloadError, SeriesNotFoundError
 from cdd.series_key import SeriesKey
 
 # the catalogue listing is fetched again once the cached one is older than this
@@ -199,7 +199,7 @@ class Catalogue:
             source = source.replace("{exchange}", exchange.lower())
         if not is_http(source):
             return self._read_local(source)
-        return self._cached(source)
+        return self._cached(source, exchange_of(pattern))
 
     def _read_local(self, source: str) -> Listing:
         path = local_path(source)
@@ -215,7 +215,7 @@ class Catalogue:
     def cache_path(self, url: str) -> Path:
         return self.cache_dir / f"listing-{hashlib.sha256(url.encode()).hexdigest()[:16]}.json"
 
-    def _cached(self, url: str) -> Listing:
+    def _cached(self, url: str, exchange: str | None) -> Listing:
         shown, path = shown_url(url), self.cache_path(url)
         cached = self._read_cache(path)
         now = self.now()
@@ -224,6 +224,12 @@ class Catalogue:
         try:
             fetched = download(url, settings=self.settings)
             keys = parse_listing(fetched.body or b"", source=shown)
+        except SeriesNotFoundError:
+            raise CatalogueError(
+                f"{shown}: HTTP 404 - there is no catalogue listing at this URL: check the "
+                f"exchange of the pattern ({exchange or 'none'}: CryptoDataDownload's exchange "
+                "names, e.g. Binance, Bitstamp, Kraken) or CDDF_CATALOGUE"
+            ) from None
         except (CDDDownloadError, CatalogueError) as error:
             if cached is None:
                 raise CatalogueError(

@@ -145,6 +145,14 @@ def test_a_bad_listing_without_a_cache_names_the_url_and_what_to_do(
     assert "none is cached" in message
 
 
+def test_an_exchange_without_a_listing_is_named(httpserver: HTTPServer, catalogue_env: Path):
+    serve_listing(httpserver, "binanse", response_data="Not Found", status=404)
+    with pytest.raises(ValueError, match="HTTP 404 - there is no catalogue listing") as raised:
+        plan(["Binanse_*_d"], None)
+    assert "exchange of the pattern (Binanse" in str(raised.value)
+    assert "/binanse/available" in str(raised.value)
+
+
 def test_a_listing_past_the_size_limit_is_refused(
     httpserver: HTTPServer, catalogue_env: Path, monkeypatch
 ) -> None:
