@@ -208,21 +208,42 @@ class Stack:
             self.api("DELETE", f"/flow_runs/{flow_run['id']}")
         return deployment["schedules"]
 
-    def run_deployment(self, name: str, parameters: dict[str, Any], deadline_s: float):
-        """Create a run of deployment ``flow/deployment``, wait for its end; its final JSON."""
+    def start_deployment(self, name: str, parameters: dict[str, Any]) -> dict[str, Any]:
+        """Create a run of deployment ``flow/deployment``; its JSON (a worker picks it up)."""
         deployment = self.api("GET", f"/deployments/name/{name}").json()
-        flow_run = self.api(
+        return self.api(
             "POST",
             f"/deployments/{deployment['id']}/create_flow_run",
             json={"parameters": parameters},
         ).json()
 
+    def run_deployment(self, name: str, parameters: dict[str, Any], deadline_s: float):
+        """Create a run of deployment ``flow/deployment``, wait for its end; its final JSON."""
+        flow_run = self.start_deployment(name, parameters)
+        return self.wait_for_end(flow_run["id"], f"the {name} run", deadline_s)
+
+    def flow_run(self, flow_run_id: str) -> dict[str, Any]:
+        return self.api("GET", f"/flow_runs/{flow_run_id}").json()
+
+    def wait_for_end(self, flow_run_id: str, what: str, deadline_s: float) -> dict[str, Any]:
+        """The flow run's JSON once its state is final (Completed, Failed, Crashed, Cancelled)."""
+
         def final() -> dict[str, Any] | None:
-            run = self.api("GET", f"/flow_runs/{flow_run['id']}").json()
+            run = self.flow_run(flow_run_id)
             final_types = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
             return run if run["state"] and run["state"]["type"] in final_types else None
 
-        return wait_for(f"the {name} run to end", final, deadline_s, self.logs)
+        return wait_for(f"{what} to end", final, deadline_s, self.logs)
+
+    def flow_runs(self, **flow_runs_filter: Any) -> list[dict[str, Any]]:
+        """The flow runs that match a filter of the API, e.g. ``tags={"all_": ["x"]}``."""
+        return self.api("POST", "/flow_runs/filter", json={"flow_runs": flow_runs_filter}).json()
+
+    def deployment_runs(self, name: str) -> list[dict[str, Any]]:
+        """Every flow run of deployment ``flow/deployment``."""
+        deployment = self.api("GET", f"/deployments/name/{name}").json()
+        body = {"deployments": {"id": {"any_": [deployment["id"]]}}}
+        return self.api("POST", "/flow_runs/filter", json=body).json()
 
     def run_logs(self, flow_run_id: str) -> str:
         """The flow run's log lines as the UI shows them."""

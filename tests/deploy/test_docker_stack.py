@@ -3,7 +3,9 @@
 No registry is needed: the base image comes from Debian's packages (debootstrap) and
 PostgreSQL from Debian's ``postgresql-15`` (see tests/deploy/docker_stack.py). Every service
 runs on the host network on free ports of 127.0.0.1. The daily flow downloads a small
-CryptoDataDownload-format file from an HTTP server of this test.
+CryptoDataDownload-format file from an HTTP server of this test. Then the CPU worker is killed
+in the middle of a backfill: its run must be Crashed within the documented bound, resumed by
+itself and completed, with one forecast run per as_of (docs/deploy.md, "Dead runs").
 
     sudo .venv/bin/pytest -m docker tests/deploy/test_docker_stack.py
 
@@ -28,6 +30,7 @@ from tests.deploy.compose import ROOT
 from tests.deploy.docker.engine import build_images, docker_engine
 from tests.deploy.docker_stack import Stack, compose_stack
 from tests.flows.cdd_files import make_candles, make_cdd_csv
+from tests.system.stack import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -36,6 +39,13 @@ KEY = SeriesKey.parse(SERIES)
 N_CANDLES = 60  # the newest is today's partial candle
 TINY = {"units": 8, "max_epochs": 2, "patience": 1, "window": 5, "horizon": 3, "batch_size": 32}
 SERVICES = ("postgres", "prefect-server", "migrate", "deploy", "worker-cpu")
+# A dead run is Crashed at most 30 x 3 + 5 s after its last heartbeat (docs/deploy.md, "Dead
+# runs": PREFECT_FLOWS_HEARTBEAT_FREQUENCY in docker-compose.yml, `within` of
+# deploy/automations/crash-silent-runs.yaml, the server's proactive evaluation every 5 s), plus
+# the seconds the server takes to apply the action and this test to poll.
+CRASH_BOUND_S = 30 * 3 + 5
+ACTION_SLACK_S = 20
+CRASH_DAYS = range(35, 4, -1)  # as_ofs (days before yesterday) before the first backfill's
 
 
 def test_the_compose_stack_serves_the_ui_runs_daily_and_backfill_and_goes_away(tmp_path, request):
@@ -90,6 +100,11 @@ def test_the_compose_stack_serves_the_ui_runs_daily_and_backfill_and_goes_away(t
                     yesterday - dt.timedelta(days=n) for n in (4, 3, 2)
                 ]
                 mark = time.monotonic()
+                seconds["dead worker: crashed after"] = check_a_killed_worker_s_backfill_ends(
+                    stack, yesterday
+                )
+                seconds["dead worker"] = time.monotonic() - mark
+                mark = time.monotonic()
             seconds["down -v"] = time.monotonic() - mark
             assert stack.leftovers() == {"containers": [], "volumes": [], "networks": []}
     finally:
@@ -118,6 +133,64 @@ def check_the_ui_and_the_one_shot_steps(stack: Stack) -> None:
     assert sorted(deployment["name"] for deployment in deployments) == expected
     schedules = stack.stop_schedules("daily/daily")
     assert [(s["schedule"]["cron"], s["active"]) for s in schedules] == [("15 0 * * *", True)]
+
+
+def check_a_killed_worker_s_backfill_ends(stack: Stack, yesterday: dt.date) -> float:
+    """The issue's scenario: worker-cpu killed in the middle of a backfill and started again,
+    nothing else touched. The run is Crashed within the bound, resumed once by the resume
+    deployment, the resumed run completes, and every as_of has one forecast run. Returns the
+    seconds from the kill to Crashed."""
+    first, last = (yesterday - dt.timedelta(days=n) for n in (CRASH_DAYS[0], CRASH_DAYS[-1]))
+    parameters = {"series": SERIES, "start": str(first), "end": str(last), "retrain_every": 7}
+    stored_before = len(backfill_as_ofs(stack))
+    run = stack.start_deployment("backfill/backfill", parameters)
+
+    def mid_way() -> bool | None:
+        flow_run = stack.flow_run(run["id"])
+        state = flow_run["state"]["type"]
+        assert state in {"SCHEDULED", "PENDING", "RUNNING"}, (
+            f"the backfill ended {state} before its worker was killed: give it more as_ofs"
+            + failure(stack, flow_run)
+        )
+        return True if state == "RUNNING" and len(backfill_as_ofs(stack)) > stored_before else None
+
+    wait_for("the backfill to store its first as_of", mid_way, 600, stack.logs)
+    # SIGKILL: the worker and the run's process die at once, as in a lost machine or an OOM kill
+    stack.compose("kill", "worker-cpu")
+    killed = time.monotonic()
+    stack.compose("start", "worker-cpu")
+
+    def ended() -> dict | None:
+        flow_run = stack.flow_run(run["id"])
+        return flow_run if flow_run["state"]["type"] != "RUNNING" else None
+
+    crashed = wait_for(
+        "the killed backfill run to be marked Crashed",
+        ended,
+        CRASH_BOUND_S + ACTION_SLACK_S,
+        stack.logs,
+    )
+    crashed_after = time.monotonic() - killed
+    assert crashed["state"]["type"] == "CRASHED", failure(stack, crashed)
+    assert crashed["state"]["message"].startswith("No heartbeat for 90 s"), crashed["state"]
+
+    resumes = {"tags": {"all_": [f"resume-of:{run['id']}"]}}
+    (resumed,) = wait_for(
+        "the crashed run to be resumed", lambda: stack.flow_runs(**resumes) or None, 120, stack.logs
+    )
+    assert resumed["parameters"] == crashed["parameters"] and "resume:1" in resumed["tags"]
+    resumed = stack.wait_for_end(resumed["id"], "the resumed backfill run", 600)
+    assert resumed["state"]["type"] == "COMPLETED", failure(stack, resumed)
+    (resume,) = stack.deployment_runs("resume/resume")
+    resume = stack.wait_for_end(resume["id"], "the resume run", 60)
+    assert resume["state"]["type"] == "COMPLETED", failure(stack, resume)
+
+    assert len(stack.flow_runs(**resumes)) == 1  # one new run, no duplicate
+    # one forecast run per as_of: the as_ofs the dead run stored are not forecast again
+    assert backfill_as_ofs(stack) == [
+        yesterday - dt.timedelta(days=n) for n in (*CRASH_DAYS, 4, 3, 2)
+    ]
+    return crashed_after
 
 
 def reader_engine(stack: Stack) -> sa.Engine:
