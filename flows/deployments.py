@@ -2,7 +2,7 @@
 (with its work pools) and `cdd-forecast serve` serves them from one process.
 
     >>> [d.name for d in DEPLOYMENTS]
-    ['daily', 'train', 'series', 'backfill', 'resume']
+    ['daily', 'train', 'series', 'backfill', 'prefect-retention', 'resume']
     >>> DEPLOYMENTS[0].schedules
     ({'cron': '15 0 * * *', 'timezone': 'UTC'},)
 
@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
 
 DAILY_SCHEDULE = {"cron": "15 0 * * *", "timezone": "UTC"}
+# Prefect's own history (flows/prefect_retention.py), daily, hours after the daily run started
+RETENTION_SCHEDULE = {"cron": "30 5 * * *", "timezone": "UTC"}
 BACKFILL_DEFAULTS: dict[str, Any] = {"retrain_every": 7, "force": False}
 
 
@@ -55,6 +57,11 @@ DEPLOYMENTS = (
     Deployment("train", "flows/train.py:train_flow"),
     Deployment("series", "flows/series.py:series_flow"),
     Deployment("backfill", "flows/backfill.py:backfill_flow", parameters=BACKFILL_DEFAULTS),
+    Deployment(
+        "prefect-retention",
+        "flows/prefect_retention.py:prefect_retention_flow",
+        (RETENTION_SCHEDULE,),
+    ),
     # run by an automation for each crashed daily or backfill run (deploy/automations/)
     Deployment("resume", "flows/resume.py:resume_flow"),
 )

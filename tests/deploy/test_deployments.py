@@ -18,6 +18,11 @@ EXPECTED = {  # deployment: (entrypoint, pool, schedules)
     "train": ("flows/train.py:train_flow", "gpu", []),
     "series": ("flows/series.py:series_flow", "cpu", []),
     "backfill": ("flows/backfill.py:backfill_flow", "cpu", []),
+    "prefect-retention": (
+        "flows/prefect_retention.py:prefect_retention_flow",
+        "cpu",
+        [{"cron": "30 5 * * *", "timezone": "UTC"}],
+    ),
     "resume": ("flows/resume.py:resume_flow", "cpu", []),
 }
 
@@ -27,7 +32,7 @@ def prefect_yaml() -> dict:
     return yaml.safe_load((REPO / "prefect.yaml").read_text())
 
 
-def test_prefect_yaml_declares_the_three_deployments(prefect_yaml):
+def test_prefect_yaml_declares_the_deployments(prefect_yaml):
     found = {
         d["name"]: (d["entrypoint"], d["work_pool"]["name"], d["schedules"])
         for d in prefect_yaml["deployments"]
