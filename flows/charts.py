@@ -1,27 +1,33 @@
 """The daily chart: the last candles of a series with its newest forecast and 80/95 % bands.
 
-    png = forecast_png(candles, forecasts, "Bitstamp_BTCUSD_d")   # PNG bytes, about 22 kB
+    png = forecast_png(candles, forecasts, "Bitstamp_BTCUSD_d")   # PNG bytes, about 14 kB
     markdown_image(png, "Bitstamp_BTCUSD_d")    # '![Bitstamp_BTCUSD_d](data:image/png;base64,…)'
 
-The chart reaches the Prefect UI inside the markdown artifact, as a ``data:image/png;base64``
-image: a browser on any machine shows it (the V1 UI renders the image as is; the V2 UI lets
-``data:image/`` through its sanitizer), with no file server, shared disk or database blob to
-run; the daily flow also writes the PNG to ``CDDF_CHART_DIR``. To keep artifacts small the
-PNG is 1000×450 pixels in ``CHART_COLORS`` palette colours: about 22 kB (29 kB in base64)
-for a daily or an hourly series, where the full-colour PNG is 76 kB.
+The chart reaches the Prefect UI inside the series' own markdown artifact
+(`flows/summary.py`), as a ``data:image/png;base64`` image: a browser on any machine shows it
+(the V1 UI renders the image as is; the V2 UI lets ``data:image/`` through its sanitizer), with
+no file server, shared disk or database blob to run; the daily flow also writes the PNG to
+``CDDF_CHART_DIR``, where only each series' newest chart is kept (`keep_newest_chart`). To
+keep artifacts small the PNG is 800×360 pixels in ``CHART_COLORS`` palette colours: about
+14 kB (19 kB in base64) for a daily or an hourly series, where 1000×450 pixels in 256 colours
+were 22 kB and the full-colour PNG 76 kB. 16 colours lose the 95 % band's pale orange.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import re
+from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image
 
 CHART_CANDLES = 90
-CHART_COLORS = 256  # palette colours (a PNG palette's most): lines, bands, their soft edges
+CHART_COLORS = 32  # palette colours: lines, bands, their soft edges (16 merge the 95 % band)
+CHART_SIZE = (10, 4.5)  # inches, at CHART_DPI: 800×360 pixels
+CHART_DPI = 80
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -52,7 +58,7 @@ def forecast_png(
 
     # a Figure of its own, not pyplot's: series draw their charts side by side in threads,
     # and pyplot keeps every open figure in one global registry
-    figure = Figure(figsize=(10, 4.5), dpi=100)
+    figure = Figure(figsize=CHART_SIZE, dpi=CHART_DPI)
     axes = figure.subplots()
     axes.plot(recent.index, recent.to_numpy(dtype=float), color="#1f3b73", label="close")
     for level, alpha in ((95, 0.18), (80, 0.35)):
@@ -81,7 +87,7 @@ def forecast_png(
 
 
 def _palette_png(png: bytes) -> bytes:
-    """The same picture in ``CHART_COLORS`` palette colours: a third of the bytes.
+    """The same picture in ``CHART_COLORS`` palette colours: a fifth of the bytes.
 
     Octree quantization keeps the few pixels of the forecast line in their own colour, where
     median cut merged them into the bands' orange.
@@ -92,6 +98,29 @@ def _palette_png(png: bytes) -> bytes:
         small, format="PNG", optimize=True
     )
     return small.getvalue()
+
+
+def chart_path(folder: Path, series: str, as_of: pd.Timestamp) -> Path:
+    """Where the chart of ``series`` as of ``as_of`` goes in ``folder``.
+
+    >>> chart_path(Path("charts"), "Bitstamp_BTCUSD_d", pd.Timestamp("2024-06-30"))
+    PosixPath('charts/Bitstamp_BTCUSD_d_20240630_0000.png')
+    """
+    return folder / f"{series}_{as_of:%Y%m%d_%H%M}.png"
+
+
+def keep_newest_chart(folder: Path, series: str) -> list[Path]:
+    """Delete every chart of ``series`` in ``folder`` but the newest as of; the deleted files.
+
+    The chart directory holds one PNG per series, whatever the number of days: the older ones
+    are in the Prefect artifacts' history (`flows/summary.py`) for as long as it is kept.
+    Another series' charts are never matched (the name is the key, then the as of).
+    """
+    own = re.compile(rf"{re.escape(series)}_\d{{8}}_\d{{4}}\.png")
+    charts = sorted(path for path in folder.glob(f"{series}_*.png") if own.fullmatch(path.name))
+    for old in charts[:-1]:
+        old.unlink(missing_ok=True)  # another run of the series may have deleted it first
+    return charts[:-1]
 
 
 def markdown_image(png: bytes, alt: str) -> str:

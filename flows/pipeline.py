@@ -25,7 +25,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from db.engine import get_engine
 from db.registry import ModelScope, VersionInfo, train_outcome
 from flows.candles import final_candles, scope_candles
-from flows.charts import forecast_png
+from flows.charts import chart_path, forecast_png, keep_newest_chart
 from flows.dispatch import DispatchError, dispatch
 from flows.evaluate import EvaluateOutcome, evaluate_series
 from flows.forecast import ForecastOutcome, check_serves, forecast_series
@@ -78,15 +78,16 @@ def trained_by(scope: ModelScope, child_run_id: str, deployment: str) -> Trained
     return Trained(action, version, f"{deployment} run {child_run_id}")
 
 
-@task(cache_policy=NO_CACHE)
 def draw_chart(series: str, candles: pd.DataFrame, forecasts: pd.DataFrame) -> tuple[Path, bytes]:
-    """Draw the last 90 candles with the forecast and its bands; write it to the chart dir."""
+    """Draw the last 90 candles with the forecast and its bands; write it to the chart dir,
+    where only the series' newest chart is kept. A step of ``run_series``' task run, not a
+    task run of its own (a failure is the series' ``chart`` step)."""
     png = forecast_png(candles, forecasts, series)
     folder = get_settings().chart_dir or DEFAULT_CHART_DIR
-    as_of = pd.Timestamp(forecasts["as_of"].iloc[0])
-    path = folder / f"{series}_{as_of:%Y%m%d_%H%M}.png"
+    path = chart_path(folder, series, pd.Timestamp(forecasts["as_of"].iloc[0]))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(png)
+    keep_newest_chart(folder, series)
     return path.resolve(), png
 
 

@@ -1,97 +1,161 @@
-"""A run's artifacts: the markdown summary of each series' outcome with its chart, and the
-table of the new forecasts (the daily flow's and the series flow's alike).
+"""A run's artifacts, sized for hundreds of series (the daily flow's and the series flow's alike).
+
+    publish(outcomes)   # 'daily-summary', then 'series-bitstamp-btcusd-d', ... one per series
+
+- ``daily-summary``: the counts (ok, failed, skipped; models retrained, fine-tuned, kept), a
+  table row per series, the series with a problem first, at most ``SUMMARY_ROWS`` rows, then
+  the errors, at most ``ERRORS_SHOWN``, each cut at ``ERROR_CHARS``: under 60 kB at any N.
+- ``series-<key>`` (``series_artifact_key``): one per forecast series, its chart (a ``data:``
+  PNG, `flows/charts.py`) and its forecasts: about 20 kB whatever N. The key is the same every
+  day, so the Prefect UI's artifact page shows each series' newest chart and its history.
+
+No artifact grows with the number of series; Prefect's retention deployment removes them after
+``CDDF_PREFECT_RETENTION_DAYS`` (`flows/prefect_retention.py`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import re
 
 import pandas as pd
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact
 
 from flows.charts import markdown_image
 from flows.pipeline import SeriesOutcome
 
+SUMMARY_ROWS = 200  # series rows in the summary; the others are counted
+ERRORS_SHOWN = 50  # errors listed in the summary; the others are counted
+ERROR_CHARS = 400  # an error's message in the summary is cut here (the logs have it whole)
+ACTIONS = {"keep": "kept", "retrain": "retrained", "finetune": "fine-tuned"}
+
 
 def publish(outcomes: list[SeriesOutcome]) -> None:
-    """The run's artifacts: the markdown summary and the table of new forecasts."""
+    """The run's artifacts: the summary, then each forecast series' chart and forecasts."""
     create_markdown_artifact(
         key="daily-summary",
         markdown=summary_markdown(outcomes),
-        description="Per series: rows ingested, model version, skill; the charts",
+        description="Counts and per series: status, rows ingested, model version, skill",
     )
-    rows = forecast_rows(outcomes)
-    if rows:
-        create_table_artifact(
-            key="daily-forecasts", table=rows, description="The forecasts of this run"
-        )
+    for outcome in outcomes:
+        if outcome.forecast is not None:
+            create_markdown_artifact(
+                key=series_artifact_key(outcome.series),
+                markdown=series_markdown(outcome),
+                description=f"{outcome.series}: the chart and the forecasts of this run",
+            )
+
+
+def series_artifact_key(series: str) -> str:
+    """The key of a series' artifact: Prefect's keys are lowercase letters, digits and dashes.
+
+    >>> series_artifact_key("Bitstamp_BTCUSD_d")
+    'series-bitstamp-btcusd-d'
+    """
+    return "series-" + re.sub(r"[^a-z0-9-]", "-", series.lower())
+
+
+def status_of(outcome: SeriesOutcome) -> str:
+    """``ok``, ``**failed at STEP**`` or ``skipped: why``, and the dispatched run if any."""
+    status = "ok" if outcome.failed_step is None else f"**failed at {outcome.failed_step}**"
+    if outcome.skipped:
+        status = f"skipped: {outcome.skipped}"
+    if outcome.flow_run:  # dispatched: the details are in that run's own summary
+        status += f" in flow run {outcome.flow_run}"
+    return status
 
 
 def summary_markdown(outcomes: list[SeriesOutcome]) -> str:
-    """A markdown table of every series' outcome, then each series' chart as an image."""
-    lines = [
-        "# Daily forecast run",
-        "",
+    """The counts, a table of the series (problems first, at most SUMMARY_ROWS), the errors."""
+    problems = [o for o in outcomes if o.failed_step is not None or o.skipped]
+    shown = (problems + [o for o in outcomes if o not in problems])[:SUMMARY_ROWS]
+    lines = ["# Daily forecast run", "", counts_line(outcomes), ""]
+    if any(o.forecast is not None for o in outcomes):
+        example = next(o.series for o in outcomes if o.forecast is not None)
+        lines += [
+            "Each forecast series' chart and forecasts: its own artifact, "
+            f"`{series_artifact_key(example)}` for {example}.",
+            "",
+        ]
+    lines += [
         "| series | status | rows ingested | model version | as of | recent skill |",
         "|---|---|---|---|---|---|",
     ]
-    for o in outcomes:
-        status = "ok" if o.failed_step is None else f"**failed at {o.failed_step}**"
-        if o.skipped:
-            status = f"skipped: {o.skipped}"
-        if o.flow_run:  # dispatched: the details are in that run's own summary
-            status += f" in flow run {o.flow_run}"
-        ingested = "" if o.ingest is None else str(o.ingest.inserted + o.ingest.updated)
-        model = ""
-        if o.trained is not None:
-            action = "kept" if o.trained.action == "keep" else o.trained.action
-            model = f"{o.trained.version.id} ({action})"
-        as_of = "" if o.forecast is None else f"{pd.Timestamp(o.forecast.as_of):%Y-%m-%d %H:%M}"
-        skill = o.evaluate.recent_skill if o.evaluate else None
-        shown = "n/a" if skill is None else f"{skill:+.3f}"
-        lines.append(f"| {o.series} | {status} | {ingested} | {model} | {as_of} | {shown} |")
+    lines += [table_row(o) for o in shown]
+    if len(outcomes) > len(shown):
+        lines += ["", f"… and {len(outcomes) - len(shown)} more series, all ok."]
     errors = [o for o in outcomes if o.error is not None]
     if errors:
         lines += ["", "## Errors", ""]
-        lines += [
-            f"- **{o.series}** ({o.failed_step}): {type(o.error).__name__}: {o.error}"
-            for o in errors
-        ]
-    charted = [o for o in outcomes if o.chart_png is not None]
-    if charted:
-        lines += ["", "## Charts"]
-        for o in charted:
-            lines += ["", f"### {o.series}", "", markdown_image(o.chart_png, f"{o.series} chart")]
-            if o.chart is not None:
-                lines += ["", f"Also saved on the worker as `{o.chart}`."]
+        for o in errors[:ERRORS_SHOWN]:
+            message = f"{type(o.error).__name__}: {o.error}"
+            if len(message) > ERROR_CHARS:
+                message = message[:ERROR_CHARS] + " … (whole in the run's logs)"
+            lines.append(f"- **{o.series}** ({o.failed_step}): {message}")
+        if len(errors) > ERRORS_SHOWN:
+            lines.append(f"- … and {len(errors) - ERRORS_SHOWN} more: the run's logs name each")
     return "\n".join(lines) + "\n"
 
 
-def forecast_rows(outcomes: list[SeriesOutcome]) -> list[dict[str, Any]]:
-    """One row per new forecast, for the table artifact."""
-    rows = []
+def counts_line(outcomes: list[SeriesOutcome]) -> str:
+    """``N series: a ok, b failed, c skipped; models: ...`` of a run.
+
+    >>> counts_line([SeriesOutcome("Bitstamp_BTCUSD_d"), SeriesOutcome("Kraken_XRPUSD_d",
+    ...     failed_step="ingest")])
+    '2 series: 1 ok, 1 failed, 0 skipped.'
+    """
+    failed = sum(o.failed_step is not None for o in outcomes)
+    skipped = sum(bool(o.skipped) and o.failed_step is None for o in outcomes)
+    line = (
+        f"{len(outcomes)} series: {len(outcomes) - failed - skipped} ok, {failed} failed, "
+        f"{skipped} skipped"
+    )
+    versions = {}  # a global model's version is counted once, not once per member
     for o in outcomes:
-        if o.forecast is None:
-            continue
-        for record in o.forecast.forecasts.to_dict("records"):
-            rows.append(
-                {
-                    "series": o.series,
-                    "model_version": o.forecast.model_version_id,
-                    "as_of": pd.Timestamp(record["as_of"]).isoformat(),
-                    "target_time": pd.Timestamp(record["target_time"]).isoformat(),
-                    "horizon": int(record["horizon"]),
-                    **{
-                        name: round(float(record[name]), 6)
-                        for name in (
-                            "value",
-                            "lower_80",
-                            "upper_80",
-                            "lower_95",
-                            "upper_95",
-                            "naive",
-                        )
-                    },
-                }
+        if o.trained is not None:
+            versions[o.trained.version.id] = ACTIONS.get(o.trained.action, o.trained.action)
+    if versions:
+        actions = pd.Series(list(versions.values())).value_counts()
+        line += "; models: " + ", ".join(f"{n} {action}" for action, n in actions.items())
+    return line + "."
+
+
+def table_row(o: SeriesOutcome) -> str:
+    """One series' row of the summary table."""
+    ingested = "" if o.ingest is None else str(o.ingest.inserted + o.ingest.updated)
+    model = ""
+    if o.trained is not None:
+        action = "kept" if o.trained.action == "keep" else o.trained.action
+        model = f"{o.trained.version.id} ({action})"
+    as_of = "" if o.forecast is None else f"{pd.Timestamp(o.forecast.as_of):%Y-%m-%d %H:%M}"
+    skill = o.evaluate.recent_skill if o.evaluate else None
+    shown = "n/a" if skill is None else f"{skill:+.3f}"
+    return f"| {o.series} | {status_of(o)} | {ingested} | {model} | {as_of} | {shown} |"
+
+
+def series_markdown(o: SeriesOutcome) -> str:
+    """A forecast series' artifact: its summary row, its chart, its forecasts."""
+    lines = [
+        f"# {o.series}",
+        "",
+        "| series | status | rows ingested | model version | as of | recent skill |",
+        "|---|---|---|---|---|---|",
+        table_row(o),
+    ]
+    if o.chart_png is not None:
+        lines += ["", markdown_image(o.chart_png, f"{o.series} chart")]
+        if o.chart is not None:
+            lines += ["", f"Also saved on the worker as `{o.chart}`."]
+    if o.forecast is not None:
+        lines += ["", "| target time | h | forecast | 80 % interval | 95 % interval | naive |"]
+        lines.append("|---|---|---|---|---|---|")
+        for row in o.forecast.forecasts.sort_values("horizon").itertuples():
+            lines.append(
+                f"| {pd.Timestamp(row.target_time):%Y-%m-%d %H:%M} | {row.horizon} "
+                f"| {row.value:.6g} | {row.lower_80:.6g} – {row.upper_80:.6g} "
+                f"| {row.lower_95:.6g} – {row.upper_95:.6g} | {row.naive:.6g} |"
             )
-    return rows
+        lines += [
+            "",
+            f"Model version {o.forecast.model_version_id}, forecast run {o.forecast.run_id}.",
+        ]
+    return "\n".join(lines) + "\n"

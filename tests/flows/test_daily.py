@@ -41,6 +41,7 @@ from flows.cli import app
 from flows.daily import DailyRunFailed, daily_flow
 from flows.dispatch import DispatchError, DispatchFailed, DispatchTimeout, dispatch
 from flows.forecast import forecast_flow
+from flows.summary import series_artifact_key
 from flows.train import train_flow
 from settings import SettingsError, get_settings
 from tests.flows.cdd_files import make_cdd_csv
@@ -107,10 +108,12 @@ def test_daily_ingests_trains_forecasts_scores_and_reports(service, cdd, tmp_pat
     artifacts = artifacts_of(state.state_details.flow_run_id)
     summary = artifacts["daily-summary"]
     assert f"| {SERIES} | ok | 5 | {outcome.trained.version.id} (retrain)" in summary
-    # the chart as an image any browser shows, read back from the API: no file:// link
-    assert "file://" not in summary
-    assert images_in(summary) == {f"{SERIES} chart": outcome.chart.read_bytes()}
-    assert "daily-forecasts" in artifacts and SERIES in artifacts["daily-forecasts"]
+    # the chart as an image any browser shows, in the series' own artifact with its
+    # forecasts, read back from the API: no file:// link
+    chart = artifacts[series_artifact_key(SERIES)]
+    assert "file://" not in chart
+    assert images_in(chart) == {f"{SERIES} chart": outcome.chart.read_bytes()}
+    assert f"model version {outcome.trained.version.id}" in chart.lower()
 
     cdd(N_CANDLES + 5 + HORIZON)  # the next days: the first run's targets are final
     [second] = daily_flow()
