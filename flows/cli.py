@@ -336,12 +336,11 @@ def run(
     except DailyRunFailed as failed:
         outcomes = failed.outcomes
     render.stdout().print(render.outcome_table(outcomes))
+    for outcome in render.forecasts_shown(outcomes):
+        render.stdout().print(render.forecasts_table(outcome.series, outcome.forecast.forecasts))
     console = render.stderr()
     for outcome in outcomes:
         if outcome.error is None:
-            render.stdout().print(
-                render.forecasts_table(outcome.series, outcome.forecast.forecasts)
-            )
             continue
         render.labelled(
             console,

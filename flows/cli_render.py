@@ -180,13 +180,29 @@ def holes_text(key: str, holes: list) -> str:
     return f"{key}: {len(holes)} holes{shown}{more}"
 
 
+CONSOLE_SERIES = 12  # a run of more series prints its counts and its problems, not every series
+
+
 def outcome_table(outcomes: list[SeriesOutcome]) -> Table:
-    """Per series: status, rows ingested, model version, forecast as_of, skill, chart."""
-    table = Table(title="daily run")
+    """Per series: status, rows ingested, model version, forecast as_of, skill, chart; above
+    CONSOLE_SERIES series only the failed and skipped ones, under the run's counts (every
+    series is in the run's artifacts: ``daily-summary`` and each ``series-<key>``)."""
+    from flows.summary import counts_line
+
+    many = len(outcomes) > CONSOLE_SERIES
+    shown = [o for o in outcomes if o.error is not None or o.skipped] if many else outcomes
+    table = Table(title="daily run", caption=counts_line(outcomes))
+    if many:
+        table.caption += (
+            f" Only the {len(shown)} failed or skipped are listed; every series is in the "
+            "run's artifacts (daily-summary and series-<key>)."
+        )
     for name in ("series", "status", "ingested", "model version", "as of", "recent skill", "chart"):
         table.add_column(name, no_wrap=name != "chart")
-    for o in outcomes:
+    for o in shown:
         status = "[green]ok[/]" if o.error is None else f"[red]failed at {o.failed_step}[/]"
+        if o.skipped:
+            status = f"[yellow]skipped: {escape(o.skipped)}[/]"
         skill = None if o.evaluate is None else o.evaluate.recent_skill
         table.add_row(
             o.series,
@@ -198,6 +214,14 @@ def outcome_table(outcomes: list[SeriesOutcome]) -> Table:
             "-" if o.chart is None else escape(str(o.chart)),
         )
     return table
+
+
+def forecasts_shown(outcomes: list[SeriesOutcome]) -> list[SeriesOutcome]:
+    """The series whose forecasts the console prints as a table: each forecast one of a run of
+    at most CONSOLE_SERIES series, none of a larger run (their artifacts have them)."""
+    if len(outcomes) > CONSOLE_SERIES:
+        return []
+    return [o for o in outcomes if o.forecast is not None]
 
 
 def forecasts_table(series: str, frame) -> Table:

@@ -34,6 +34,7 @@ from prefect.runtime import flow_run
 from cdd.client import refuse_credentials
 from cdd.series_key import SeriesKey
 from flows.ingest import plan_series
+from flows.run_logs import quiet_completed_task_runs
 from flows.pipeline import SeriesOutcome, run_group, run_side_by_side
 from flows.retention import prune_after_run
 from flows.scopes import global_groups
@@ -60,7 +61,24 @@ def _run_name() -> str:
             series = get_settings().series
         except SettingsError:  # the run itself fails on it and says why
             return "daily (invalid settings)"
-    return f"daily {','.join(series)}"
+    return run_name(series)
+
+
+RUN_NAME_KEYS = 3  # a run's name lists this many series keys, then counts the others
+
+
+def run_name(series: list[str]) -> str:
+    """The daily run's name: a few keys and the count, short at any number of series.
+
+    >>> run_name(["Bitstamp_BTCUSD_d"])
+    'daily Bitstamp_BTCUSD_d'
+    >>> run_name([f"Binance_C{i}USDT_d" for i in range(96)])
+    'daily Binance_C0USDT_d,Binance_C1USDT_d,Binance_C2USDT_d +93 (96 series)'
+    """
+    if len(series) <= RUN_NAME_KEYS:
+        return f"daily {','.join(series)}"
+    shown = ",".join(series[:RUN_NAME_KEYS])
+    return f"daily {shown} +{len(series) - RUN_NAME_KEYS} ({len(series)} series)"
 
 
 @flow(name="daily", flow_run_name=_run_name, timeout_seconds=DAILY_TIMEOUT_S)
@@ -73,6 +91,7 @@ def daily_flow(
     validation; the CLI's, already `SeriesKey`, as they are) and handed on as `SeriesKey`.
     """
     settings = get_settings()  # a bad setting fails here, before any work
+    quiet_completed_task_runs()  # a line per task run is noise at hundreds of series
     refuse_credentials(source)  # a run made elsewhere (a deployment's) stops at once
     keys = plan_series(series, source)
     for key in keys:

@@ -7,6 +7,11 @@ model version with newly scored runs is scored again over all its scored runs. A
 before one of its target candles was revised (db/revisions.py) is scored again, and so is its
 model version: ``runs_rescored`` says how many, so that forecast_metrics and the
 forecast_vs_actual view agree again.
+
+A series' evaluation is one task run (``evaluate {series}``), its steps plain functions: on
+most days there is at most one run to score, and a task run per step cost more in Prefect's
+bookkeeping (its states, events and log lines) than the step's own work. With nothing to score
+(no final candle at a new target, no revision) it only reads the recent skill.
 """
 
 # No `from __future__ import annotations` here: a served deployment may pickle the flow
@@ -57,19 +62,16 @@ def scores(forecasts: pd.DataFrame, actuals: pd.Series) -> pd.DataFrame:
     return metrics[metrics["n"] > 0]
 
 
-@task(cache_policy=NO_CACHE, **DB_RETRY)
 def find_unscored(series: str) -> list[RunInfo]:
     """The runs not scored yet whose every target has a final candle."""
     return unscored_runs(get_engine(), series)
 
 
-@task(cache_policy=NO_CACHE, **DB_RETRY)
 def find_revised(series: str) -> list[RunInfo]:
     """The scored runs with a target candle revised since they were scored."""
     return revised_runs(get_engine(), series)
 
 
-@task(cache_policy=NO_CACHE, **DB_RETRY)
 def score_runs(runs: list[RunInfo], actuals: pd.Series) -> list[RunInfo]:
     """Score and store each run; returns the runs that had actuals to score."""
     engine, logger = get_engine(), get_run_logger()
@@ -96,7 +98,6 @@ def score_runs(runs: list[RunInfo], actuals: pd.Series) -> list[RunInfo]:
     return done
 
 
-@task(cache_policy=NO_CACHE, **DB_RETRY)
 def score_version(series: str, model_version_id: int, actuals: pd.Series) -> float | None:
     """Score a model version over all its scored runs; returns its pooled skill."""
     engine = get_engine()
@@ -121,7 +122,6 @@ def score_version(series: str, model_version_id: int, actuals: pd.Series) -> flo
     return None if skill is None or pd.isna(skill) else float(skill)
 
 
-@task(cache_policy=NO_CACHE, **DB_RETRY)
 def series_recent_skill(series: str, actuals: pd.Series) -> float | None:
     """The pooled skill of the series' newest scoreable runs, whatever their version."""
     forecasts = recent_run_forecasts(get_engine(), series, last_runs=RECENT_RUNS)
@@ -138,6 +138,7 @@ def evaluate_flow(series: str) -> EvaluateOutcome:
     return evaluate_series(series, final_candles(series, None))
 
 
+@task(cache_policy=NO_CACHE, task_run_name="evaluate {series}", **DB_RETRY)
 def evaluate_series(series: str, candles: pd.DataFrame) -> EvaluateOutcome:
     """The evaluate flow's work on ``candles``, all final candles of ``series`` as read by the
     caller (the pipeline reads them once for every step, `flows/pipeline.py`)."""
@@ -148,19 +149,18 @@ def evaluate_series(series: str, candles: pd.DataFrame) -> EvaluateOutcome:
     scored = score_runs(runs, actuals) if runs else []
     rescored = len({run.id for run in revised} & {run.id for run in scored})
     version_ids = sorted({run.model_version_id for run in scored})
-    for version_id in version_ids:
-        skill = score_version(series, version_id, actuals)
-        logger.info("%s: model version %d skill %s", series, version_id, _fmt(skill))
+    skills = {version_id: score_version(series, version_id, actuals) for version_id in version_ids}
     recent = series_recent_skill(series, actuals)
-    logger.info(
-        "%s: scored %d runs (%d again: candles at their targets were revised) of %d versions; "
-        "recent skill %s",
-        series,
-        len(scored),
-        rescored,
-        len(version_ids),
-        _fmt(recent),
-    )
+    if scored:  # a day with nothing to score says nothing: the summary shows the recent skill
+        logger.info(
+            "%s: scored %d runs (%d again: candles at their targets were revised) of model "
+            "versions %s; recent skill %s",
+            series,
+            len(scored),
+            rescored,
+            ", ".join(f"{v} (skill {_fmt(skill)})" for v, skill in skills.items()),
+            _fmt(recent),
+        )
     return EvaluateOutcome(series, len(scored), len(version_ids), recent, rescored)
 
 
