@@ -21,13 +21,15 @@ def test_every_timeframe_has_defaults_that_suit_it():
     # a daily series keeps the package's tuned config, all its history, a weekly retrain
     assert (daily.forecaster.window, daily.forecaster.horizon, daily.train_candles) == (7, 7, None)
     assert daily.retrain_after == 7 and daily.version_config() == daily.forecaster.to_dict()
-    # an hourly one forecasts the next 24 hours and retrains weekly on its newest year
+    # an hourly one forecasts the next 24 hours and retrains weekly on its newest 2,000
+    # candles with a small network (issue 27: a first run in about a minute)
     assert (hourly.forecaster.horizon, hourly.train_candles, hourly.retrain_after) == (
         24,
-        24 * 365,
+        2_000,
         24 * 7,
     )
-    assert hourly.version_config()["train_candles"] == 24 * 365
+    assert (hourly.forecaster.units, hourly.forecaster.max_epochs) == (32, 30)
+    assert hourly.version_config()["train_candles"] == 2_000
     # a minute one trains on a bounded number of candles
     assert minute.train_candles is not None and minute.train_candles <= 20_000
     assert minute.retrain_after == 24 * 60
@@ -44,7 +46,7 @@ def test_overrides_apply_in_order_every_series_timeframe_series(monkeypatch):
     settings = get_settings()
     btc, ada, eth = (settings.series_config(k) for k in (BTC, ADA, "Kraken_ETHUSD_1h"))
     assert (btc.forecaster.units, btc.forecaster.window, btc.forecaster.horizon) == (32, 14, 5)
-    assert (eth.forecaster.horizon, eth.retrain_after, eth.train_candles) == (12, 48, 24 * 365)
+    assert (eth.forecaster.horizon, eth.retrain_after, eth.train_candles) == (12, 48, 2_000)
     assert (ada.forecaster.horizon, ada.train_candles, ada.retrain_after) == (6, 500, 48)
     assert ada.forecaster.units == 32
 
