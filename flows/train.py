@@ -14,7 +14,8 @@ the ``gpu`` pool) serves both.
 
 The auto policy (`flows.train_policy.auto_plan`) retrains when there is no model, when the
 model's artifact does not load, when the settings changed (the forecaster config or
-``train_candles``), when the last retrain is ``retrain_after`` or more candles of data old, or
+``train_candles``), when its retrain day passed since the last retrain (every ``retrain_after``
+candles from an offset of its own, so that series retrain on different days), or
 when the recent skill of the model's lineage fell below ``retrain_below_skill`` (a group's: the
 mean of its series' recent skills, each scale-free, so that no series drowns the others; series
 below it on their own are named in the reason); with no new final candle it keeps the model;

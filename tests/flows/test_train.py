@@ -85,11 +85,15 @@ def test_changing_a_series_settings_retrains_it_and_counts_age_in_its_candles(se
     monkeypatch.setenv("CDDF_SERIES", SERIES)
     monkeypatch.setenv("CDDF_SERIES_SETTINGS", f'{{"{SERIES}": {{"retrain_after": 2}}}}')
     first = train_flow(SERIES).version
+    # its retrain days are every 2 days from its offset (0): the day after the first run is one
     store(service, candles_until(N_CANDLES + 1))
-    assert train_flow(SERIES).action == "finetune"  # 1 candle old
-    store(service, candles_until(N_CANDLES + 2))
     aged = train_flow(SERIES)
-    assert aged.action == "retrain" and "2 days of data old (retrain_after=2 days)" in aged.reason
+    assert aged.action == "retrain"
+    assert "(every retrain_after=2 days, offset 0) passed" in aged.reason
+    assert "1 day of data old" in aged.reason
+    store(service, candles_until(N_CANDLES + 2))
+    tuned = train_flow(SERIES)
+    assert tuned.action == "finetune"  # 1 candle old, no retrain day passed
 
     # a setting outside the forecaster config changes too: the series retrains
     monkeypatch.setenv(
@@ -98,7 +102,7 @@ def test_changing_a_series_settings_retrains_it_and_counts_age_in_its_candles(se
     store(service, candles_until(N_CANDLES + 3))
     capped = train_flow(SERIES)
     assert capped.action == "retrain"
-    assert capped.reason == f"the series' settings changed since version {aged.version.id}"
+    assert capped.reason == f"the series' settings changed since version {tuned.version.id}"
     assert capped.version.config["train_candles"] == 40  # the newest 40 candles only
     assert capped.version.train_first == candles_until(N_CANDLES + 3).index[-40]
     assert first.train_first == candles_until(1).index[0]
