@@ -6,7 +6,7 @@ character); matching is case-sensitive, as the file names are:
 
 >>> listed = ["Binance_BTCUSDT_d", "Binance_ETHBTC_d", "Binance_ETHUSDT_d", "Binance_ETHUSDT_1h"]
 >>> select(["Binance_*USDT_d", "Bitstamp_BTCUSD_d"], listed)["Binance_*USDT_d"]
-['Binance_BTCUSDT_d', 'Binance_ETHUSDT_d']
+[SeriesKey('Binance_BTCUSDT_d'), SeriesKey('Binance_ETHUSDT_d')]
 >>> named_timeframe("Bitstamp_*_1h"), named_timeframe("Binance_BTC*")
 ('1h', None)
 
@@ -17,7 +17,7 @@ plain list of file names or URLs; entries whose file name is not a series key ar
 
 >>> parse_listing(b'{"data": [{"file": "https://x/cdd/Binance_BTCUSDT_d.csv"}, '
 ...     b'{"file": "https://x/cdd/Binance_BTCUSDT_futures.csv"}]}', source="listing")
-['Binance_BTCUSDT_d']
+[SeriesKey('Binance_BTCUSDT_d')]
 
 `Catalogue` fetches a listing (bounded like any download: `cdd.client.download`), keeps it
 in a cache file with the time it was fetched, and fetches it again once that is older than a
@@ -58,16 +58,17 @@ def is_pattern(entry: str) -> bool:
     return not WILDCARDS.isdisjoint(entry)
 
 
-def check_entry(entry: str) -> None:
-    """ValueError unless ``entry`` is a series key or a pattern of one (letters, digits, ``_``,
-    ``*``, ``?``)."""
+def check_entry(entry: str) -> str:
+    """``entry`` as a `SeriesKey` (parsed, or as it is when it is one already) or, a pattern of
+    keys (letters, digits, ``_``, ``*``, ``?``), as its text; else a ValueError saying why."""
     if not is_pattern(entry):
-        SeriesKey.parse(entry)
-    elif not _ENTRY.match(entry):
+        return SeriesKey.of(entry)
+    if not _ENTRY.match(entry):
         raise ValueError(
             f"invalid series pattern {entry!r}: use letters, digits, _ and the wildcards * "
             "(any characters) and ? (one character), e.g. Binance_*USDT_d or Bitstamp_*_1h"
         )
+    return entry
 
 
 def named_timeframe(entry: str) -> str | None:
@@ -88,10 +89,10 @@ def exchange_of(pattern: str) -> str | None:
 
 def select(entries: Iterable[str], available: Iterable[str]) -> dict[str, list[str]]:
     """Each entry and the keys it selects: a key itself, a pattern the ``available`` keys it
-    matches (sorted). A pattern that matches nothing selects ``[]``."""
+    matches (sorted, as `SeriesKey`). A pattern that matches nothing selects ``[]``."""
     available = sorted(set(available))
     return {
-        entry: [key for key in available if fnmatchcase(key, entry)]
+        entry: [SeriesKey.of(key) for key in available if fnmatchcase(key, entry)]
         if is_pattern(entry)
         else [entry]
         for entry in entries
@@ -144,7 +145,7 @@ def _key_of(entry: object) -> str | None:
         return None
     stem = PurePosixPath(unquote(urlsplit(entry).path)).name.removesuffix(".csv")
     try:
-        return SeriesKey.parse(stem).key
+        return SeriesKey.parse(stem)
     except ValueError:
         return None
 
@@ -155,7 +156,7 @@ def directory_series(directory: Path) -> tuple[list[str], list[str]]:
     keys, others = [], []
     for path in sorted(directory.glob("*.csv")):
         try:
-            keys.append(SeriesKey.parse(path.stem).key)
+            keys.append(SeriesKey.parse(path.stem))
         except ValueError:
             others.append(path.name)
     return keys, others

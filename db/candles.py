@@ -115,7 +115,7 @@ def load_candles(
             )
         dialect = engine.dialect.name
         if dialect == "postgresql":
-            period = SeriesKey.of(key).period
+            period = SeriesKey.of(series).period  # a SeriesKey handed in: not parsed again
             return load_postgresql(connection, found, period, limit, final_only)
         if dialect == "sqlite":
             return load_sqlite(connection, found, limit, final_only)

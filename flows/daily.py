@@ -32,10 +32,9 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from cdd.client import refuse_credentials
-from cdd.series_key import SeriesKey
-from flows.ingest import plan_series
-from flows.run_logs import quiet_completed_task_runs
+from flows.ingest import SeriesEntry, plan_series
 from flows.pipeline import SeriesOutcome, run_group, run_side_by_side
+from flows.run_logs import quiet_completed_task_runs
 from flows.retention import prune_after_run
 from flows.scopes import global_groups
 from flows.summary import publish
@@ -83,12 +82,13 @@ def run_name(series: list[str]) -> str:
 
 @flow(name="daily", flow_run_name=_run_name, timeout_seconds=DAILY_TIMEOUT_S)
 def daily_flow(
-    series: list[SeriesKey] | None = None, source: str | None = None
+    series: list[SeriesEntry] | None = None, source: str | None = None
 ) -> list[SeriesOutcome]:
     """Ingest, train or fine-tune, forecast and evaluate each series (default CDDF_SERIES).
 
-    ``series`` are parsed where they enter (a deployment's texts by Prefect's parameter
-    validation; the CLI's, already `SeriesKey`, as they are) and handed on as `SeriesKey`.
+    ``series`` (keys or patterns) are parsed where they enter (a deployment's texts by
+    Prefect's parameter validation; the CLI's plan, already `SeriesKey`, taken as it is) and
+    handed on as `SeriesKey`.
     """
     settings = get_settings()  # a bad setting fails here, before any work
     quiet_completed_task_runs()  # a line per task run is noise at hundreds of series

@@ -16,11 +16,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
+from typing import Annotated
 from urllib.parse import urlsplit
 
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.exceptions import MissingContextError
+from pydantic import PlainValidator
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -119,7 +121,12 @@ def resolve_source(key: SeriesKey, source: str | None = None) -> str:
     return _resolve(key, source, base_url=get_settings().cdd_base_url)
 
 
-def plan_series(series: list[str] | None, source: str | None) -> list[str]:
+# a flow parameter that names series: a key (a text Prefect's validation parses, or a
+# `SeriesKey` taken as it is) or a pattern of keys (its text, checked); see `plan`
+SeriesEntry = Annotated[str, PlainValidator(check_entry, json_schema_input_type=str)]
+
+
+def plan_series(series: list[str] | None, source: str | None) -> list[SeriesKey]:
     """The series to ingest (`plan`'s keys) of a run given ``series``; what the plan says
     besides is logged."""
     planned = plan(series, source, given_as="the run's series")
@@ -143,7 +150,7 @@ class SeriesPlan:
     read (a stale catalogue listing, files of ``--source`` that are not taken).
     """
 
-    keys: list[str]
+    keys: list[SeriesKey]
     origin: str
     selected: dict[str, list[str]]
     notes: list[str]
@@ -178,7 +185,7 @@ def plan(series: list[str] | None, source: str | None, *, given_as: str = "--ser
         path = urlsplit(source).path if is_http(source) else str(local_path(source))
         stem = PurePosixPath(path.replace("\\", "/")).name.removesuffix(".csv")
         try:
-            entries, origin = [SeriesKey.parse(stem).key], "the file name of --source"
+            entries, origin = [SeriesKey.parse(stem)], "the file name of --source"
         except ValueError:
             entries = []
     directory = _local_directory(source)
@@ -196,8 +203,8 @@ def plan(series: list[str] | None, source: str | None, *, given_as: str = "--ser
             )
     if not entries:
         entries, origin = list(settings.series), "CDDF_SERIES"
-    for entry in entries:
-        check_entry(entry)  # an invalid key or pattern fails here, before any download
+    # an invalid key or pattern fails here, before any download; a key is parsed here, once
+    entries = [check_entry(entry) for entry in entries]
     if twice := sorted({key for key in entries if entries.count(key) > 1}):
         raise ValueError(
             f"--series {', '.join(twice)} given more than once: name each series once (it "

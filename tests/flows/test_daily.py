@@ -658,3 +658,26 @@ def test_a_series_dispatch_timeout_not_above_the_train_one_is_refused(monkeypatc
     monkeypatch.setenv("CDDF_TRAIN_DISPATCH_TIMEOUT", "600")
     with pytest.raises(SettingsError, match="CDDF_SERIES_DISPATCH_TIMEOUT=600 must be above"):
         get_settings()
+
+
+def test_a_series_key_is_parsed_once_per_run_and_passed_on(service, cdd, monkeypatch):
+    """Parsed where it enters (the run's plan) and handed on as a `SeriesKey`: no step parses
+    it again (the ingest, model_scope, served_forecast and, on PostgreSQL, load_candles did;
+    a run started by the CLI parsed it in the CLI's plan and again in the flow's)."""
+    parsed: list[str] = []
+    real = SeriesKey.parse.__func__
+
+    def counting(cls, key):
+        parsed.append(key)
+        return real(cls, key)
+
+    monkeypatch.setattr(SeriesKey, "parse", classmethod(counting))
+    cdd(N_CANDLES)
+    [first] = daily_flow()
+    assert first.failed_step is None
+    assert parsed == [SERIES]
+    parsed.clear()
+    cdd(N_CANDLES + HORIZON)
+    ran = CliRunner().invoke(app, ["run"])
+    assert ran.exit_code == 0, ran.output
+    assert parsed == [SERIES]  # by the CLI's plan; the flow takes its SeriesKey as it is
