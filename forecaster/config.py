@@ -39,6 +39,11 @@ class ForecasterConfig:
       every series' validation windows together, each shrunk by its own series' factor.
       The default, 1,000, chosen on data before the test years (docs/benchmarks.md), shares
       them whenever a global fit is capped by the service's ``group_train_candles``.
+    - ``steps_per_epoch``: an epoch of a fit is this many batches drawn (seeded, without
+      replacement) across every training window, and early stopping watches a fixed sample
+      of at most ``steps_per_epoch * batch_size`` validation windows
+      (`forecaster.sampling`); None (the default) is every window each epoch. A global
+      model's cost per epoch then stays the same as its series and their history grow.
     - ``series_embedding``: for a global model (`LSTMForecaster.fit` on several series), the
       dimensions of a learned per-series vector fed beside each step's features; 0 (the
       default, chosen on data before the test years: docs/benchmarks.md) is none. A
@@ -66,6 +71,7 @@ class ForecasterConfig:
     series_interval_windows: int = 1_000
     series_embedding: int = 0
     mixed_precision: bool = False
+    steps_per_epoch: int | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -101,6 +107,13 @@ class ForecasterConfig:
             or (_is_int(self.group_finetune_windows) and self.group_finetune_windows >= 1),
             "a positive integer or None",
             self.group_finetune_windows,
+        )
+        _check(
+            "steps_per_epoch",
+            self.steps_per_epoch is None
+            or (_is_int(self.steps_per_epoch) and self.steps_per_epoch >= 1),
+            "a positive integer or None",
+            self.steps_per_epoch,
         )
         _check(
             "series_embedding",

@@ -43,6 +43,7 @@ from forecaster.pooled import (
     own_slices,
     validation_scores,
 )
+from forecaster.sampling import EpochDraws, take, validation_rows
 from forecaster.state import fitted_state, restore_state
 from forecaster.transforms import WindowTransform
 from forecaster.validation import as_candles, cut_at, infer_period, require_length, target_times
@@ -147,13 +148,11 @@ class LSTMForecaster:
             monitor="val_loss", patience=cfg.patience, restore_best_weights=True
         )
         started = time.perf_counter()
+        data, watched = self._epochs(x_train, y_train, x_val, y_val)
         history = network.fit(
-            x_train,
-            member_targets(y_train, cfg.ensemble),
-            validation_data=(x_val, member_targets(y_val, cfg.ensemble)),
+            **data,
+            validation_data=watched,
             epochs=cfg.max_epochs,
-            batch_size=cfg.batch_size,
-            shuffle=True,
             verbose=0,
             callbacks=[stopper, EpochLog("fit", cfg.max_epochs)]
             + ([StopAtTimeLimit("fit", cfg.max_epochs, limit)] if limit else []),
@@ -180,6 +179,23 @@ class LSTMForecaster:
             " ".join(f"{k} {v:.4g}" for k, v in self.validation_metrics_.items()),
         )
         return self
+
+    def _epochs(
+        self, x_train: Any, y_train: np.ndarray, x_val: Any, y_val: np.ndarray
+    ) -> tuple[dict[str, Any], tuple[Any, np.ndarray]]:
+        """``fit``'s training data and the validation windows early stopping watches.
+
+        Every window each epoch; with ``config.steps_per_epoch``, that many batches drawn
+        across all of them and a fixed sample of validation windows (`forecaster.sampling`).
+        """
+        cfg = self.config
+        targets = member_targets(y_train, cfg.ensemble)
+        if cfg.steps_per_epoch is None:
+            data = {"x": x_train, "y": targets, "batch_size": cfg.batch_size, "shuffle": True}
+            return data, (x_val, member_targets(y_val, cfg.ensemble))
+        draws = EpochDraws(x_train, targets, cfg.batch_size, cfg.steps_per_epoch, cfg.seed)
+        rows = validation_rows(len(y_val), cfg.steps_per_epoch * cfg.batch_size, cfg.seed)
+        return {"x": draws}, (take(x_val, rows), member_targets(y_val[rows], cfg.ensemble))
 
     def _one_series(self, frame: pd.DataFrame, period: pd.Timedelta | None) -> SeriesBlocks:
         """The training and validation blocks of a single series (the single-series fit)."""
