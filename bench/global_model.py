@@ -25,12 +25,18 @@ do (``group_validation_fraction`` and ``group_patience`` are the global model's
 A side alone (``--side local``) with ``--save FILE`` keeps its forecasts and seconds;
 ``--combine A B`` reports saved sides side by side, so each can run when the machine is free.
 ``--end DAY`` moves the walk (e.g. before the test years, to choose a setting there).
+``--members N`` grows the global model's group to N series with renamed, price-scaled copies
+of the real ones (as bench/many_series.py does); every side still forecasts and scores the
+real series only, so figures at two N compare the same members' days. Each global retrain's
+fit epochs are timed (from the forecaster's epoch log), so the report says whether an epoch
+costs more as the group grows (issue 26.4: ``{"steps_per_epoch": 50}`` in --group-config).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import pickle
 import sys
@@ -52,12 +58,47 @@ from forecaster.scores import interval_score  # noqa: E402
 MULTI = DATA.parent / "multi"
 
 
+class EpochSeconds(logging.Handler):
+    """The seconds of each fit epoch, from the forecaster's epoch log lines (`EpochLog`)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.seconds: list[float] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg.startswith("%s epoch") and record.args and record.args[0] == "fit":
+            self.seconds.append(float(record.args[-1]))
+
+
+FIT_EPOCHS = EpochSeconds()
+logging.getLogger("forecaster").addHandler(FIT_EPOCHS)
+logging.getLogger("forecaster").setLevel(logging.INFO)
+logging.getLogger("forecaster").propagate = False
+
+
 def daily_series() -> dict[str, pd.DataFrame]:
     """Every daily series of the shared data, keyed by series."""
     frames = {DATA.name.removesuffix(".csv"): load_daily(DATA)}
     for path in sorted(MULTI.glob("*_d.csv")):
         frames[path.name.removesuffix(".csv")] = load_series(path)
     return frames
+
+
+def with_copies(frames: dict[str, pd.DataFrame], members: int) -> dict[str, pd.DataFrame]:
+    """``frames`` and renamed, price-scaled copies of them, ``members`` series in all.
+
+    Copy j of a series is ``<key>_copy<j>`` with every price x (1 + j / 10), as
+    bench/many_series.py makes a larger catalogue from the real files: a scale-free model
+    sees the same returns, so the group's size grows and its information does not.
+    """
+    keys = list(frames)
+    grown = dict(frames)
+    for n in range(len(keys), members):
+        key, copy = keys[n % len(keys)], n // len(keys)
+        scaled = frames[key].copy()
+        scaled[["open", "high", "low", "close"]] *= 1 + copy / 10
+        grown[f"{key}_copy{copy}"] = scaled
+    return grown
 
 
 def main() -> None:
@@ -77,6 +118,13 @@ def main() -> None:
         type=int,
         default=None,
         help="the global model's cap: N candles in all, N // k per series",
+    )
+    parser.add_argument(
+        "--members",
+        type=int,
+        default=None,
+        help="the global model's group: the real series plus renamed, price-scaled copies, "
+        "N in all (each side forecasts and scores the real series only)",
     )
     parser.add_argument("--side", choices=("both", "local", "global"), default="both")
     parser.add_argument("--save", type=Path, default=None, help="pickle the forecasts here")
@@ -103,15 +151,19 @@ def main() -> None:
     # every series has this day and the horizon after it: every forecast is scored
     newest = min(frame.index[-1] for frame in frames.values()) - pd.Timedelta(days=config.horizon)
     end = newest if args.end is None else min(pd.Timestamp(args.end, tz=newest.tz), newest)
+    group = frames if args.members is None else with_copies(frames, args.members)
     if args.retrain_cost:
-        seen = {key: frame.loc[:end] for key, frame in frames.items()}
-        retrain_cost(seen, config, group_config, args.train_candles, args.group_train_candles)
+        seen = {key: frame.loc[:end] for key, frame in group.items()}
+        retrain_cost(
+            seen, len(frames), config, group_config, args.train_candles, args.group_train_candles
+        )
         return
     days = pd.date_range(end=end, periods=args.days, freq="D")
     sides = ("local", "global") if args.side == "both" else (args.side,)
     header = (
         f"# bench/global_model.py  {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n"
-        f"{len(frames)} daily series, as-of {days[0]:%Y-%m-%d} .. {days[-1]:%Y-%m-%d}, "
+        f"{len(frames)} daily series (the global model's group: {len(group)}), "
+        f"as-of {days[0]:%Y-%m-%d} .. {days[-1]:%Y-%m-%d}, "
         f"{'/'.join(sides)}, retrain every {args.retrain_every}, fine-tune "
         f"{args.finetune_epochs} epoch(s), train_candles {args.train_candles}, "
         f"group_train_candles {args.group_train_candles}\nconfig {config}\n"
@@ -122,8 +174,9 @@ def main() -> None:
     local: dict[str, LSTMForecaster] = {}
     shared: LSTMForecaster | None = None
     for step, as_of in enumerate(days):
-        seen = {key: frame.loc[:as_of] for key, frame in frames.items()}
-        seen = {key: frame for key, frame in seen.items() if len(frame)}
+        seen_group = {key: frame.loc[:as_of] for key, frame in group.items()}
+        seen_group = {key: frame for key, frame in seen_group.items() if len(frame)}
+        seen = {key: frame for key, frame in seen_group.items() if key in frames}
         retrain = step % args.retrain_every == 0
         if "local" in sides:
             started = time.perf_counter()
@@ -139,17 +192,23 @@ def main() -> None:
                         )
                 else:
                     local[key].update(frame, epochs=args.finetune_epochs)
-            seconds["local"].append((retrain, time.perf_counter() - started))
+            seconds["local"].append((retrain, time.perf_counter() - started, 0, 0.0))
         if "global" in sides:
             started = time.perf_counter()
+            epochs, mark = 0, len(FIT_EPOCHS.seconds)
             if retrain or shared is None:
                 cut = newest_candles(
-                    seen, args.train_candles, args.group_train_candles, group_config.min_history
+                    seen_group,
+                    args.train_candles,
+                    args.group_train_candles,
+                    group_config.min_history,
                 )
                 shared = LSTMForecaster(group_config).fit(cut)
+                epochs = shared.epochs_trained_
             else:
-                shared.update(seen, epochs=args.finetune_epochs)
-            seconds["global"].append((retrain, time.perf_counter() - started))
+                shared.update(seen_group, epochs=args.finetune_epochs)
+            in_epochs = sum(FIT_EPOCHS.seconds[mark:])
+            seconds["global"].append((retrain, time.perf_counter() - started, epochs, in_epochs))
         for key, frame in seen.items():
             for side, model, name in (("local", local.get(key), None), ("global", shared, key)):
                 if model is None or side not in sides:
@@ -190,6 +249,7 @@ def combine(paths: list[Path], frames: dict[str, pd.DataFrame]) -> None:
 
 def retrain_cost(
     seen: dict[str, pd.DataFrame],
+    real: int,
     config: ForecasterConfig,
     group_config: ForecasterConfig,
     train_candles: int | None,
@@ -198,16 +258,18 @@ def retrain_cost(
     """Seconds of one retrain: every local model, then the global one on 1, 2, 4, ... series.
 
     Interleaved (local, global, local, ...) so that the machine's load falls on both sides.
+    The first ``real`` series of ``seen`` are the real ones, the only ones fitted locally.
     """
     print(f"\none retrain as of {max(f.index[-1] for f in seen.values()):%Y-%m-%d}")
     keys = list(seen)
     counts = sorted({*(2**i for i in range(len(keys).bit_length())), len(keys)})
     local, epochs, shared = [], [], {}
-    for i, key in enumerate(keys):
-        started = time.perf_counter()
-        model = LSTMForecaster(config).fit(newest_candles(seen[key], train_candles))
-        local.append(time.perf_counter() - started)
-        epochs.append(model.epochs_trained_)
+    for i in range(max(real, len(counts))):
+        if i < real:
+            started = time.perf_counter()
+            model = LSTMForecaster(config).fit(newest_candles(seen[keys[i]], train_candles))
+            local.append(time.perf_counter() - started)
+            epochs.append(model.epochs_trained_)
         if i < len(counts):
             group = {k: seen[k] for k in keys[: counts[i]]}
             cut = newest_candles(
@@ -227,9 +289,8 @@ def retrain_cost(
     )
     for k, (seconds, candles, n_epochs) in shared.items():
         print(
-            f"global on {k} series ({candles} candles, {n_epochs} epochs): {seconds:.1f} s = "
-            f"{seconds / one:.2f}x one local training, {seconds / sum(local[:k]):.2f}x "
-            f"its {k} local trainings"
+            f"global on {k} series ({candles} candles, {n_epochs} epochs): {seconds:.1f} s "
+            f"({seconds / n_epochs:.2f} s per epoch) = {seconds / one:.2f}x one local training"
         )
 
 
@@ -271,11 +332,16 @@ def report(forecasts: pd.DataFrame, frames: dict[str, pd.DataFrame], seconds: di
         )
     print()
     for side, timings in seconds.items():
-        retrain = [s for r, s in timings if r]
-        tune = [s for r, s in timings if not r]
+        retrain = [s for r, s, *_ in timings if r]
+        tune = [s for r, s, *_ in timings if not r]
+        fits = [t[2:] for t in timings if t[0] and len(t) > 2]  # (r, s) in older saves
+        epochs = sum(n for n, _ in fits)
+        per_epoch = (
+            f", {epochs} fit epochs of {sum(s for _, s in fits) / epochs:.2f} s" if epochs else ""
+        )
         print(
             f"{side} training: retrain day {np.mean(retrain) if retrain else 0:.1f} s "
-            f"(n={len(retrain)}), fine-tune day {np.mean(tune) if tune else 0:.2f} s "
+            f"(n={len(retrain)}{per_epoch}), fine-tune day {np.mean(tune) if tune else 0:.2f} s "
             f"(n={len(tune)})"
         )
 
