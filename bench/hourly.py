@@ -229,7 +229,11 @@ def first_run(args: argparse.Namespace) -> None:
                     timeout=args.timeout,
                 )  # fmt: skip
             except subprocess.TimeoutExpired:
-                print(f"{name:26s} NOT FINISHED after {args.timeout:.0f} s; load before {load}")
+                print(
+                    f"{name:26s} NOT FINISHED after {args.timeout:.0f} s wall, "
+                    f"{_children_cpu() - cpu:6.1f} s CPU by then; load before {load}",
+                    flush=True,
+                )
                 continue
             seconds = time.perf_counter() - started
         fit = re.search(FITTED, done.stderr)
@@ -237,7 +241,8 @@ def first_run(args: argparse.Namespace) -> None:
         print(
             f"{name:26s} {status}: {seconds:6.1f} s wall, {_children_cpu() - cpu:6.1f} s CPU; "
             + (f"fit {fit[2]} s, {fit[3]} epochs on {fit[1]} windows; " if fit else "")
-            + f"load before {load}"
+            + f"load before {load}",
+            flush=True,
         )
         if done.returncode:
             print(done.stdout[-3000:], done.stderr[-3000:], sep="\n")
