@@ -73,7 +73,7 @@ def test_crashed_daily_and_backfill_runs_run_the_resume_deployment_with_their_id
     assert tuple(related["prefect.resource.name"]) == RESUMABLE
     (action,) = resume.actions
     assert action.type == "run-deployment" and action.source == "selected"
-    assert action.parameters == {"flow_run_id": "{{ flow_run.id }}"}
+    assert set(action.parameters) == {"flow_run_id"}  # rendered: the test below
     text = (ROOT / "deploy" / "automations" / "resume-crashed-runs.yaml").read_text()
     (raw_action,) = yaml.safe_load(text)["actions"]
     assert PLACEHOLDER.fullmatch(raw_action["deployment_id"])[1] == "resume/resume"
@@ -81,3 +81,24 @@ def test_crashed_daily_and_backfill_runs_run_the_resume_deployment_with_their_id
     (deployment,) = [d for d in prefect_yaml["deployments"] if d["name"] == "resume"]
     assert deployment["entrypoint"] == "flows/resume.py:resume_flow"
     assert PLACEHOLDER.pattern in (ROOT / "deploy" / "deploy.sh").read_text().replace("\\\\", "\\")
+
+
+@pytest.mark.parametrize("template", ["{{ flow_run.id }}", "{{ flow_run.id | string }}"])
+def test_how_the_server_renders_the_crashed_run_s_id(template):
+    """The server's own rendering of a run-deployment parameter: a one-expression template is
+    rendered through ``| tojson``, which a UUID does not pass; its text does."""
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.server.events.actions import RunDeployment
+    from prefect.utilities.schema_tools.hydration import HydrationContext, InvalidJinja, hydrate
+
+    flow_run = FlowRun(flow_id=uuid.uuid4())
+    parameters = {"flow_run_id": template}
+    RunDeployment._upgrade_v1_templates(parameters)  # what the action does before rendering
+    context = HydrationContext(render_jinja=True, jinja_context={"flow_run": flow_run})
+    rendered = hydrate(parameters, context)
+    if template == "{{ flow_run.id }}":
+        assert isinstance(rendered["flow_run_id"], InvalidJinja)  # the action fails
+    else:
+        assert rendered == {"flow_run_id": str(flow_run.id)}
+        resume = automation(ROOT / "deploy" / "automations" / "resume-crashed-runs.yaml")
+        assert resume.actions[0].parameters == {"flow_run_id": template}
