@@ -7,6 +7,12 @@ port and its leases. The CLI starts that child itself, from its main thread, wit
 Prefect's later calls find the server already running and reuse it.
 
     start_ephemeral_api()    # no-op with PREFECT_API_URL set, or off Linux
+
+That server keeps no events (``PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED=false`` in its
+environment unless set): it lives for one command and nothing reads its events, which were
+about half of what a daily run added to Prefect's database (`events`, `event_resources`:
+docs/benchmarks.md, Prefect's footprint). Task runs are still recorded from the events as they
+arrive (the task-run recorder is another consumer); a server of your own keeps its events.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import threading
 from typing import Any
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+# the temporary server's own settings, unless the environment sets them
+SERVER_DEFAULTS = {"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false"}
 
 
 def _die_with_parent(parent: int) -> None:
@@ -39,6 +47,7 @@ class _SubprocessDyingWithParent:
     @staticmethod
     def Popen(*args: Any, **kwargs: Any) -> subprocess.Popen[Any]:  # noqa: N802 (subprocess's name)
         parent = os.getpid()
+        kwargs["env"] = {**SERVER_DEFAULTS, **(kwargs.get("env") or os.environ)}
         return subprocess.Popen(*args, preexec_fn=lambda: _die_with_parent(parent), **kwargs)
 
 
