@@ -34,8 +34,8 @@ from prefect.runtime import flow_run
 from cdd.client import refuse_credentials
 from flows.ingest import SeriesEntry, plan_series
 from flows.pipeline import SeriesOutcome, run_group, run_side_by_side
-from flows.run_logs import quiet_completed_task_runs
 from flows.retention import prune_after_run
+from flows.run_logs import quiet_completed_task_runs
 from flows.scopes import global_groups
 from flows.summary import publish
 from settings import SettingsError, get_settings
