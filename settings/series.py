@@ -52,6 +52,9 @@ class ModelSettings(BaseModel):
       timeframe's), the epochs early stopping waits for a better validation loss. A global
       epoch is up to k series' windows where a local one is one series', so the same wait in
       gradient steps is fewer epochs.
+    - ``group_steps_per_epoch`` (a timeframe's only): the global model's ``steps_per_epoch``
+      (None: every window each epoch): each epoch of its fit draws this many batches across
+      every series' windows, so an epoch costs the same however many series and candles feed it.
     """
 
     model_config = ConfigDict(extra="allow", frozen=True)
@@ -62,6 +65,7 @@ class ModelSettings(BaseModel):
     group_train_candles: PositiveInt | None = None
     group_validation_fraction: float | None = Field(default=None, gt=0, lt=1)
     group_patience: NonNegativeInt | None = None
+    group_steps_per_epoch: PositiveInt | None = None
 
     @model_validator(mode="after")
     def _known_fields(self) -> ModelSettings:
@@ -69,7 +73,8 @@ class ModelSettings(BaseModel):
         if unknown:
             raise ValueError(
                 f"unknown setting(s) {unknown}: use train_candles, retrain_after, model_scope, "
-                f"group_train_candles, group_validation_fraction, group_patience or a "
+                f"group_train_candles, group_validation_fraction, group_patience, "
+                f"group_steps_per_epoch or a "
                 f"ForecasterConfig field ({', '.join(sorted(_FORECASTER_FIELDS))})"
             )
         return self
@@ -86,12 +91,13 @@ class ModelSettings(BaseModel):
 # network and retrains weekly on its newest 2,000 candles (about 12 weeks); a minute one forecasts the next hour and trains on a bounded
 # ~2 weeks of candles (training time stays bounded however long the file is). A global model
 # (model_scope "timeframe") retrains on group_train_candles in all, shared by its series: for
-# hourly and minute twice one series' train_candles; for daily chosen on data before the
-# benchmark's test years (docs/benchmarks.md, "One global model"), with a validation share
-# that gives each of 9 daily series as many validation windows as its local model (~200),
-# from all of which the shared interval quantiles come. Its early stopping waits
-# group_patience epochs: about a local model's 10 in gradient steps, since a global epoch
-# holds up to 4x (daily: 5,000 x 0.64 against 1,000 x 0.8) or 2x a local one's windows.
+# hourly and minute twice one series' train_candles. A daily one trains on every series' whole
+# history (no group cap) in epochs of group_steps_per_epoch batches drawn across all of it, so
+# its data grows with the group and its cost per epoch does not; it validates on each series'
+# newest 20 % as a local model does (chosen on data before the benchmark's test years:
+# docs/benchmarks.md, "A global model that learns more as the group grows"). Its early
+# stopping waits group_patience epochs: about a local model's 10 in gradient steps, since a
+# global epoch holds up to 4x (daily: 50 x 64 windows against ~800) or 2x a local one's.
 TIMEFRAME_DEFAULTS: dict[str, dict[str, Any]] = {
     "d": {
         "window": 7,
@@ -101,9 +107,10 @@ TIMEFRAME_DEFAULTS: dict[str, dict[str, Any]] = {
         "train_candles": None,
         "retrain_after": 7,
         "model_scope": "series",
-        "group_train_candles": 5_000,
-        "group_validation_fraction": 0.36,
+        "group_train_candles": None,
+        "group_validation_fraction": None,
         "group_patience": 3,
+        "group_steps_per_epoch": 50,
     },
     # Hourly (issue 27): a new hourly series' first run, ingest to stored forecast, in about a
     # minute on a 2-core CPU. Chosen with bench/hourly.py choose on the 336 hours ending 24
@@ -148,6 +155,7 @@ TIMEFRAME_DEFAULTS: dict[str, dict[str, Any]] = {
 GROUP_FORECASTER = {
     "group_validation_fraction": "validation_fraction",
     "group_patience": "patience",
+    "group_steps_per_epoch": "steps_per_epoch",
 }
 # settings of a timeframe only, never of one series
 GROUP_SETTINGS = ("model_scope", "group_train_candles", *GROUP_FORECASTER)
@@ -230,7 +238,7 @@ def resolve(
             )
         merged |= own
     train_candles, retrain_after = merged.pop("train_candles"), merged.pop("retrain_after")
-    group = {name: merged.pop(name) for name in GROUP_SETTINGS}
+    group = {name: merged.pop(name, None) for name in GROUP_SETTINGS}
     model_scope, group_train_candles = group["model_scope"], group["group_train_candles"]
     if model_scope == "timeframe":
         merged |= {

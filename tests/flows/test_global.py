@@ -78,8 +78,9 @@ def test_the_daily_run_trains_one_global_model_and_forecasts_every_series(
     (version,) = global_versions(engine)
     assert rebuilt == []  # the model just trained serves its three series: never reloaded
     assert (version.model_group, version.kind) == ("d", "retrain")
-    assert version.config["group_train_candles"] == 5_000  # the daily defaults, stored
-    assert version.config["validation_fraction"] == 0.36  # the group's, not a series' 0.2
+    assert "group_train_candles" not in version.config  # daily: every series' whole history
+    assert version.config["steps_per_epoch"] == 50  # the group's epochs, stored
+    assert version.config["patience"] == 3  # the group's, not a series' 10
     assert version.series == "Bitstamp_BTCUSD_d"  # the group's first series trained on
     assert group_members(engine, version.id) == {
         "Bitstamp_BTCUSD_d": True,
@@ -165,8 +166,8 @@ def test_model_scope_is_a_timeframe_setting_checked_at_start(monkeypatch):
     def validation_fraction() -> float:
         return get_settings().series_config("Bitstamp_BTCUSD_d").forecaster.validation_fraction
 
-    # the global model validates on a larger share of each series' windows; a local one not
-    assert validation_fraction() == 0.36
+    # the global model validates on its own share of each series' windows when it is set
+    assert validation_fraction() == 0.2  # daily: unset, the timeframe's
     monkeypatch.setenv("CDDF_TIMEFRAME_SETTINGS", '{"d": {"group_validation_fraction": 0.5}}')
     assert validation_fraction() == 0.2
     monkeypatch.setenv(
