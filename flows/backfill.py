@@ -7,19 +7,28 @@ step for a daily series, an hour for an hourly one). The model of each as_of see
 candles up to it and nothing later: it is retrained at the first as_of of every block of
 ``retrain_every`` steps (on the newest ``train_candles`` of them, as the daily retrain) and
 fine-tuned on each step in between (forecaster.backtest's walk forward). Every model is
-registered and every forecast stored as a ``backfill`` run; the weights of a step are dropped
-once the next step is registered (its row, lineage and forecasts stay), so a finished backfill
-keeps the weights of its newest model only and an interrupted one those of each segment's last
-step, where a resumed run continues from (and which it drops when it finishes: one model of the
-range keeps its weights).
+registered and every forecast stored as a ``backfill`` run; the weights of a segment's steps
+but its last are dropped when it ends (their rows, lineage and forecasts stay), so a finished
+backfill keeps the weights of its newest model only and an interrupted one those of each
+segment's last step (and of a segment cut short, its steps'), where a resumed run continues
+from (and which it drops when it finishes: one model of the range keeps its weights).
 
 Resumable and idempotent: an as_of that already has a forecast run is skipped unless
 ``force``; a resumed block fine-tunes the newest version trained up to the as_of before it.
 One backfill of a series runs at a time: it holds the lease ``backfill-<series>`` (db.locks,
 renewed while it runs), so the second of two overlapping backfills waits and then finds the
 shared dates done; a backfill killed with kill -9 stops renewing, and a rerun takes over at
-most ``CDDF_LOCK_LEASE_SECONDS`` later. Within a run, at most ``parallel`` blocks train at once.
-The run logs show a line per as_of and the model's per-epoch training lines.
+most ``CDDF_LOCK_LEASE_SECONDS`` later. The run logs show a line per as_of and the model's
+per-epoch training lines.
+
+Fast where it can be, the same wherever it runs: the retrains (each sees the candles up to its
+own as_of only) run side by side in ``parallel`` worker processes (``CDDF_BACKFILL_PROCESSES``,
+one per core by default; `flows.backfill_pool`), as many blocks ahead as there are processes,
+while the segments go on in order in the flow's process: each segment one task run that loads
+its block's retrained model from its artifact (as the daily run loads the model it fine-tunes),
+fine-tunes, forecasts, registers and stores its as_ofs one after the other (the served
+forecast of an as_of depends on the scores of the forecasts before it), and drops the weights
+of all but its last version at its end.
 
 A series whose timeframe has ``model_scope: "timeframe"`` walks forward with its group's global
 model instead, as the daily run serves it: the group is the series of ``CDDF_SERIES`` of that
@@ -40,16 +49,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from itertools import islice
 from typing import Any
 
 import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
 
 from db.candles import UnknownSeriesError, load_candles
@@ -66,6 +75,7 @@ from flows.backfill_plan import (
     minimum_history,
     plan_backfill,
 )
+from flows.backfill_pool import Retrained, RetrainJob, RetrainPool, default_processes
 from flows.candles import scope_candles
 from flows.evaluate import evaluate_flow
 from flows.retry import DB_RETRY
@@ -74,7 +84,7 @@ from flows.served import store_forecasts
 from flows.train_progress import training_progress
 from flows.versions import load_model, register, version_record
 from forecaster import ArtifactError
-from forecaster.backtest import BacktestPolicy, walk_forward_steps
+from forecaster.baselines import naive_forecast
 from settings import SeriesConfig, get_settings
 from settings.series import with_new_defaults
 
@@ -170,62 +180,101 @@ def backfill_segment(
     plan: BackfillPlan,
     segment: Segment,
     config: SeriesConfig,
+    retrained: Future | None,
+    pool: RetrainPool,
     progress: Callable[[StepRecord], None],
 ) -> list[StepRecord]:
-    """Walk forward over one segment: train or fine-tune, register, forecast, store."""
-    series, first, last = plan.series, segment.as_ofs[0], segment.as_ofs[-1]
-    parent: VersionInfo | None = None
-    if not segment.block_start:
-        parent = version_before(plan, plan.previous(first))
-        if parent is not None and with_new_defaults(parent.config) != stored_config(
-            config, plan.group
-        ):
-            parent = None  # trained with another config: start afresh
-    model = None
-    if parent is not None:
-        try:
-            model = load_model(parent)
-        except (ArtifactUnavailableError, ArtifactError) as error:
-            get_run_logger().error("%s: %s; retraining at %s instead", series, error, first)
-            parent = None
-    policy = BacktestPolicy(
-        retrain_every=plan.retrain_every,
-        finetune_epochs=FINETUNE_EPOCHS,
-        train_candles=config.train_candles,  # a retrain fits on what the daily one would
-        group_train_candles=config.group_train_candles,  # applies to a group's candles only
-    )
-    # nothing after the segment's last as_of, of any series
-    candles = plan.visible(last)
-    if plan.group is None:  # a series' own model fits on its candles, as the daily's does
-        candles = candles[series]
+    """Walk forward over one segment (one task run): its retrain (``retrained``, from the
+    pool) or the version before it, then fine-tune, forecast, register and store each as_of."""
+    series, first = plan.series, segment.as_ofs[0]
+    parent, model = (None, None) if segment.block_start else resumed_model(plan, first, config)
+    if model is None and retrained is None:  # a resumed block with no parent to go on from
+        retrained = pool.submit(retrain_job(plan, first, config))
     own = {} if plan.group is None else {"series": series}  # the global model's series
-    trained = model.train_seconds_ if model is not None else 0.0
-    records = []
-    steps = walk_forward_steps(candles, config.forecaster, first, last, policy, model=model, **own)
-    for step in steps:
-        if step.forecast is None:  # a hole too long to fill before it: the plan skipped it
-            continue
-        seconds = step.model.train_seconds_ - (trained if step.action == "finetune" else 0)
-        version = register(
+    records: list[StepRecord] = []
+    for as_of in segment.as_ofs:
+        started = time.perf_counter()
+        seen = plan.visible(as_of)  # nothing after as_of, of any series
+        trained = model.train_seconds_ if model is not None else 0.0
+        if model is None:
+            assert retrained is not None
+            model, action = retrained_model(plan, as_of, retrained), "retrain"
+        else:
+            model.update(fit_input(plan, seen), epochs=FINETUNE_EPOCHS)
+            action = "finetune"
+        forecast = model.predict(seen[series], **own)
+        forecast["naive"] = naive_forecast(seen[series])
+        seconds = time.perf_counter() - started
+        # plain calls, not task runs: the segment is the task run of its as_ofs
+        version = register.fn(
             version_record(
                 plan.scope,
-                step.action,
-                step.model,
-                plan.visible(step.as_of),
+                action,
+                model,
+                seen,
                 parent,
-                seconds,
+                model.train_seconds_ - trained,
                 stored_config(config, plan.group),
             )
         )
-        trained = step.model.train_seconds_
-        written = store_forecasts(series, version, step.forecast, "backfill")
-        record = StepRecord(step.as_of, step.action, version.id, written.run.id, step.seconds)
-        if records:  # the model lives on in this one: nothing will load the previous weights
-            drop_weights([records[-1].model_version_id])
+        written = store_forecasts.fn(series, version, forecast, "backfill")
+        record = StepRecord(as_of, action, version.id, written.run.id, seconds)
         progress(record)
         records.append(record)
         parent = version
+    # the model lives on in the segment's last version: nothing will load the others' weights
+    # (a segment cut short keeps them until the rerun's keep_newest_weights)
+    drop_weights.fn([record.model_version_id for record in records[:-1]])
     return records
+
+
+def fit_input(
+    plan: BackfillPlan, seen: dict[str, pd.DataFrame]
+) -> pd.DataFrame | dict[str, pd.DataFrame]:
+    """What the model trains on: the series' own candles, or every member's of a global one."""
+    return seen[plan.series] if plan.group is None else seen
+
+
+def retrain_job(plan: BackfillPlan, as_of: pd.Timestamp, config: SeriesConfig) -> RetrainJob:
+    """The retrain of the block that opens at ``as_of``: on what the daily one would fit on."""
+    return RetrainJob(
+        config.forecaster,
+        fit_input(plan, plan.visible(as_of)),
+        config.train_candles,
+        config.group_train_candles,  # applies to a group's candles only
+    )
+
+
+def retrained_model(plan: BackfillPlan, as_of: pd.Timestamp, retrained: Future) -> Any:
+    """The model of a retrain from the pool (waiting for it), its epoch lines in the logs."""
+    try:
+        done: Retrained = retrained.result()
+    except BrokenProcessPool as error:  # a worker killed (out of memory, kill -9)
+        raise RuntimeError(
+            f"{plan.series}: the process retraining {plan.scope.label} as of "
+            f"{as_of:%Y-%m-%d %H:%M} died ({error}); rerun the backfill, which resumes, with "
+            "fewer processes (--parallel, CDDF_BACKFILL_PROCESSES) if memory is short"
+        ) from error
+    log = logging.getLogger("forecaster")
+    for line in done.log:
+        log.info("%s", line)
+    return done.model(f"the retrain of {plan.scope.label} as of {as_of:%Y-%m-%d %H:%M}")
+
+
+def resumed_model(
+    plan: BackfillPlan, first: pd.Timestamp, config: SeriesConfig
+) -> tuple[VersionInfo | None, Any]:
+    """The version a resumed block goes on from (the newest trained up to the as_of before
+    ``first``) and its model; (None, None) when there is none of this config or it does not
+    load, and the block retrains at ``first``."""
+    parent = version_before(plan, plan.previous(first))
+    if parent is None or with_new_defaults(parent.config) != stored_config(config, plan.group):
+        return None, None  # none, or trained with another config: start afresh
+    try:
+        return parent, load_model(parent)
+    except (ArtifactUnavailableError, ArtifactError) as error:
+        get_run_logger().error("%s: %s; retraining at %s instead", plan.series, error, first)
+        return None, None
 
 
 @task(cache_policy=NO_CACHE, **DB_RETRY)
@@ -319,23 +368,34 @@ def one_backfill_at_a_time(name: str, what: str, logger: Any = None) -> Iterator
         yield held
 
 
-def run_bounded(
-    submit: Callable[[Segment], PrefectFuture], segments: list[Segment], limit: int
+def walk_segments(
+    plan: BackfillPlan,
+    segments: list[Segment],
+    config: SeriesConfig,
+    pool: RetrainPool,
+    progress: Callable[[StepRecord], None],
 ) -> list[StepRecord]:
-    """Submit the segments keeping at most ``limit`` in flight; the first failure raises."""
-    queue = iter(segments)
-    in_flight = {submit(segment) for segment in islice(queue, limit)}
+    """The segments in order, the retrains of the next blocks running in the pool meanwhile
+    (as many ahead as it has processes, and one more)."""
+    opening = iter([segment for segment in segments if segment.block_start])
+    ahead: dict[Segment, Future] = {}
     records: list[StepRecord] = []
-    while in_flight:
-        finished = next(as_completed(in_flight))
-        in_flight.remove(finished)
-        records += finished.result()
-        in_flight |= {submit(segment) for segment in islice(queue, 1)}
-    return sorted(records, key=lambda record: record.as_of)
+    for segment in segments:
+        while len(ahead) <= pool.processes:
+            following = next(opening, None)
+            if following is None:
+                break
+            ahead[following] = pool.submit(retrain_job(plan, following.as_ofs[0], config))
+        records += backfill_segment(plan, segment, config, ahead.pop(segment, None), pool, progress)
+    return records
 
 
 def check_backfill(
-    series: str, start: dt.date, end: dt.date, retrain_every: int = 7, parallel: int = 1
+    series: str,
+    start: dt.date,
+    end: dt.date,
+    retrain_every: int = 7,
+    parallel: int | None = None,
 ) -> BackfillPlan:
     """The plan of a backfill, or BackfillError saying what is wrong with its parameters
     (series key, dates, their order, the range against the stored candles).
@@ -359,12 +419,12 @@ def backfill_flow(
     end: dt.date,
     retrain_every: int = 7,
     force: bool = False,
-    parallel: int = 1,
+    parallel: int | None = None,
 ) -> BackfillSummary:
     """Point-in-time forecasts for every as_of from ``start`` to ``end``, then their scores.
 
-    ``parallel``: retrain blocks trained at once (>1 pays off on many cores or a GPU; the
-    models then depend on thread timing, as TensorFlow's seed is process-wide).
+    ``parallel``: processes the retrains run in side by side (None: ``CDDF_BACKFILL_PROCESSES``,
+    one per core by default; 1: in this process); the models are the same whatever it is.
     """
     started = time.perf_counter()
     logger = get_run_logger()
@@ -375,13 +435,15 @@ def backfill_flow(
     if scope.group is not None and not candles.empty:  # its group's global model walks forward
         members = scope_candles(scope, None, {key: candles})
     plan = plan_backfill(candles, key, start, end, retrain_every, config.forecaster, members)
+    processes = parallel or get_settings().backfill_processes or default_processes()
     logger.info(
-        "%s: %d as_of times %s .. %s, retrain every %d, force=%s%s",
+        "%s: %d as_of times %s .. %s, retrain every %d (in %d processes), force=%s%s",
         key,
         len(plan.as_ofs),
         plan.as_ofs[0],
         plan.as_ofs[-1],
         retrain_every,
+        processes,
         force,
         f", global {plan.group} model of {', '.join(plan.members)}" if plan.group else "",
     )
@@ -398,14 +460,10 @@ def backfill_flow(
             len(segments),
         )
         progress = _Progress(key, len(pending), logger)
-        # the model's per-epoch lines in the run logs, like the daily's; turned on once around
-        # every segment, so that a segment that ends first cannot silence the others
-        with training_progress():
-            records = run_bounded(
-                lambda segment: backfill_segment.submit(plan, segment, config, progress),
-                segments,
-                parallel,
-            )
+        # the model's per-epoch lines in the run logs, like the daily's (the pool's come back
+        # with its models)
+        with training_progress(), RetrainPool(processes) as pool:
+            records = walk_segments(plan, segments, config, pool, progress)
         # the newest model keeps its weights (the daily run may continue from it); so do
         # none of those an interrupted run of this range left behind
         keep_newest_weights(key, plan.as_ofs[0], plan.as_ofs[-1], tuple(plan.members))

@@ -130,7 +130,7 @@ def skipped_times(
 
 
 def check_parameters(
-    series: str, start: dt.date, end: dt.date, retrain_every: int, parallel: int
+    series: str, start: dt.date, end: dt.date, retrain_every: int, parallel: int | None
 ) -> str:
     """The series key, once the parameters that need no data are valid."""
     try:
@@ -138,6 +138,8 @@ def check_parameters(
     except ValueError as error:
         raise BackfillError(f"unknown series: {error}") from None
     for name, value in (("retrain_every", retrain_every), ("parallel", parallel)):
+        if name == "parallel" and value is None:  # CDDF_BACKFILL_PROCESSES decides
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise BackfillError(f"{name} must be an integer >= 1, got {value!r}")
     if end < start:

@@ -260,8 +260,13 @@ def backfill(
         bool, typer.Option("--force", help="Redo as_of dates that already have forecasts.")
     ] = BACKFILL_DEFAULTS["force"],
     parallel: Annotated[
-        int, typer.Option(min=1, help="Retrain blocks trained at once (GPU, many cores).")
-    ] = 1,
+        int | None,
+        typer.Option(
+            min=1,
+            help="Processes the retrains run in side by side "
+            "(default: CDDF_BACKFILL_PROCESSES, one per core).",
+        ),
+    ] = None,
 ) -> None:
     """Point-in-time forecasts for every as_of from START to END, then their scores.
 

@@ -1,0 +1,146 @@
+"""A backfill's retrains, side by side in worker processes while its fine-tunes go on in order.
+
+    with RetrainPool(processes=2) as pool:
+        pending = pool.submit(RetrainJob(config, candles_up_to_as_of, train_candles=None))
+        ...
+        retrained = pending.result()  # Retrained: the artifact, the fit's seconds, its log
+
+A retrain sees only the final candles up to its own as_of, so the retrains of a backfill do
+not depend on each other and can run at once; TensorFlow does not scale across threads of one
+process, so they run in processes (``spawn``: a forked TensorFlow can hang). The model comes
+back as its artifact (`LSTMForecaster.to_bytes`), the bytes the backfill registers, and is
+loaded from them as the daily run loads the model it fine-tunes. With ``processes=1`` the
+retrain runs in the caller's process when its result is asked for: the same function, the same
+artifact. The worker's per-epoch lines come back with the model for the backfill's run logs.
+A spawned worker imports the main module: a script that backfills keeps its work under
+``if __name__ == "__main__":`` (the CLI and Prefect's engine do).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from collections.abc import Mapping
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from types import TracebackType
+
+import pandas as pd
+
+from forecaster import ForecasterConfig, LSTMForecaster
+from forecaster.backtest import newest_candles
+
+
+@dataclass(frozen=True)
+class RetrainJob:
+    """A retrain from scratch on ``candles`` (each series' final candles up to the as_of; a
+    global model's ``{series: candles}``), on the newest ``train_candles`` as the daily's."""
+
+    config: ForecasterConfig
+    candles: pd.DataFrame | Mapping[str, pd.DataFrame] = field(repr=False)
+    train_candles: int | None = None
+    group_train_candles: int | None = None
+
+
+@dataclass(frozen=True)
+class Retrained:
+    """A retrained model as its artifact, the fit's seconds and its log lines (per epoch)."""
+
+    artifact: bytes = field(repr=False)
+    seconds: float
+    log: tuple[str, ...] = ()
+
+    def model(self, source: str) -> LSTMForecaster:
+        """The model, loaded from the artifact (ArtifactError names ``source``)."""
+        return LSTMForecaster.from_bytes(self.artifact, source=source)
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def retrain(job: RetrainJob, capture: bool = True) -> Retrained:
+    """Fit a new model on the job's newest candles; the artifact and (``capture``) the lines
+    the fit logged, for a worker process to hand back (the caller's own process logs them)."""
+    part = newest_candles(
+        job.candles, job.train_candles, job.group_train_candles, job.config.min_history
+    )
+    if not capture:
+        model = LSTMForecaster(job.config).fit(part)
+        return Retrained(model.to_bytes(), model.train_seconds_)
+    log = logging.getLogger("forecaster")
+    lines, level = _Lines(), log.level
+    log.addHandler(lines)
+    if not log.isEnabledFor(logging.INFO):
+        log.setLevel(logging.INFO)
+    try:
+        model = LSTMForecaster(job.config).fit(part)
+    finally:
+        log.removeHandler(lines)
+        log.setLevel(level)
+    return Retrained(model.to_bytes(), model.train_seconds_, tuple(lines.lines))
+
+
+def default_processes() -> int:
+    """The cores this process may run on (the default size of a backfill's retrain pool)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class _InProcess(Future):
+    """A retrain run in the caller's process, when its result is first asked for."""
+
+    def __init__(self, job: RetrainJob) -> None:
+        super().__init__()
+        self.job = job
+
+    def result(self, timeout: float | None = None) -> Retrained:
+        if not self.done():
+            try:
+                self.set_result(retrain(self.job, capture=False))
+            except BaseException as error:
+                self.set_exception(error)
+        return super().result(timeout)
+
+
+class RetrainPool:
+    """``processes`` worker processes that retrain (1: none, the caller's own process)."""
+
+    def __init__(self, processes: int) -> None:
+        if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+            raise ValueError(
+                f"a retrain pool needs an integer >= 1 of processes, got {processes!r}"
+            )
+        self.processes = processes
+        self._executor: ProcessPoolExecutor | None = None
+
+    def submit(self, job: RetrainJob) -> Future:
+        """The retrain of ``job``, started now on a free worker (or queued for one)."""
+        if self.processes == 1:
+            return _InProcess(job)
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(
+                self.processes, mp_context=multiprocessing.get_context("spawn")
+            )
+        return self._executor.submit(retrain, job)
+
+    def __enter__(self) -> RetrainPool:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None

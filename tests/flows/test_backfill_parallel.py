@@ -1,0 +1,71 @@
+"""A backfill's retrains side by side in worker processes: the same forecasts as in one."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from db.forecasts import run_forecasts, runs
+from db.registry import versions
+from flows.backfill import backfill_flow
+from flows.backfill_pool import RetrainJob, RetrainPool, retrain
+from forecaster import ForecasterConfig
+from tests.flows.cdd_files import make_candles
+from tests.flows.test_backfill import (
+    FIRST_DAY,
+    KEY,
+    N_CANDLES,
+    SERIES,
+    TINY,
+    day,
+    get_engine_migrated,
+    store,
+)
+
+
+def backfilled(url: str, processes: int, monkeypatch) -> tuple[list[str], pd.DataFrame]:
+    """Backfill days 40..45 (three retrain blocks) on a fresh database with ``processes``;
+    the steps' actions and every stored forecast, by as_of and horizon."""
+    monkeypatch.setenv("CDDF_DATABASE_URL", url)
+    monkeypatch.setenv("CDDF_BACKFILL_PROCESSES", str(processes))
+    engine = get_engine_migrated()
+    store(engine, make_candles(KEY, N_CANDLES, start=str(FIRST_DAY)))
+    summary = backfill_flow(SERIES, day(40), day(45), retrain_every=2)
+    assert len(versions(engine, SERIES)) == 6
+    stored = run_forecasts(engine, [run.id for run in runs(engine, SERIES)])
+    numbers = stored.select_dtypes("number").drop(columns=["run_id", "model_version_id"])
+    frame = pd.concat([stored[["as_of", "horizon"]], numbers.drop(columns="horizon")], axis=1)
+    return [step.action for step in summary.steps], frame.sort_values(["as_of", "horizon"])
+
+
+def test_retrains_in_worker_processes_store_what_one_process_stores(
+    tmp_path, monkeypatch, prefect_harness
+):
+    monkeypatch.setenv("CDDF_FORECASTER", TINY)
+    one_actions, one = backfilled(f"sqlite:///{tmp_path / 'one.sqlite'}", 1, monkeypatch)
+    two_actions, two = backfilled(f"sqlite:///{tmp_path / 'two.sqlite'}", 2, monkeypatch)
+    assert one_actions == two_actions == ["retrain", "finetune"] * 3
+    assert len(one) == 6 * ForecasterConfig.from_dict(json.loads(TINY)).horizon
+    assert list(one.columns) == list(two.columns) and "value" in one.columns
+    pd.testing.assert_frame_equal(one.reset_index(drop=True), two.reset_index(drop=True))
+
+
+def test_a_worker_hands_back_the_artifact_and_its_epoch_lines():
+    config = ForecasterConfig.from_dict(json.loads(TINY))
+    candles = make_candles(KEY, N_CANDLES, start=str(FIRST_DAY))
+    job = RetrainJob(config, candles, train_candles=40)
+    with RetrainPool(2) as pool:
+        done = pool.submit(job).result(timeout=300)
+    here = retrain(job)
+    assert [line.split()[:2] for line in done.log][:1] == [["fit", "epoch"]]
+    model = done.model("the test's retrain")
+    assert model.n_windows_ == here.model("here").n_windows_
+    assert model.training_range_[0] == candles.index[-40]  # the newest 40 candles only
+    pd.testing.assert_frame_equal(model.predict(candles), here.model("here").predict(candles))
+
+
+def test_a_pool_needs_a_process():
+    with pytest.raises(ValueError, match="integer >= 1 of processes, got 0"):
+        RetrainPool(0)
