@@ -33,10 +33,21 @@ def test_group_steps_per_epoch_is_set_per_timeframe_only(monkeypatch):
         "CDDF_TIMEFRAME_SETTINGS", '{"d": {"model_scope": "timeframe", "group_steps_per_epoch": 8}}'
     )
     assert steps() == 8
-    monkeypatch.setenv("CDDF_TIMEFRAME_SETTINGS", '{"d": {"group_steps_per_epoch": 0}}')
-    with pytest.raises(SettingsError, match="group_steps_per_epoch"):
-        get_settings()
-    monkeypatch.setenv("CDDF_TIMEFRAME_SETTINGS", "{}")
-    monkeypatch.setenv("CDDF_SERIES_SETTINGS", f'{{"{BTC}": {{"group_steps_per_epoch": 8}}}}')
-    with pytest.raises(SettingsError, match="group_steps_per_epoch cannot be set per series"):
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("CDDF_TIMEFRAME_SETTINGS", '{"d": {"group_steps_per_epoch": 0}}', "group_steps_per_epoch"),
+        (
+            "CDDF_SERIES_SETTINGS",
+            f'{{"{BTC}": {{"group_steps_per_epoch": 8}}}}',
+            "group_steps_per_epoch cannot be set per series",
+        ),
+    ],
+)
+def test_a_bad_group_steps_per_epoch_is_refused_at_start(monkeypatch, variable, value, message):
+    monkeypatch.setenv("CDDF_SERIES", BTC)
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=message):
         get_settings()
