@@ -176,7 +176,7 @@ def check_a_killed_worker_s_backfill_ends(stack: Stack, yesterday: dt.date) -> f
 
     resumes = {"tags": {"all_": [f"resume-of:{run['id']}"]}}
     (resumed,) = wait_for(
-        "the crashed run to be resumed", lambda: stack.flow_runs(**resumes) or None, 120, stack.logs
+        "the crashed run to be resumed", lambda: stack.flow_runs(**resumes) or None, 300, stack.logs
     )
     assert resumed["parameters"] == crashed["parameters"] and "resume:1" in resumed["tags"]
     resumed = stack.wait_for_end(resumed["id"], "the resumed backfill run", 600)
