@@ -65,21 +65,17 @@ BEFORE = {
     "batch_size": 64,
 }
 CANDIDATES = {
-    "u32 w24 2000 bs128": {
+    "u32 w24 2000": {
         "units": 32, "window": 24, "train_candles": 2000, "max_epochs": 30, "patience": 3,
         "batch_size": 128,
     },
-    "u32 w48 2000 bs128": {
+    "u32 w48 2000": {
         "units": 32, "window": 48, "train_candles": 2000, "max_epochs": 30, "patience": 3,
         "batch_size": 128,
     },
-    "u64 w24 3000 bs128": {
-        "units": 64, "window": 24, "train_candles": 3000, "max_epochs": 30, "patience": 3,
+    "u64 w48 4000": {
+        "units": 64, "window": 48, "train_candles": 4000, "max_epochs": 30, "patience": 3,
         "batch_size": 128,
-    },
-    "u16 w24 1000 bs64": {
-        "units": 16, "window": 24, "train_candles": 1000, "max_epochs": 30, "patience": 3,
-        "batch_size": 64,
     },
 }  # fmt: skip
 
@@ -89,7 +85,7 @@ def main() -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     choose = commands.add_parser("choose", help="candidates before the test hours")
     choose.add_argument("--candidates", default=json.dumps(CANDIDATES), help="JSON")
-    choose.add_argument("--hours", type=int, default=480, help="as-of hours scored")
+    choose.add_argument("--hours", type=int, default=336, help="as-of hours scored")
     choose.add_argument("--gap", type=int, default=24, help="hours between them and the test")
     test = commands.add_parser("test", help="the current 1h settings on the test hours")
     for command in (choose, test):
