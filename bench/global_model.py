@@ -275,22 +275,23 @@ def retrain_cost(
             cut = newest_candles(
                 group, train_candles, group_train_candles, group_config.min_history
             )
-            started = time.perf_counter()
+            started, mark = time.perf_counter(), len(FIT_EPOCHS.seconds)
             model = LSTMForecaster(group_config).fit(cut)
             shared[counts[i]] = (
                 time.perf_counter() - started,
                 sum(map(len, cut.values())),
                 model.epochs_trained_,
+                float(np.median(FIT_EPOCHS.seconds[mark:])),
             )
     one = float(np.mean(local))
     print(
         f"local: {len(local)} trainings, mean {one:.1f} s ({np.mean(epochs):.1f} epochs), "
         f"together {sum(local):.1f} s"
     )
-    for k, (seconds, candles, n_epochs) in shared.items():
+    for k, (seconds, candles, n_epochs, per_epoch) in shared.items():
         print(
             f"global on {k} series ({candles} candles, {n_epochs} epochs): {seconds:.1f} s "
-            f"({seconds / n_epochs:.2f} s per epoch) = {seconds / one:.2f}x one local training"
+            f"(median epoch {per_epoch:.2f} s) = {seconds / one:.2f}x one local training"
         )
 
 
