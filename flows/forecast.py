@@ -129,7 +129,14 @@ def forecast_flow(
     series = SeriesKey.of(series).key
     candles = final_candles(series, as_of)
     version = serving_version(series, candles.index[-1].to_pydatetime(), version_id)
-    return forecast_series(series, candles, version, serving_model(version), kind)
+    outcome = forecast_series(series, candles, version, serving_model(version), kind)
+    create_markdown_artifact(
+        key=f"forecast-{series.lower().replace('_', '-')}",
+        markdown=f"# Forecast {series} as of {outcome.as_of:%Y-%m-%d %H:%M}\n\n"
+        f"{outcome.summary}\n\n{weights_table(outcome.weights)}",
+        description=f"The served forecast of {series}: weights of the LSTM and naive",
+    )
+    return outcome
 
 
 def forecast_series(
@@ -137,16 +144,11 @@ def forecast_series(
 ) -> ForecastOutcome:
     """Forecast ``series`` after ``candles`` (its final candles, as read by the caller) with
     ``version``'s model ``serving`` and store the run: the forecast flow's work, and the
-    pipeline's with the candles and the model it holds (`flows/pipeline.py`)."""
+    pipeline's with the candles and the model it holds (`flows/pipeline.py`). No artifact: the
+    forecast flow publishes ``forecast-<key>``, a daily run each series' ``series-<key>``."""
     forecasts = make_forecasts(serving, candles, series)
     written = store_forecasts(series, version, forecasts, kind)
     served = written.served
-    create_markdown_artifact(
-        key=f"forecast-{series.lower().replace('_', '-')}",
-        markdown=f"# Forecast {series} as of {written.run.as_of:%Y-%m-%d %H:%M}\n\n"
-        f"{served.summary()}\n\n{_weights_table(served.weights)}",
-        description=f"The served forecast of {series}: weights of the LSTM and naive",
-    )
     return ForecastOutcome(
         series,
         written.run.id,
@@ -159,7 +161,7 @@ def forecast_series(
     )
 
 
-def _weights_table(weights: pd.DataFrame) -> str:
+def weights_table(weights: pd.DataFrame) -> str:
     """The LSTM's weight per horizon in the served value and each bound (naive's: the rest)."""
     table = weights[weights["expert"] == "lstm"].pivot(
         index="horizon", columns="quantity", values="weight"

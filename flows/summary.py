@@ -6,7 +6,8 @@
   table row per series, the series with a problem first, at most ``SUMMARY_ROWS`` rows, then
   the errors, at most ``ERRORS_SHOWN``, each cut at ``ERROR_CHARS``: under 60 kB at any N.
 - ``series-<key>`` (``series_artifact_key``): one per forecast series, its chart (a ``data:``
-  PNG, `flows/charts.py`) and its forecasts: about 20 kB whatever N. The key is the same every
+  PNG, `flows/charts.py`), its forecasts and the served weights (the LSTM's against naive, per
+  horizon): about 20 kB whatever N. The key is the same every
   day, so the Prefect UI's artifact page shows each series' newest chart and its history.
 
 No artifact grows with the number of series; Prefect's retention deployment removes them after
@@ -21,6 +22,7 @@ import pandas as pd
 from prefect.artifacts import create_markdown_artifact
 
 from flows.charts import markdown_image
+from flows.forecast import weights_table
 from flows.pipeline import SeriesOutcome
 
 SUMMARY_ROWS = 200  # series rows in the summary; the others are counted
@@ -158,4 +160,6 @@ def series_markdown(o: SeriesOutcome) -> str:
             "",
             f"Model version {o.forecast.model_version_id}, forecast run {o.forecast.run_id}.",
         ]
+        if not o.forecast.weights.empty:
+            lines += ["", o.forecast.summary, "", weights_table(o.forecast.weights)]
     return "\n".join(lines) + "\n"

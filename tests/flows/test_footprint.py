@@ -116,11 +116,14 @@ def test_a_fine_tune_day_of_two_series_is_few_task_runs_and_log_rows(
     artifacts = artifacts_of(run_id)
     # the summary, then per series its chart and forecasts, and its served weights (the
     # forecast step's, flows/forecast.py): none grows with the number of series
+    # one artifact per series a day: the forecast step's weights are in series-<key>
     assert set(artifacts) == {"daily-summary"} | {
-        f"{kind}-{o.series.lower().replace('_', '-')}"
-        for o in outcomes
-        for kind in ("series", "forecast")
+        f"series-{o.series.lower().replace('_', '-')}" for o in outcomes
     }
+    assert all(
+        "| horizon | LSTM in" in artifacts[f"series-{o.series.lower().replace('_', '-')}"]
+        for o in outcomes
+    )
     assert max(len(data.encode()) for data in artifacts.values()) < MAX_ARTIFACT_BYTES
     assert images_in(artifacts["daily-summary"]) == {}  # the charts are the series' own
     for o in outcomes:
