@@ -93,6 +93,9 @@ def daily_flow(
     settings = get_settings()  # a bad setting fails here, before any work
     quiet_completed_task_runs()  # a line per task run is noise at hundreds of series
     refuse_credentials(source)  # a run made elsewhere (a deployment's) stops at once
+    # a deployment's run is planned here; a CLI run's plan (SeriesKeys, no pattern left) is
+    # only checked again: nothing parsed, no catalogue read (the CLI planned it to fail before
+    # Prefect's API starts)
     keys = plan_series(series, source)
     for key in keys:
         settings.series_config(key)  # so does a series' bad model settings
