@@ -1,7 +1,8 @@
 """Backfill benchmark (issue 27): the service's backfill of BTC daily, time per as_of by phase.
 
     nice .venv/bin/python bench/backfill.py [--range 2019-01-01:2025-09-23]
-        [--side-by-side 2025-06-01:2025-07-15] [--baseline 2f8813e] [--skip-full] [--processes N]
+        [--side-by-side 2025-06-01:2025-07-15] [--baseline 2f8813e] [--baseline-first]
+        [--skip-full] [--processes N]
 
 Each backfill runs in a child process of its own, through the CLI's code (`cdd-forecast
 ingest --source ../shared/data/Bitstamp_BTCUSD_d.csv`, then `cdd-forecast backfill`, with
@@ -222,6 +223,7 @@ def main() -> None:
     parser.add_argument("--baseline", default="2f8813e", help="the commit to compare with")
     parser.add_argument("--skip-full", action="store_true", help="the side-by-side run only")
     parser.add_argument("--skip-baseline", action="store_true", help="today's code only")
+    parser.add_argument("--baseline-first", action="store_true", help="run the baseline first")
     parser.add_argument("--processes", type=int, help="CDDF_BACKFILL_PROCESSES for today's code")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
@@ -240,11 +242,17 @@ def main() -> None:
     print(
         f"== side by side, {start} .. {end} ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})"
     )
-    new = run_backfill(ROOT, start, end, ours)
-    report(f"today's code ({head(ROOT)})", new)
+    runs = [("today", ROOT, ours)]
+    if not args.skip_baseline:  # the later run tends to see another load: --baseline-first
+        base = ("baseline", baseline_worktree(args.baseline), env)
+        runs = [base, *runs] if args.baseline_first else [*runs, base]
+    results = {}
+    for name, root, variables in runs:
+        results[name] = run_backfill(root, start, end, variables)
+        title = f"today's code ({head(ROOT)})" if name == "today" else f"baseline {args.baseline}"
+        report(title, results[name])
     if not args.skip_baseline:
-        old = run_backfill(baseline_worktree(args.baseline), start, end, env)
-        report(f"baseline {args.baseline}", old)
+        new, old = results["today"], results["baseline"]
         ratio = (new["wall"] / new["as_ofs"]) / (old["wall"] / old["as_ofs"])
         print(f"\nratio today / baseline, seconds per as_of: {ratio:.3f}")
     if not args.skip_full:

@@ -21,14 +21,14 @@ shared dates done; a backfill killed with kill -9 stops renewing, and a rerun ta
 most ``CDDF_LOCK_LEASE_SECONDS`` later. The run logs show a line per as_of and the model's
 per-epoch training lines.
 
-Fast where it can be, the same wherever it runs: the retrains (each sees the candles up to its
-own as_of only) run side by side in ``parallel`` worker processes (``CDDF_BACKFILL_PROCESSES``,
-one per core by default; `flows.backfill_pool`), as many blocks ahead as there are processes,
-while the segments go on in order in the flow's process: each segment one task run that loads
-its block's retrained model from its artifact (as the daily run loads the model it fine-tunes),
-fine-tunes, forecasts, registers and stores its as_ofs one after the other (the served
-forecast of an as_of depends on the scores of the forecasts before it), and drops the weights
-of all but its last version at its end.
+The same wherever its retrains run: each sees the candles up to its own as_of only, so they
+may run side by side in ``parallel`` worker processes (``CDDF_BACKFILL_PROCESSES``; 1, the
+default: in the flow's own process: on 2 cores a second one did not pay; `flows.backfill_pool`),
+as many blocks ahead as there are processes, while the segments go on in order in the flow's
+process: each segment one task run that loads its block's retrained model from its artifact
+(as the daily run loads the model it fine-tunes), fine-tunes, forecasts, registers and stores
+its as_ofs one after the other (the served forecast of an as_of depends on the scores of the
+forecasts before it), and drops the weights of all but its last version at its end.
 
 A series whose timeframe has ``model_scope: "timeframe"`` walks forward with its group's global
 model instead, as the daily run serves it: the group is the series of ``CDDF_SERIES`` of that
@@ -75,7 +75,7 @@ from flows.backfill_plan import (
     minimum_history,
     plan_backfill,
 )
-from flows.backfill_pool import Retrained, RetrainJob, RetrainPool, default_processes
+from flows.backfill_pool import Retrained, RetrainJob, RetrainPool
 from flows.candles import scope_candles
 from flows.evaluate import evaluate_flow
 from flows.retry import DB_RETRY
@@ -424,7 +424,7 @@ def backfill_flow(
     """Point-in-time forecasts for every as_of from ``start`` to ``end``, then their scores.
 
     ``parallel``: processes the retrains run in side by side (None: ``CDDF_BACKFILL_PROCESSES``,
-    one per core by default; 1: in this process); the models are the same whatever it is.
+    1 by default: in this process); the models are the same whatever it is.
     """
     started = time.perf_counter()
     logger = get_run_logger()
@@ -435,7 +435,7 @@ def backfill_flow(
     if scope.group is not None and not candles.empty:  # its group's global model walks forward
         members = scope_candles(scope, None, {key: candles})
     plan = plan_backfill(candles, key, start, end, retrain_every, config.forecaster, members)
-    processes = parallel or get_settings().backfill_processes or default_processes()
+    processes = parallel or get_settings().backfill_processes
     logger.info(
         "%s: %d as_of times %s .. %s, retrain every %d (in %d processes), force=%s%s",
         key,

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 from collections.abc import Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -85,14 +84,6 @@ def retrain(job: RetrainJob, capture: bool = True) -> Retrained:
         log.removeHandler(lines)
         log.setLevel(level)
     return Retrained(model.to_bytes(), model.train_seconds_, tuple(lines.lines))
-
-
-def default_processes() -> int:
-    """The cores this process may run on (the default size of a backfill's retrain pool)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 class _InProcess(Future):

@@ -264,7 +264,7 @@ def backfill(
         typer.Option(
             min=1,
             help="Processes the retrains run in side by side "
-            "(default: CDDF_BACKFILL_PROCESSES, one per core).",
+            "(default: CDDF_BACKFILL_PROCESSES, 1: this process).",
         ),
     ] = None,
 ) -> None:

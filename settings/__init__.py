@@ -109,9 +109,10 @@ class Settings(BaseSettings):
     keep_versions: Annotated[int, Field(ge=0)] = 3
     # a train run that finds no usable GPU fails instead of training on CPU (flows/train.py)
     require_gpu: bool = False
-    # a backfill's retrains run side by side in this many processes (None: one per core;
-    # 1: in the backfill's own process) while its fine-tunes go on in order (flows/backfill.py)
-    backfill_processes: PositiveInt | None = None
+    # a backfill's retrains run side by side in this many worker processes while its
+    # fine-tunes go on in order (flows/backfill.py); 1: in the backfill's own process (on 2
+    # cores a second one gained nothing quiet and lost busy: docs/benchmarks.md)
+    backfill_processes: PositiveInt = 1
     # times a crashed daily or backfill run is resumed (a new run with its parameters) before
     # the resume run fails instead, naming it (flows/resume.py)
     max_resumes: Annotated[int, Field(ge=0)] = 2
