@@ -89,9 +89,9 @@ def check_serves(version: VersionInfo, series: str, data_end: datetime) -> Versi
     return version
 
 
-@task(cache_policy=NO_CACHE)
 def make_forecasts(serving: ServingModel, candles: pd.DataFrame, series: str) -> pd.DataFrame:
-    """The model's forecasts after the last candle, with the naive forecast beside each.
+    """The model's forecasts after the last candle, with the naive forecast beside each (a
+    computation in the caller's task run, not one of its own: nothing here to retry or show).
 
     A hole of a few candles just before it is filled (the forecasts' ``filled`` column says
     how many, and a warning); a longer one is a HoleError naming the hole.
