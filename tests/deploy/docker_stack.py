@@ -100,8 +100,9 @@ def host_network_compose(ports: Ports, worker_env: dict[str, str]) -> dict[str, 
     return document
 
 
-def throwaway_env(path: Path, ports: Ports) -> dict[str, str]:
-    """.env.example filled in with random passwords and this test's ports, written to ``path``."""
+def throwaway_env(path: Path, ports: Ports, extra: dict[str, str]) -> dict[str, str]:
+    """.env.example filled in with random passwords, this test's ports and ``extra``, written
+    to ``path``."""
     values = env_file(ENV_EXAMPLE)
     values |= {name: secrets.token_hex(16) for name in PASSWORDS}
     values |= {
@@ -110,6 +111,7 @@ def throwaway_env(path: Path, ports: Ports) -> dict[str, str]:
         "UI_PUBLISH": f"127.0.0.1:{ports.prefect}",
         "UI_API_URL": f"http://127.0.0.1:{ports.prefect}/api",
     }
+    values |= extra
     path.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
     path.chmod(0o600)
     return values
@@ -260,11 +262,14 @@ def docker_ids(*args: str) -> list[str]:
 
 
 @contextmanager
-def compose_stack(base: Path, worker_env: dict[str, str], log: Path) -> Iterator[Stack]:
-    """``up -d`` of docker-compose.yml on the host network; ``down -v`` however it ends."""
+def compose_stack(
+    base: Path, worker_env: dict[str, str], log: Path, env: dict[str, str] | None = None
+) -> Iterator[Stack]:
+    """``up -d`` of docker-compose.yml on the host network, ``env`` added to its .env;
+    ``down -v`` however it ends."""
     ports = Ports()
     env_path, compose_file = base / "stack.env", base / "docker-compose.host-network.yml"
-    env = throwaway_env(env_path, ports)
+    env = throwaway_env(env_path, ports, env or {})
     compose_file.write_text(json.dumps(host_network_compose(ports, worker_env), indent=1))
     stack = Stack(f"cddfstack{uuid.uuid4().hex[:8]}", [env_path, compose_file], env, ports, log)
     try:

@@ -2,10 +2,12 @@
 
 No registry is needed: the base image comes from Debian's packages (debootstrap) and
 PostgreSQL from Debian's ``postgresql-15`` (see tests/deploy/docker_stack.py). Every service
-runs on the host network on free ports of 127.0.0.1. The daily flow downloads a small
-CryptoDataDownload-format file from an HTTP server of this test. Then the CPU worker is killed
-in the middle of a backfill: its run must be Crashed within the documented bound, resumed by
-itself and completed, with one forecast run per as_of (docs/deploy.md, "Dead runs").
+runs on the host network on free ports of 127.0.0.1. The daily deployment's run, with no
+parameters as the schedule starts it, reads a small CryptoDataDownload-format file from a
+local mirror (CDD_MIRROR_DIR mounted at /mirror, CDD_BASE_URL=/mirror/: docs/deploy.md).
+Then the CPU worker is killed in the middle of a backfill: its run must be Crashed within the
+documented bound, resumed by itself and completed, with one forecast run per as_of
+(docs/deploy.md, "Dead runs").
 
     sudo .venv/bin/pytest -m docker tests/deploy/test_docker_stack.py
 
@@ -23,7 +25,6 @@ import pytest
 import requests
 import sqlalchemy as sa
 import yaml
-from pytest_httpserver import HTTPServer
 
 from cdd.series_key import SeriesKey
 from tests.deploy.compose import ROOT
@@ -57,13 +58,15 @@ def test_the_compose_stack_serves_the_ui_runs_daily_and_backfill_and_goes_away(t
     candles = make_candles(
         KEY, N_CANDLES, start=(today - pd.Timedelta(days=N_CANDLES - 1)).tz_localize(None)
     )
-    cdd = HTTPServer(host="127.0.0.1", port=0)
-    cdd.expect_request(f"/cdd/{KEY.file_name}").respond_with_data(
-        make_cdd_csv(KEY, candles), content_type="text/csv"
-    )
-    cdd.start()
+    # a local mirror, as docs/deploy.md sets one up: the file in CDD_MIRROR_DIR (mounted at
+    # /mirror in worker-cpu) and CDD_BASE_URL=/mirror/ in .env; nothing is downloaded
+    mirror = tmp_path / "mirror"
+    mirror.mkdir(mode=0o755)
+    mirror.chmod(0o755)
+    (mirror / KEY.file_name).write_bytes(make_cdd_csv(KEY, candles))
+    (mirror / KEY.file_name).chmod(0o644)
+    env = {"CDD_BASE_URL": "/mirror/", "CDD_MIRROR_DIR": str(mirror)}
     worker_env = {
-        "CDDF_CDD_BASE_URL": cdd.url_for("/cdd/"),
         "CDDF_FORECASTER": json.dumps(TINY),
         "PREFECT_WORKER_QUERY_SECONDS": "2",
         "TF_CPP_MIN_LOG_LEVEL": "2",
@@ -72,7 +75,7 @@ def test_the_compose_stack_serves_the_ui_runs_daily_and_backfill_and_goes_away(t
         with docker_engine(tmp_path):
             seconds |= build_images(log)
             mark = time.monotonic()
-            with compose_stack(tmp_path, worker_env, log) as stack:
+            with compose_stack(tmp_path, worker_env, log, env) as stack:
                 seconds["up"] = time.monotonic() - mark
                 mark = time.monotonic()
                 stack.wait_healthy("prefect-server", 180)
@@ -108,8 +111,6 @@ def test_the_compose_stack_serves_the_ui_runs_daily_and_backfill_and_goes_away(t
             seconds["down -v"] = time.monotonic() - mark
             assert stack.leftovers() == {"containers": [], "volumes": [], "networks": []}
     finally:
-        cdd.clear()
-        cdd.stop()
         seconds["total"] = time.monotonic() - started
         report(request, seconds)
 
