@@ -268,8 +268,22 @@ def resumed_model(
     ``first``) and its model; (None, None) when there is none of this config or it does not
     load, and the block retrains at ``first``."""
     parent = version_before(plan, plan.previous(first))
-    if parent is None or with_new_defaults(parent.config) != stored_config(config, plan.group):
-        return None, None  # none, or trained with another config: start afresh
+    if parent is None:
+        return None, None
+    ours = stored_config(config, plan.group)
+    theirs = with_new_defaults(parent.config)
+    if theirs != ours:  # trained with another config: start afresh
+        changed = sorted(
+            key for key in theirs.keys() | ours.keys() if theirs.get(key) != ours.get(key)
+        )
+        get_run_logger().info(
+            "%s: %s was trained with other settings (%s); retraining at %s",
+            plan.series,
+            parent.label,
+            ", ".join(changed),
+            f"{first:%Y-%m-%d %H:%M}",
+        )
+        return None, None
     try:
         return parent, load_model(parent)
     except (ArtifactUnavailableError, ArtifactError) as error:

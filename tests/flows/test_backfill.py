@@ -217,6 +217,22 @@ def test_a_corrupted_parent_artifact_falls_back_to_a_retrain(sqlite_service):
     ]
 
 
+def test_a_resumed_block_with_other_settings_retrains_and_says_why(
+    sqlite_service, monkeypatch, caplog
+):
+    backfill_flow(SERIES, day(40), day(41), retrain_every=4)
+    monkeypatch.setenv("CDDF_FORECASTER", TINY.replace('"units": 4', '"units": 5'))
+    resumed = backfill_flow(SERIES, day(40), day(43), retrain_every=4)
+    assert [(s.as_of, s.action) for s in resumed.steps] == [
+        (at(42), "retrain"),
+        (at(43), "finetune"),
+    ]
+    said = [
+        r.getMessage() for r in caplog.records if "trained with other settings" in r.getMessage()
+    ]
+    assert said and "(units); retraining at 2020-02-12 00:00" in said[0], said
+
+
 def test_two_overlapping_backfills_at_once_write_each_date_once(service):
     engine = service
     results: dict[str, object] = {}
