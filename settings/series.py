@@ -86,18 +86,18 @@ class ModelSettings(BaseModel):
         )
 
 
-# Defaults that suit each timeframe. A daily series keeps the package's tuned config and all
-# its history; an hourly one forecasts the next 24 hours from the last 2 days with a small
-# network and retrains weekly on its newest 2,000 candles (about 12 weeks); a minute one forecasts the next hour and trains on a bounded
-# ~2 weeks of candles (training time stays bounded however long the file is). A global model
-# (model_scope "timeframe") retrains on group_train_candles in all, shared by its series: for
-# hourly and minute twice one series' train_candles. A daily one trains on every series' whole
-# history (no group cap) in epochs of group_steps_per_epoch batches drawn across all of it, so
-# its data grows with the group and its cost per epoch does not; it validates on each series'
-# newest 20 % as a local model does (chosen on data before the benchmark's test years:
-# docs/benchmarks.md, "A global model that learns more as the group grows"). Its early
-# stopping waits group_patience epochs: about a local model's 10 in gradient steps, since a
-# global epoch holds up to 4x (daily: 50 x 64 windows against ~800) or 2x a local one's.
+# Defaults that suit each timeframe. A daily series keeps the package's tuned config and all its
+# history; an hourly one forecasts the next 24 hours from the last 2 days with a small network and
+# retrains weekly on its newest 2,000 candles (about 12 weeks); a minute one forecasts the next hour
+# and trains on a bounded ~2 weeks of candles (training time stays bounded however long the file
+# is). A global model (model_scope "timeframe") retrains on group_train_candles in all, shared by
+# its series: for hourly and minute twice one series' train_candles. A daily one trains on every
+# series' whole history (no group cap) in epochs of group_steps_per_epoch batches drawn across all
+# of it, so its data grows with the group and its cost per epoch does not; it validates on each
+# series' newest 20 % as a local model does (chosen on data before the benchmark's test years:
+# docs/benchmarks.md, "A global model that learns more as the group grows"). Its early stopping
+# waits group_patience epochs: about a local model's 10 in gradient steps, since a global epoch
+# holds up to 4x (daily: 50 x 64 windows against ~800) or 2x a local one's.
 TIMEFRAME_DEFAULTS: dict[str, dict[str, Any]] = {
     "d": {
         "window": 7,
