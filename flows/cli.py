@@ -514,8 +514,10 @@ class ServerUnreachable(RuntimeError):
 def served_names(name_prefix: str = "") -> list[str]:
     """The ``flow/deployment`` names ``serve`` registers.
 
-    >>> served_names("local-")
+    >>> served_names("local-")[:4]
     ['daily/local-daily', 'train/local-train', 'series/local-series', 'backfill/local-backfill']
+    >>> served_names()[4:]
+    ['prefect-retention/prefect-retention', 'resume/resume']
     """
     return [f"{d.name}/{name_prefix}{d.name}" for d in DEPLOYMENTS]
 

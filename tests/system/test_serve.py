@@ -21,6 +21,10 @@ pytestmark = [pytest.mark.system, pytest.mark.slow]
 
 CLI = str(Path(sys.executable).with_name("cdd-forecast"))
 DEPLOYED = ("daily/daily", "train/train", "backfill/backfill")
+# SIGINT to SIGKILL: serve pauses what it served before it exits (six deployments, an API call
+# each); 15 s was not enough late in a full suite on 2 busy cores, where both stops were killed
+# before any pause (alone the whole test takes ~30 s)
+STOP_GRACE_S = 60.0
 
 
 def snapshot(stack, names) -> dict[str, tuple]:
@@ -109,7 +113,7 @@ def test_serve_refuses_deployed_deployments_and_serves_beside_them(tmp_path):
         assert run.state.is_failed() and "invalid series key" in run.state.message, run.state
         assert snapshot(stack, DEPLOYED) == before
 
-        serving.stop()
+        serving.stop(grace_s=STOP_GRACE_S)
         for name in served_names("local-"):
             assert deployment_or_none(stack, name).paused, f"{name} still unpaused after stop"
         assert snapshot(stack, DEPLOYED) == before  # the deployed daily keeps its schedule
@@ -119,7 +123,7 @@ def test_serve_refuses_deployed_deployments_and_serves_beside_them(tmp_path):
 def test_serve_again_takes_over_its_own_deployments(tmp_path):
     with prefect_server(tmp_path, deadline_s=240) as stack:  # a busy machine
         first = start_serving(stack, tmp_path, "serve-first")
-        first.stop()
+        first.stop(grace_s=STOP_GRACE_S)
         assert deployment_or_none(stack, "daily/daily").paused
 
         second = start_serving(stack, tmp_path, "serve-second")  # not refused: it served them
