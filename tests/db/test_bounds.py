@@ -30,6 +30,7 @@ from db.candles import upsert_candles
 from db.candles_postgresql import lock_series
 from db.engine import DatabaseUnreachableError, SessionLimits, make_engine, migrate
 from tests.db.factory import make_candles
+from tests.system.stack import interrupt_by_default
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = SeriesKey.parse("Bitstamp_BTCUSD_1h")
@@ -326,6 +327,7 @@ def test_a_server_silent_mid_query_is_ended_by_an_interrupt_within_seconds(proxy
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
+        preexec_fn=interrupt_by_default,
     )
     try:
         assert process.stdout.readline().strip() == "connected"

@@ -92,6 +92,13 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         pass
 
 
+def interrupt_by_default() -> None:
+    """A child's SIGINT as Ctrl-C has it, however this test run was started: a run launched in
+    the background of a shell without job control inherits SIGINT ignored, and so would every
+    process it starts (a test that stops one with SIGINT would then wait for nothing)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(name: str, argv: list[str], env: dict[str, str], logs: Path) -> Process:
     log = logs / f"{name}.log"
     with log.open("wb") as out:
@@ -103,6 +110,7 @@ def start(name: str, argv: list[str], env: dict[str, str], logs: Path) -> Proces
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=interrupt_by_default,
         )
     return Process(name, popen, log)
 
