@@ -1,12 +1,14 @@
 """Backfill: point-in-time forecasts for every as_of from ``start`` to ``end``, then scores.
 
-    backfill_flow("Bitstamp_BTCUSD_d", date(2025, 6, 1), date(2025, 8, 31), retrain_every=7)
+    backfill_flow("Bitstamp_BTCUSD_d", date(2025, 6, 1), date(2025, 8, 31))
 
 The as_of times are the series' final candles whose UTC date lies in [start, end] (a day per
 step for a daily series, an hour for an hourly one). The model of each as_of sees the final
-candles up to it and nothing later: it is retrained at the first as_of of every block of
-``retrain_every`` steps (on the newest ``train_candles`` of them, as the daily retrain) and
-fine-tuned on each step in between (forecaster.backtest's walk forward). Every model is
+candles up to it and nothing later: it is retrained at the first as_of and on its scope's
+retrain days (every ``retrain_every`` candles from the scope's offset; by default its
+``retrain_after``: the days the daily run's auto policy retrains on, `flows.train_policy`), on
+the newest ``train_candles`` as the daily retrain, and fine-tuned on each step in between
+(forecaster.backtest's walk forward). Every model is
 registered and every forecast stored as a ``backfill`` run; the weights of a segment's steps
 but its last are dropped when it ends (their rows, lineage and forecasts stay), so a finished
 backfill keeps the weights of its newest model only and an interrupted one those of each
@@ -408,7 +410,7 @@ def check_backfill(
     series: str,
     start: dt.date,
     end: dt.date,
-    retrain_every: int = 7,
+    retrain_every: int | None = None,
     parallel: int | None = None,
 ) -> BackfillPlan:
     """The plan of a backfill, or BackfillError saying what is wrong with its parameters
@@ -423,7 +425,8 @@ def check_backfill(
     members = None
     if scope.group is not None and not candles.empty:  # its group's global model walks forward
         members = scope_candles.fn(scope, None, {key: candles}, logging.getLogger(__name__))
-    return plan_backfill(candles, key, start, end, retrain_every, config.forecaster, members)
+    every = retrain_every or config.retrain_after
+    return plan_backfill(candles, key, start, end, every, config.forecaster, members)
 
 
 @flow(name="backfill", flow_run_name="backfill {series} {start}..{end}")
@@ -431,7 +434,7 @@ def backfill_flow(
     series: str,
     start: dt.date,
     end: dt.date,
-    retrain_every: int = 7,
+    retrain_every: int | None = None,
     force: bool = False,
     parallel: int | None = None,
 ) -> BackfillSummary:
@@ -448,7 +451,8 @@ def backfill_flow(
     members = None
     if scope.group is not None and not candles.empty:  # its group's global model walks forward
         members = scope_candles(scope, None, {key: candles})
-    plan = plan_backfill(candles, key, start, end, retrain_every, config.forecaster, members)
+    every = retrain_every or config.retrain_after  # None: as the daily run retrains it
+    plan = plan_backfill(candles, key, start, end, every, config.forecaster, members)
     processes = parallel or get_settings().backfill_processes
     logger.info(
         "%s: %d as_of times %s .. %s, retrain every %d (in %d processes), force=%s%s",
@@ -456,7 +460,7 @@ def backfill_flow(
         len(plan.as_ofs),
         plan.as_ofs[0],
         plan.as_ofs[-1],
-        retrain_every,
+        every,
         processes,
         force,
         f", global {plan.group} model of {', '.join(plan.members)}" if plan.group else "",

@@ -13,12 +13,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
 
 from cdd.series_key import SeriesKey
 from db.registry import ModelScope
+from flows.train_policy import retrain_day_between
 from forecaster import ForecasterConfig, find_holes, first_trainable
 from forecaster.backtest import up_to
 from forecaster.holes import window_problem
@@ -80,25 +82,31 @@ class BackfillPlan:
         """The time of the final candle just before ``as_of``."""
         return self.candles.index[self.candles.index.get_loc(as_of) - 1]
 
+    @cached_property
+    def block_starts(self) -> frozenset[pd.Timestamp]:
+        """The as_ofs its model retrains at: the first, and each one that a retrain day of its
+        scope (`flows.train_policy`, every ``retrain_every`` candles) passed since the as_of
+        before it, as the daily run's auto policy retrains: a backfill serves what the daily
+        runs would have, whatever day it starts on."""
+        name, period = self.scope.name, SeriesKey.of(self.series).period.to_pytimedelta()
+        every, pairs = self.retrain_every, zip(self.as_ofs[:-1], self.as_ofs[1:], strict=True)
+        passed = [now for last, now in pairs if retrain_day_between(name, every, period, last, now)]
+        return frozenset([*self.as_ofs[:1], *passed])
+
     def segments(self, pending: Iterable[pd.Timestamp]) -> list[Segment]:
-        """The pending as_ofs cut at block boundaries and at done dates."""
+        """The pending as_ofs cut at block starts and at done dates."""
         todo = set(pending)
         segments: list[Segment] = []
         current: list[pd.Timestamp] = []
-        for position, as_of in enumerate(self.as_ofs):
-            opens_block = position % self.retrain_every == 0
-            if current and (opens_block or as_of not in todo):
-                segments.append(Segment(tuple(current), _opens_block(self, current[0])))
+        for as_of in self.as_ofs:
+            if current and (as_of in self.block_starts or as_of not in todo):
+                segments.append(Segment(tuple(current), current[0] in self.block_starts))
                 current = []
             if as_of in todo:
                 current.append(as_of)
         if current:
-            segments.append(Segment(tuple(current), _opens_block(self, current[0])))
+            segments.append(Segment(tuple(current), current[0] in self.block_starts))
         return segments
-
-
-def _opens_block(plan: BackfillPlan, as_of: pd.Timestamp) -> bool:
-    return plan.as_ofs.get_loc(as_of) % plan.retrain_every == 0
 
 
 def minimum_history(config: ForecasterConfig) -> int:
@@ -130,7 +138,7 @@ def skipped_times(
 
 
 def check_parameters(
-    series: str, start: dt.date, end: dt.date, retrain_every: int, parallel: int | None
+    series: str, start: dt.date, end: dt.date, retrain_every: int | None, parallel: int | None
 ) -> str:
     """The series key, once the parameters that need no data are valid."""
     try:
@@ -138,7 +146,7 @@ def check_parameters(
     except ValueError as error:
         raise BackfillError(f"unknown series: {error}") from None
     for name, value in (("retrain_every", retrain_every), ("parallel", parallel)):
-        if name == "parallel" and value is None:  # CDDF_BACKFILL_PROCESSES decides
+        if value is None:  # the series' retrain_after, CDDF_BACKFILL_PROCESSES decide
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise BackfillError(f"{name} must be an integer >= 1, got {value!r}")

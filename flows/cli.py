@@ -254,7 +254,12 @@ def backfill(
     start: Annotated[dt.datetime, typer.Option(formats=_DATE, help="First as_of date (UTC).")],
     end: Annotated[dt.datetime, typer.Option(formats=_DATE, help="Last as_of date (UTC).")],
     retrain_every: Annotated[
-        int, typer.Option(min=1, help="Retrain from scratch every N steps; fine-tune between.")
+        int | None,
+        typer.Option(
+            min=1,
+            help="Retrain from scratch every N candles, on the model's retrain days, and "
+            "fine-tune between (default: the series' retrain_after, as its daily runs).",
+        ),
     ] = BACKFILL_DEFAULTS["retrain_every"],
     force: Annotated[
         bool, typer.Option("--force", help="Redo as_of dates that already have forecasts.")

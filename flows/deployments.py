@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 DAILY_SCHEDULE = {"cron": "15 0 * * *", "timezone": "UTC"}
 # Prefect's own history (flows/prefect_retention.py), daily, hours after the daily run started
 RETENTION_SCHEDULE = {"cron": "30 5 * * *", "timezone": "UTC"}
-BACKFILL_DEFAULTS: dict[str, Any] = {"retrain_every": 7, "force": False}
+# retrain_every None: each series' retrain_after, the days its daily runs retrain on
+BACKFILL_DEFAULTS: dict[str, Any] = {"retrain_every": None, "force": False}
 
 
 @dataclass(frozen=True)

@@ -50,14 +50,16 @@ def resumes_of(run: FlowRun) -> tuple[UUID, int]:
 
 
 def rerun_command(deployment: str, parameters: dict[str, object]) -> str:
-    """The command that runs ``deployment`` again with ``parameters``, by hand.
+    """The command that runs ``deployment`` again with ``parameters``, by hand (a None one is
+    left out: its default, None, applies).
 
-    >>> rerun_command("backfill", {"series": "BTCUSD", "force": False})
+    >>> rerun_command("backfill", {"series": "BTCUSD", "force": False, "parallel": None})
     "prefect deployment run 'backfill/backfill' --param series=BTCUSD --param force=false"
     """
     params = " ".join(
         f"--param {name}={value if isinstance(value, str) else json.dumps(value)}"
         for name, value in parameters.items()
+        if value is not None
     )
     return f"prefect deployment run '{deployment}/{deployment}' {params}".rstrip()
 

@@ -8,8 +8,8 @@ Retrain days are spread over the week: each model has its own retrain days, ever
 and the policy retrains once one of them has passed since the last retrain. So N series'
 retrains land on different days, never more than ``retrain_after`` candles apart; a model
 first trained off its day retrains once early, on its first retrain day. `retrain_day_between`
-is the rule for any walk over candle times (a backfill's retrain blocks still open every
-``retrain_every`` as_ofs from its start: `flows.backfill_plan`).
+is the rule for any walk over candle times: a backfill's retrain blocks open on the same days
+(`flows.backfill_plan`), so it serves what the daily runs would have.
 
 >>> retrain_offset("Bitstamp_BTCUSD_d", 7), retrain_offset("global d", 7)
 (3, 4)

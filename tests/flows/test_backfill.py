@@ -158,11 +158,11 @@ def test_a_retrain_fits_on_the_newest_train_candles_as_the_daily_one(sqlite_serv
 
 def test_resume_skips_done_dates_and_fine_tunes_from_the_last_one(sqlite_service):
     engine = sqlite_service
-    backfill_flow(SERIES, day(40), day(41), retrain_every=4)
+    backfill_flow(SERIES, day(40), day(41), retrain_every=7)
     done = runs_by_as_of(engine)
     assert weights_kept(engine) == {version_of(engine, at(41))}  # the newest model only
 
-    resumed = backfill_flow(SERIES, day(40), day(43), retrain_every=4)
+    resumed = backfill_flow(SERIES, day(40), day(43), retrain_every=7)
     assert resumed.skipped == 2
     assert [(s.as_of, s.action) for s in resumed.steps] == [
         (at(42), "finetune"),
@@ -178,7 +178,7 @@ def test_resume_skips_done_dates_and_fine_tunes_from_the_last_one(sqlite_service
     assert len(versions(engine, SERIES)) == 4  # every step's row and lineage stay
 
     n_versions, n_runs = count(engine, ModelVersion), count(engine, ForecastRun)
-    repeat = backfill_flow(SERIES, day(40), day(43), retrain_every=4)
+    repeat = backfill_flow(SERIES, day(40), day(43), retrain_every=7)
     assert repeat.steps == [] and repeat.skipped == 4
     assert (count(engine, ModelVersion), count(engine, ForecastRun)) == (n_versions, n_runs)
 
@@ -203,14 +203,14 @@ def test_force_redoes_done_dates(sqlite_service):
 
 def test_a_corrupted_parent_artifact_falls_back_to_a_retrain(sqlite_service):
     engine = sqlite_service
-    backfill_flow(SERIES, day(40), day(41), retrain_every=4)
+    backfill_flow(SERIES, day(40), day(41), retrain_every=7)
     with Session(engine) as session, session.begin():
         session.execute(
             update(ModelVersion)
             .where(ModelVersion.id == version_of(engine, at(41)))
             .values(artifact=b"not a model")
         )
-    resumed = backfill_flow(SERIES, day(40), day(43), retrain_every=4)
+    resumed = backfill_flow(SERIES, day(40), day(43), retrain_every=7)
     assert [(s.as_of, s.action) for s in resumed.steps] == [
         (at(42), "retrain"),
         (at(43), "finetune"),
@@ -220,9 +220,9 @@ def test_a_corrupted_parent_artifact_falls_back_to_a_retrain(sqlite_service):
 def test_a_resumed_block_with_other_settings_retrains_and_says_why(
     sqlite_service, monkeypatch, caplog
 ):
-    backfill_flow(SERIES, day(40), day(41), retrain_every=4)
+    backfill_flow(SERIES, day(40), day(41), retrain_every=7)
     monkeypatch.setenv("CDDF_FORECASTER", TINY.replace('"units": 4', '"units": 5'))
-    resumed = backfill_flow(SERIES, day(40), day(43), retrain_every=4)
+    resumed = backfill_flow(SERIES, day(40), day(43), retrain_every=7)
     assert [(s.as_of, s.action) for s in resumed.steps] == [
         (at(42), "retrain"),
         (at(43), "finetune"),

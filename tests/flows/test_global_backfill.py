@@ -102,19 +102,20 @@ def lstm_values(engine, series: str, as_of: pd.Timestamp) -> pd.DataFrame:
 
 def test_a_global_backfill_walks_forward_with_point_in_time_global_versions(group_service):
     engine = group_service
-    summary = backfill_flow(BTC, day(40), day(44), retrain_every=3)
+    # day 41 is a retrain day of the global d model every 3 days (retrain_offset 0): so are 44, 47
+    summary = backfill_flow(BTC, day(41), day(45), retrain_every=3)
     assert [(s.as_of, s.action) for s in summary.steps] == [
-        (at(40), "retrain"),
-        (at(41), "finetune"),
+        (at(41), "retrain"),
         (at(42), "finetune"),
-        (at(43), "retrain"),
-        (at(44), "finetune"),
+        (at(43), "finetune"),
+        (at(44), "retrain"),
+        (at(45), "finetune"),
     ]
     assert (summary.group, summary.members) == ("d", (BTC, ETH, NEW))
     assert f"models (global d model of {BTC}, {ETH}, {NEW}): 2 retrained" in summary.lines()[1]
 
     by_as_of = run_versions(engine, BTC)
-    assert sorted(by_as_of) == [at(n) for n in range(40, 45)]
+    assert sorted(by_as_of) == [at(n) for n in range(41, 46)]
     for as_of, version in by_as_of.items():
         # a global version of the group, trained on no candle after its as_of, of any member
         assert version.model_group == "d" and version.flow_run_id is not None
@@ -126,7 +127,7 @@ def test_a_global_backfill_walks_forward_with_point_in_time_global_versions(grou
             **({NEW: False} if as_of >= at(42) else {}),  # none before day 42; then too short
         }
         assert all(candles_of(m).index[0] <= as_of for m in members)
-    v = [by_as_of[at(n)] for n in range(40, 45)]
+    v = [by_as_of[at(n)] for n in range(41, 46)]
     assert [(x.kind, x.parent_id) for x in v] == [
         ("retrain", None),
         ("finetune", v[0].id),
@@ -143,22 +144,22 @@ def test_a_global_backfill_walks_forward_with_point_in_time_global_versions(grou
 
     # idempotent: a rerun does nothing; resumable: a longer range fine-tunes the newest version
     n_versions, n_runs = count(engine, ModelVersion), count(engine, ForecastRun)
-    again = backfill_flow(BTC, day(40), day(44), retrain_every=3)
+    again = backfill_flow(BTC, day(41), day(45), retrain_every=3)
     assert again.steps == [] and again.skipped == 5
     assert (count(engine, ModelVersion), count(engine, ForecastRun)) == (n_versions, n_runs)
-    resumed = backfill_flow(BTC, day(40), day(46), retrain_every=3)
+    resumed = backfill_flow(BTC, day(41), day(47), retrain_every=3)
     assert resumed.skipped == 5
     assert [(s.as_of, s.action) for s in resumed.steps] == [
-        (at(45), "finetune"),
-        (at(46), "retrain"),
+        (at(46), "finetune"),
+        (at(47), "retrain"),
     ]
     after = run_versions(engine, BTC)
-    assert after[at(45)].parent_id == v[4].id and after[at(45)].model_group == "d"
-    assert {k: x.id for k, x in after.items() if k <= at(44)} == {
+    assert after[at(46)].parent_id == v[4].id and after[at(46)].model_group == "d"
+    assert {k: x.id for k, x in after.items() if k <= at(45)} == {
         k: x.id for k, x in by_as_of.items()
     }
     kept = [k for k, x in after.items() if x.artifact_size > 0]
-    assert kept == [at(46)]
+    assert kept == [at(47)]
 
 
 def test_no_member_candle_after_the_as_of_reaches_a_global_backfill(sqlite_group):

@@ -87,7 +87,7 @@ def test_a_resumed_run_counts_and_past_the_maximum_the_resume_fails_naming_it(cl
     assert str(second.id) in message and str(original.id) in message
     assert "CDDF_MAX_RESUMES=2" in message
     assert (
-        "prefect deployment run 'backfill/backfill' --param retrain_every=7 --param force=false "
+        "prefect deployment run 'backfill/backfill' --param force=false "
         "--param series=Bitstamp_BTCUSD_d --param start=2025-06-01 --param end=2025-06-14"
     ) in message
     assert {r.id for r in resumes(client, original.id)} == {first.id, second.id}

@@ -9,6 +9,7 @@ from dataclasses import replace
 import pandas as pd
 
 from db.registry import VersionInfo
+from flows.backfill_plan import BackfillPlan
 from flows.train_policy import auto_plan, retrain_day_between, retrain_offset
 from settings import get_settings
 
@@ -84,3 +85,47 @@ def test_a_retrain_day_passed_is_a_retrain_whatever_runs_were_missed():
             if retrain_day_between(name, 168, hour.to_pytimedelta(), now - hour, now):
                 hits[h] += 1
     assert sum(hits.values()) == 168 and max(hits.values()) <= 5
+
+
+# a backfill retrains on the days the daily runs do ------------------------------------------
+
+
+def block_starts(key: str, as_ofs: pd.DatetimeIndex, every: int = 7, group: str | None = None):
+    members = {} if group is None else {key: pd.DataFrame()}
+    return sorted(BackfillPlan(key, as_ofs, every, pd.DataFrame(), (), group, members).block_starts)
+
+
+def test_a_backfill_retrains_on_the_days_the_daily_runs_retrain(monkeypatch):
+    monkeypatch.setenv("CDDF_SERIES", ",".join(KEYS))
+    days = 40
+    retrains = daily_runs(days)
+    as_ofs = pd.date_range(FIRST, periods=days, freq="D")
+    for key in KEYS:
+        assert block_starts(key, as_ofs) == retrains[key], key
+        # begun later, it retrains at its first as_of, then on the same days
+        later = as_ofs[9:]
+        assert block_starts(key, later) == [later[0], *(d for d in retrains[key] if d > later[0])]
+
+
+def test_a_backfill_retrains_after_a_hole_over_its_retrain_day():
+    key = KEYS[0]
+    as_ofs = pd.date_range(FIRST, periods=30, freq="D")
+    starts = block_starts(key, as_ofs)
+    hole = starts[1]  # the candles of its first retrain day and the day after are missing
+    gapped = as_ofs.drop([hole, hole + pd.Timedelta(days=1)])
+    assert block_starts(key, gapped) == [FIRST, hole + pd.Timedelta(days=2), *starts[2:]]
+
+
+def test_a_global_and_an_hourly_backfill_retrain_on_their_scope_s_days():
+    day, hour = pd.Timedelta(days=1), pd.Timedelta(hours=1)
+    as_ofs = pd.date_range(FIRST, periods=30, freq="D")
+    starts = block_starts(KEYS[0], as_ofs, group="d")[1:]
+    assert {(t.value // day.value + retrain_offset("global d", 7)) % 7 for t in starts} == {0}
+    assert all(b - a == 7 * day for a, b in zip(starts, starts[1:], strict=False))
+    key = "Binance_ADAUSDT_1h"
+    hours = pd.date_range(FIRST, periods=24 * 30, freq="h")
+    starts = block_starts(key, hours, every=168)[1:]
+    assert len(starts) == 4 and all(
+        b - a == 168 * hour for a, b in zip(starts, starts[1:], strict=False)
+    )
+    assert {(t.value // hour.value + retrain_offset(key, 168)) % 168 for t in starts} == {0}
