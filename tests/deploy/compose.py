@@ -17,6 +17,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+# read by docker-compose beside COMPOSE_FILE when no -f names files: Docker's own network
+PUBLISH_FILE = ROOT / "docker-compose.override.yml"
+HOST_NETWORK_FILE = ROOT / "docker-compose.host.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
@@ -37,6 +40,12 @@ _SHELL_KEYWORDS = {"do", "then", "else", "!", "exec"}
 @cache
 def compose() -> dict[str, Any]:
     return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+@cache
+def override(path: Path) -> dict[str, Any]:
+    """An override file (PUBLISH_FILE, HOST_NETWORK_FILE), parsed."""
+    return yaml.safe_load(path.read_text())
 
 
 def services() -> dict[str, dict[str, Any]]:
@@ -183,6 +192,29 @@ def dockerfile_args() -> dict[str, str]:
 def doc_blocks(language: str) -> list[str]:
     """The fenced code blocks of docs/deploy.md in ``language`` (bash, sql, yaml)."""
     return re.findall(rf"^```{language}\n(.*?)^```", DEPLOY_DOC.read_text(), re.M | re.S)
+
+
+STACK_TEST_MARK = "<!-- the stack test runs this block -->"
+TEARDOWN_MARK = "<!-- the stack test runs the `down -v` line of this block -->"
+
+
+def stack_test_blocks() -> list[str]:
+    """The bash blocks of docs/deploy.md marked for the stack test, in the doc's order: the
+    operator's set-up, which the test runs as written."""
+    mark = re.escape(STACK_TEST_MARK)
+    return re.findall(rf"^{mark}\n```bash\n(.*?)^```", DEPLOY_DOC.read_text(), re.M | re.S)
+
+
+def teardown_command() -> str:
+    """The ``down -v`` line of the doc's teardown block (comment dropped)."""
+    mark = re.escape(TEARDOWN_MARK)
+    (block,) = re.findall(rf"^{mark}\n```bash\n(.*?)^```", DEPLOY_DOC.read_text(), re.M | re.S)
+    (line,) = [
+        line.split("#", 1)[0].strip()
+        for line in block.splitlines()
+        if re.search(r"\bdown -v\s*(#|$)", line)
+    ]
+    return line
 
 
 def doc_shell_commands() -> list[list[str]]:

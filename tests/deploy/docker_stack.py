@@ -1,18 +1,24 @@
-"""docker-compose.yml brought up for real, for tests/deploy/test_docker_stack.py.
+"""docker-compose.yml brought up for real by the operator's commands of docs/deploy.md, for
+tests/deploy/test_docker_stack.py.
 
-`compose_stack()`: docker-compose.yml with every service moved to the host network on free
-ports of 127.0.0.1, the images of tests/deploy/docker/engine.py, a throwaway env file and its
-own project name; ``down -v`` after. `Stack` is how the test looks at it: containers' health
-and exit codes, the Prefect API with the stack's basic auth, what is left behind.
+`compose_stack()` copies the checkout to a scratch directory and runs there, as written, the
+bash blocks docs/deploy.md marks for the stack test (the `.env` recipe, the registry-free
+images of deploy/images/build.sh, the host network of docker-compose.host.yml, then
+``docker-compose up -d --build``); between them it changes only values of `.env`: free ports,
+its own project name, its mirror, and a compose file of its own that gives the workers a tiny
+model. Its teardown is the doc's ``down -v`` line. `Stack` is how the test looks at it:
+containers' health and exit codes, the Prefect API with the stack's basic auth, what is left
+behind.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import os
-import secrets
+import re
+import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,11 +28,11 @@ from typing import Any
 
 import requests
 
-from tests.deploy.compose import ENV_EXAMPLE, ROOT, compose, env_file, environment
-from tests.deploy.docker.engine import POSTGRES_IMAGE, PROJECT_IMAGE, compose_command, run
+from tests.deploy.compose import ROOT, env_file, stack_test_blocks, teardown_command
+from tests.deploy.docker.engine import compose_command, image_id, run
 from tests.system.stack import free_port, wait_for
 
-PASSWORDS = ("POSTGRES_PASSWORD", "PG_PREFECT_PASSWORD", "PG_APP_PASSWORD", "PG_READER_PASSWORD")
+PROJECT_IMAGE = "cdd-forecast:cpu"
 
 
 @dataclass(frozen=True)
@@ -35,108 +41,102 @@ class Ports:
 
     postgres: int = field(default_factory=free_port)
     prefect: int = field(default_factory=free_port)
-    worker: int = field(default_factory=free_port)
+    worker_cpu: int = field(default_factory=free_port)
+    worker_gpu: int = field(default_factory=free_port)
+
+    def env(self) -> dict[str, str]:
+        """The `.env` values that put the stack on these ports."""
+        return {
+            "PG_PORT": str(self.postgres),
+            "SERVER_PORT": str(self.prefect),
+            "WORKER_CPU_PORT": str(self.worker_cpu),
+            "WORKER_GPU_PORT": str(self.worker_gpu),
+            "UI_API_URL": f"http://127.0.0.1:{self.prefect}/api",
+        }
 
 
-def on_localhost(text: str, ports: Ports) -> str:
-    """A URL or command of docker-compose.yml, with the service names and ports it uses
-    replaced by 127.0.0.1 and this test's ports."""
-    for old, new in (
-        ("@postgres:5432/", f"@127.0.0.1:{ports.postgres}/"),
-        ("//prefect-server:4200/", f"//127.0.0.1:{ports.prefect}/"),
-        ("//127.0.0.1:4200", f"//127.0.0.1:{ports.prefect}"),
-        ("//127.0.0.1:8080/", f"//127.0.0.1:{ports.worker}/"),
-    ):
-        text = text.replace(old, new)
-    return text
+def copy_checkout(target: Path) -> None:
+    """The working tree's files git knows or would add (no .env, no .venv) copied to
+    ``target``, as a fresh clone with these changes would have them."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    for name in sorted(set(listed.stdout.decode().split("\0")) - {""}):
+        source = ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
 
 
-def host_network_override(ports: Ports, worker_env: dict[str, str]) -> dict[str, Any]:
-    """Every service on the host network, listening on 127.0.0.1 only, on ``ports``; the test
-    images; ``worker_env`` added to the workers'."""
-    services: dict[str, Any] = {}
-    for name, service in compose()["services"].items():
-        override: dict[str, Any] = {"network_mode": "host"}
-        env = {key: on_localhost(value, ports) for key, value in environment(service).items()}
-        changed = {key: value for key, value in env.items() if value != environment(service)[key]}
-        if service.get("image") == "cdd-forecast:cpu":
-            override["image"] = PROJECT_IMAGE
-        if "--pool" in (service.get("command") or []):
-            changed |= {
-                "PREFECT_WORKER_WEBSERVER_HOST": "127.0.0.1",
-                "PREFECT_WORKER_WEBSERVER_PORT": str(ports.worker),
-                **worker_env,
-            }
-        if "healthcheck" in service:
-            test = service["healthcheck"]["test"]
-            override["healthcheck"] = {"test": [on_localhost(word, ports) for word in test]}
-        if changed:
-            override["environment"] = changed
-        services[name] = override
-    services["postgres"] |= {
-        "image": POSTGRES_IMAGE,
-        "environment": {"PGPORT": str(ports.postgres)},
-        "command": ["postgres", "-c", "listen_addresses=127.0.0.1"],
-    }
-    server = compose()["services"]["prefect-server"]["command"]
-    services["prefect-server"]["command"] = [
-        {"0.0.0.0": "127.0.0.1", "4200": str(ports.prefect)}.get(word, word) for word in server
-    ]
-    return services
+def set_env(path: Path, values: dict[str, str]) -> None:
+    """Each ``KEY=value`` of ``values`` in the env file at ``path``: replacing its line, or
+    appended."""
+    text = path.read_text()
+    for key, value in values.items():
+        line = f"{key}={value}"
+        text, found = re.subn(rf"^{key}=.*$", line.replace("\\", "\\\\"), text, flags=re.M)
+        if not found:
+            text += f"{line}\n"
+    path.write_text(text)
 
 
-def host_network_compose(ports: Ports, worker_env: dict[str, str]) -> dict[str, Any]:
-    """docker-compose.yml with `host_network_override` applied and no published ports (host
-    networking publishes nothing, and Compose 1.29 refuses both; an override file cannot
-    remove them, so the test writes the whole file, as JSON, which Compose reads as YAML)."""
-    document = copy.deepcopy(compose())
-    for name, override in host_network_override(ports, worker_env).items():
-        service = document["services"][name]
-        service.pop("ports", None)
-        service["environment"] = environment(service) | override.pop("environment", {})
-        if "healthcheck" in override:
-            service["healthcheck"] = service["healthcheck"] | override.pop("healthcheck")
-        service.update(override)
-    return document
-
-
-def throwaway_env(path: Path, ports: Ports, extra: dict[str, str]) -> dict[str, str]:
-    """.env.example filled in with random passwords, this test's ports and ``extra``, written
-    to ``path``."""
-    values = env_file(ENV_EXAMPLE)
-    values |= {name: secrets.token_hex(16) for name in PASSWORDS}
-    values |= {
-        "SERVER_AUTH": f"operator:{secrets.token_hex(16)}",
-        "PG_PUBLISH": f"127.0.0.1:{ports.postgres}",
-        "UI_PUBLISH": f"127.0.0.1:{ports.prefect}",
-        "UI_API_URL": f"http://127.0.0.1:{ports.prefect}/api",
-    }
-    values |= extra
-    path.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
-    path.chmod(0o600)
-    return values
+def operator_path(bin_dir: Path) -> str:
+    """PATH for the doc's commands: where this machine lacks them, ``sudo`` (the test runs as
+    root) and ``docker-compose`` (the plugin's ``docker compose``) as small shims."""
+    bin_dir.mkdir(exist_ok=True)
+    shims = {"sudo": 'exec "$@"', "docker-compose": 'exec docker compose "$@"'}
+    for name, body in shims.items():
+        if shutil.which(name) is None:
+            (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+            (bin_dir / name).chmod(0o755)
+    return f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}:/usr/sbin:/sbin"
 
 
 @dataclass
 class Stack:
     """A running compose project and the ways the test looks at it."""
 
-    project: str
-    files: list[Path]
-    env: dict[str, str]
+    directory: Path  # the copy of the checkout, with its .env
+    path: str  # PATH of the operator's commands
     ports: Ports
     log: Path
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return env_file(self.directory / ".env")
+
+    @property
+    def project(self) -> str:
+        return self.env["COMPOSE_PROJECT_NAME"]
+
+    def shell(self, script: str, what: str, timeout: float = 600) -> str:
+        """``script`` run by bash in the checkout, as the operator types it; its seconds are
+        kept under ``what``."""
+        started = time.monotonic()
+        output = run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            self.log,
+            timeout=timeout,
+            env=self.bare_env(),
+            cwd=self.directory,
+        )
+        self.seconds[what] = self.seconds.get(what, 0) + time.monotonic() - started
+        return output
 
     def compose(self, *args: str, timeout: float = 600) -> str:
-        argv = [*compose_command(), "--project-directory", str(ROOT), "-p", self.project]
-        argv += ["--env-file", str(self.files[0])]
-        for file in self.files[1:]:
-            argv += ["-f", str(file)]
-        # a bare environment: nothing of the caller's shell overrides the env file
-        bare = {
-            key: os.environ[key] for key in ("PATH", "HOME", "DOCKER_HOST") if key in os.environ
-        }
-        return run(argv + list(args), self.log, timeout=timeout, env=bare, cwd=ROOT)
+        """``docker-compose <args>`` in the checkout (files and project name from its .env)."""
+        argv = [*compose_command(), *args]
+        return run(argv, self.log, timeout=timeout, env=self.bare_env(), cwd=self.directory)
+
+    def bare_env(self) -> dict[str, str]:
+        """Nothing of the caller's shell but PATH, HOME and DOCKER_HOST: .env decides."""
+        keep = {key: os.environ[key] for key in ("HOME", "DOCKER_HOST") if key in os.environ}
+        return keep | {"PATH": self.path}
 
     def container(self, service: str) -> dict[str, Any]:
         """``docker inspect`` of the service's (only) container, running or exited."""
@@ -263,17 +263,32 @@ def docker_ids(*args: str) -> list[str]:
 
 @contextmanager
 def compose_stack(
-    base: Path, worker_env: dict[str, str], log: Path, env: dict[str, str] | None = None
+    base: Path, worker_env: dict[str, str], log: Path, env: dict[str, str]
 ) -> Iterator[Stack]:
-    """``up -d`` of docker-compose.yml on the host network, ``env`` added to its .env;
+    """The stack brought up by the doc's marked blocks in a copy of the checkout, with the
+    test's ``env`` and ports in its .env and ``worker_env`` added to worker-cpu's; the doc's
     ``down -v`` however it ends."""
-    ports = Ports()
-    env_path, compose_file = base / "stack.env", base / "docker-compose.host-network.yml"
-    env = throwaway_env(env_path, ports, env or {})
-    compose_file.write_text(json.dumps(host_network_compose(ports, worker_env), indent=1))
-    stack = Stack(f"cddfstack{uuid.uuid4().hex[:8]}", [env_path, compose_file], env, ports, log)
+    directory = base / "checkout"
+    copy_checkout(directory)
+    stack = Stack(directory, operator_path(base / "bin"), Ports(), log)
+    workers_file = base / "docker-compose.test-workers.yml"
+    workers_file.write_text(json.dumps({"services": {"worker-cpu": {"environment": worker_env}}}))
+    *set_up, start = stack_test_blocks()
+    for block in set_up:
+        stack.shell(block, "images" if "deploy/images/build.sh" in block else "set-up", 1800)
+    files = stack.env["COMPOSE_FILE"]
+    assert files == "docker-compose.yml:docker-compose.host.yml", files
+    values = {
+        "COMPOSE_PROJECT_NAME": f"cddfstack{uuid.uuid4().hex[:8]}",
+        "COMPOSE_FILE": f"{files}:{workers_file}",
+    }
+    set_env(directory / ".env", stack.ports.env() | values | env)
+    replaced = image_id(PROJECT_IMAGE)
     try:
-        stack.compose("up", "-d", "--no-build", timeout=900)
+        stack.shell(start, "up -d --build", timeout=2400)
+        if replaced is not None and replaced != image_id(PROJECT_IMAGE):
+            # each project image holds its own 2.7 GB virtual environment
+            subprocess.run(["docker", "image", "rm", replaced], capture_output=True, check=False)
         yield stack
     finally:
-        stack.compose("down", "-v", "--remove-orphans", "--timeout", "20", timeout=300)
+        stack.shell(teardown_command(), "down -v", timeout=300)

@@ -21,7 +21,9 @@ from tests.deploy.compose import (
     COMPOSE_FILE,
     DOCKERIGNORE,
     ENV_EXAMPLE,
+    HOST_NETWORK_FILE,
     POSTGRES_INIT,
+    PUBLISH_FILE,
     ROOT,
     command_line,
     command_path,
@@ -33,6 +35,7 @@ from tests.deploy.compose import (
     help_text,
     interpolate,
     interpolated_names,
+    override,
     services,
     simple_commands,
     strings,
@@ -61,7 +64,9 @@ def compose_command() -> list[str] | None:
     return [legacy] if legacy else None
 
 
-def run_compose_config(env_path: Path) -> subprocess.CompletedProcess[str]:
+def run_compose_config(
+    env_path: Path, files: tuple[Path, ...] = (COMPOSE_FILE,)
+) -> subprocess.CompletedProcess[str]:
     command = compose_command()
     if command is None:
         pytest.skip(
@@ -70,7 +75,7 @@ def run_compose_config(env_path: Path) -> subprocess.CompletedProcess[str]:
         )
     clean = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp")}
     return subprocess.run(
-        [*command, "--env-file", str(env_path), "-f", str(COMPOSE_FILE), "config", "-q"],
+        [*command, "--env-file", str(env_path), *(f"-f{file}" for file in files), "config", "-q"],
         cwd=ROOT,
         env=clean,
         capture_output=True,
@@ -82,8 +87,9 @@ def run_compose_config(env_path: Path) -> subprocess.CompletedProcess[str]:
 def test_compose_config_passes_with_the_documented_env(tmp_path):
     env_path = tmp_path / "filled.env"
     env_path.write_text("".join(f"{key}={value}\n" for key, value in filled_env().items()))
-    done = run_compose_config(env_path)
-    assert done.returncode == 0, done.stderr
+    for files in [(COMPOSE_FILE, PUBLISH_FILE), (COMPOSE_FILE, HOST_NETWORK_FILE)]:
+        done = run_compose_config(env_path, files)
+        assert done.returncode == 0, (files, done.stderr)
     # the passwords are required: the unfilled example must be refused, naming the variable
     done = run_compose_config(ENV_EXAMPLE)
     assert done.returncode != 0
@@ -120,7 +126,8 @@ def test_services_start_in_order_and_restart():
         if name in PROJECT_IMAGE_SERVICES:
             assert service["build"]["context"] == "."
     postgres = services()["postgres"]
-    assert re.fullmatch(r"postgres:15\.\d+[-\w]*", postgres["image"]), postgres["image"]
+    image = interpolate(postgres["image"], {})  # the default: Docker Hub's
+    assert re.fullmatch(r"postgres:15\.\d+[-\w]*", image), postgres["image"]
     assert any(v.startswith("pgdata:") for v in postgres["volumes"])
     assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
     assert set(compose()["volumes"]) >= {"pgdata"}
@@ -224,7 +231,10 @@ def test_every_variable_the_services_read_is_a_known_setting():
     )
     assert others == {
         ("postgres", v) for v in POSTGRES_IMAGE_VARIABLES | (init_reads - {"POSTGRES_USER"})
-    } | {("deploy", "GPU_COUNT")}  # deploy/deploy.sh: the gpu pool's concurrency limit
+    } | {
+        ("deploy", "GPU_COUNT"),  # deploy/deploy.sh: the gpu pool's concurrency limit
+        ("postgres", "PGPORT"),  # the port the server listens on (PG_PORT)
+    }
 
 
 def test_the_services_settings_parse_with_the_documented_env(monkeypatch):
@@ -292,7 +302,8 @@ def test_no_secret_is_written_in_the_compose_file_or_the_example():
 
 
 def test_env_example_documents_every_variable_compose_interpolates():
-    used = {name for text in strings(compose()) for name in interpolated_names(text)}
+    documents = [compose(), override(PUBLISH_FILE), override(HOST_NETWORK_FILE)]
+    used = {name for doc in documents for text in strings(doc) for name in interpolated_names(text)}
     documented = env_file(ENV_EXAMPLE)
     assert used == set(documented), (
         f"missing from .env.example: {sorted(used - set(documented))}; "
@@ -383,3 +394,38 @@ def test_postgres_init_script_creates_the_prefect_database(tmp_path):
             connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             connection.exec_driver_sql(f'DROP ROLE IF EXISTS "{name}"')
         server.dispose()
+
+
+def test_every_port_in_a_url_or_command_comes_from_env():
+    """No port is written in docker-compose.yml but as a default of its .env variable."""
+    for text in strings(compose()) + strings(override(HOST_NETWORK_FILE)):
+        bare = re.sub(r"\$\{\w+:?[-?][^}]*\}", "${}", text)
+        assert not re.search(r"(:|--port\W+)\d{2,5}(?![\d.])", bare), text
+    for name, ports in [
+        (n, s.get("ports", [])) for n, s in override(PUBLISH_FILE)["services"].items()
+    ]:
+        assert all(re.fullmatch(r"\$\{\w+:-127\.0\.0\.1:\d+\}:\$\{\w+:-\d+\}", p) for p in ports), (
+            name,
+            ports,
+        )
+
+
+def test_on_the_host_network_every_service_listens_on_127_0_0_1_only():
+    host = override(HOST_NETWORK_FILE)["services"]
+    assert set(host) == set(services())
+    for name, service in host.items():
+        assert service["network_mode"] == "host", name
+        assert set(service["extra_hosts"]) == {"postgres:127.0.0.1", "prefect-server:127.0.0.1"}
+        assert "ports" not in service, name
+        if "build" in services()[name]:
+            assert service["build"] == {"network": "host"}, name
+    assert host["postgres"]["command"] == ["postgres", "-c", "listen_addresses=127.0.0.1"]
+    server = host["prefect-server"]["command"]
+    assert server[server.index("--host") + 1] == "127.0.0.1"
+    assert server[server.index("--port") + 1] == "${SERVER_PORT:-4200}"
+    for name in ("worker-cpu", "worker-gpu"):
+        assert host[name]["environment"] == {"PREFECT_WORKER_WEBSERVER_HOST": "127.0.0.1"}
+        assert "PREFECT_WORKER_WEBSERVER_PORT" in environment(services()[name])
+    # published ports only where Docker makes the network
+    assert {n for n, s in services().items() if "ports" in s} == set()
+    assert set(override(PUBLISH_FILE)["services"]) == {"postgres", "prefect-server"}

@@ -1,8 +1,11 @@
-"""docker-compose.yml brought up for real, as an operator does, then taken down again.
+"""docker-compose.yml brought up for real by the commands of docs/deploy.md, then taken down
+again by its ``down -v``.
 
-No registry is needed: the base image comes from Debian's packages (debootstrap) and
-PostgreSQL from Debian's ``postgresql-15`` (see tests/deploy/docker_stack.py). Every service
-runs on the host network on free ports of 127.0.0.1. The daily deployment's run, with no
+The test runs the doc's marked blocks as written, in a copy of the checkout (see
+tests/deploy/docker_stack.py): no registry is needed (deploy/images/build.sh builds the base
+image and PostgreSQL from Debian's packages, ``up -d --build`` the project image on it), and
+every service runs on the host network (docker-compose.host.yml) on free ports of 127.0.0.1,
+set in `.env`. The daily deployment's run, with no
 parameters as the schedule starts it, reads a small CryptoDataDownload-format file from a
 local mirror (CDD_MIRROR_DIR mounted at /mirror, CDD_BASE_URL=/mirror/: docs/deploy.md).
 Then the CPU worker is killed in the middle of a backfill: its run must be Crashed within the
@@ -28,7 +31,7 @@ import yaml
 
 from cdd.series_key import SeriesKey
 from tests.deploy.compose import ROOT
-from tests.deploy.docker.engine import build_images, docker_engine
+from tests.deploy.docker.engine import docker_engine
 from tests.deploy.docker_stack import Stack, compose_stack
 from tests.flows.cdd_files import make_candles, make_cdd_csv
 from tests.system.stack import wait_for
@@ -71,12 +74,10 @@ def test_the_compose_stack_serves_the_ui_runs_daily_and_backfill_and_goes_away(t
         "PREFECT_WORKER_QUERY_SECONDS": "2",
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
+    stack = None
     try:
         with docker_engine(tmp_path):
-            seconds |= build_images(log)
-            mark = time.monotonic()
             with compose_stack(tmp_path, worker_env, log, env) as stack:
-                seconds["up"] = time.monotonic() - mark
                 mark = time.monotonic()
                 stack.wait_healthy("prefect-server", 180)
                 stack.wait_healthy("worker-cpu", 180)
@@ -107,10 +108,9 @@ def test_the_compose_stack_serves_the_ui_runs_daily_and_backfill_and_goes_away(t
                     stack, yesterday
                 )
                 seconds["dead worker"] = time.monotonic() - mark
-                mark = time.monotonic()
-            seconds["down -v"] = time.monotonic() - mark
             assert stack.leftovers() == {"containers": [], "volumes": [], "networks": []}
     finally:
+        seconds = (stack.seconds if stack else {}) | seconds
         seconds["total"] = time.monotonic() - started
         report(request, seconds)
 
@@ -217,9 +217,9 @@ def check_the_rows_as_the_reader(stack: Stack, yesterday: dt.date) -> None:
             daily_as_ofs = [pd.Timestamp(as_of).date() for as_of in as_ofs]
     finally:
         engine.dispose()
-    assert n_candles == N_CANDLES
-    assert daily_as_ofs == [yesterday]
-    assert n_forecasts == TINY["horizon"]
+    found = {"candles": n_candles, "daily as_ofs": daily_as_ofs, "forecasts": n_forecasts}
+    expected = {"candles": N_CANDLES, "daily as_ofs": [yesterday], "forecasts": TINY["horizon"]}
+    assert found == expected, stack.logs()
 
 
 def backfill_as_ofs(stack: Stack) -> list[dt.date]:

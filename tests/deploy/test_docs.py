@@ -24,8 +24,11 @@ from tests.deploy.compose import (
     env_file,
     help_text,
     interpolate,
+    override,
     services,
+    stack_test_blocks,
     strings,
+    teardown_command,
 )
 
 DOC = DEPLOY_DOC.read_text()
@@ -205,3 +208,35 @@ def test_the_docs_name_every_deployment_and_count_none():
         assert f"`{deployment}`" in README, f"README.md omits deployment {deployment}"
     counted = re.findall(r"\b(?:two|three|four|five|six|\d+) deployments\b", DOC + README)
     assert counted == [], f"a count of deployments goes stale: {counted}"
+
+
+def test_the_host_network_recipe_puts_every_url_on_the_ports_of_env(tmp_path):
+    """The doc's marked .env blocks, run as written (the image build left out): COMPOSE_FILE
+    names the host-network file, and every URL and listener uses the ports of .env."""
+    blocks = stack_test_blocks()
+    assert len(blocks) == 4, "the stack test runs: .env, images, host network, start"
+    env_recipe, images, host_network, start = blocks
+    assert "deploy/images/build.sh" in images
+    assert [line.split("#")[0].strip() for line in start.splitlines()] == [
+        "docker-compose config -q",
+        "docker-compose up -d --build",
+        "docker-compose ps",
+    ]
+    assert teardown_command() == "docker-compose --profile gpu down -v"
+    shutil.copy(ENV_EXAMPLE, tmp_path / ".env.example")
+    images_env = "\n".join(line for line in images.splitlines() if line.startswith("sed "))
+    script = "\n".join([env_recipe, images_env, host_network])
+    done = subprocess.run(["bash", "-euc", script], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    values = env_file(tmp_path / ".env")
+    files = values["COMPOSE_FILE"].split(":")
+    assert files == ["docker-compose.yml", "docker-compose.host.yml"]
+    assert (values["PG_PORT"], values["PYTHON_IMAGE"]) == ("5433", "cddf-base:bookworm")
+    texts = [interpolate(t, values) for t in strings(compose())]
+    texts += [interpolate(t, values) for t in strings(override(ROOT / files[1]))]
+    urls = [url for text in texts for url in re.findall(r"[\w+]+://[^\s'\"]+", text)]
+    database_urls = [url for url in urls if url.startswith("postgresql")]
+    assert len(database_urls) >= 3 and all("@postgres:5433/" in url for url in database_urls)
+    api_urls = [url for url in urls if "prefect-server" in url]
+    assert api_urls and all(url.startswith("http://prefect-server:4200/") for url in api_urls)
+    assert interpolate(services()["postgres"]["image"], values) == "cddf-postgres:15-bookworm"
