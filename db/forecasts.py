@@ -348,6 +348,13 @@ def _metric_rows(metrics: pd.DataFrame, where: str) -> list[dict[str, Any]]:
     return rows
 
 
+def has_run(engine: Engine, series: str, kind: str) -> bool:
+    """Whether ``series`` has a forecast run of ``kind`` (``daily``, ``backfill``): one row read."""
+    query = select(ForecastRun.id).where(ForecastRun.series == series, ForecastRun.kind == kind)
+    with Session(engine) as session:
+        return session.execute(query.limit(1)).first() is not None
+
+
 def runs(engine: Engine, series: str) -> list[RunInfo]:
     """Every forecast run of ``series``, by as_of."""
     query = (

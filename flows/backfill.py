@@ -172,9 +172,10 @@ def version_before(plan: BackfillPlan, as_of: pd.Timestamp) -> VersionInfo | Non
     return latest_version(get_engine(), plan.scope, trained_until=as_of.to_pydatetime())
 
 
-def stored_config(config: SeriesConfig, group: str | None) -> dict[str, Any]:
-    """What a backfill's version stores as its config (a global one: as the daily's does)."""
-    return config.forecaster.to_dict() if group is None else config.version_config()
+def stored_config(config: SeriesConfig) -> dict[str, Any]:
+    """What a backfill's version stores as its config: as the daily's does (its ``train_candles``
+    too), so that the daily run goes on from it unless the settings changed."""
+    return config.version_config()
 
 
 @task(cache_policy=NO_CACHE, task_run_name="backfill {plan.series} {segment}")
@@ -216,7 +217,7 @@ def backfill_segment(
                 seen,
                 parent,
                 model.train_seconds_ - trained,
-                stored_config(config, plan.group),
+                stored_config(config),
             )
         )
         written = store_forecasts.fn(series, version, forecast, "backfill")
@@ -272,7 +273,7 @@ def resumed_model(
     parent = version_before(plan, plan.previous(first))
     if parent is None:
         return None, None
-    ours = stored_config(config, plan.group)
+    ours = stored_config(config)
     theirs = with_new_defaults(parent.config)
     if theirs != ours:  # trained with another config: start afresh
         changed = sorted(
@@ -406,6 +407,34 @@ def walk_segments(
     return records
 
 
+def walk_forward(
+    plan: BackfillPlan, config: SeriesConfig, processes: int, force: bool, logger: Any
+) -> tuple[list[StepRecord], int]:
+    """Forecast the plan's as_ofs that have none yet (all of them when ``force``), holding its
+    leases; the steps it took and how many as_ofs were done already (skipped)."""
+    group_lease = one_backfill_per_group(plan.group, logger) if plan.group else nullcontext()
+    with group_lease, one_backfill_per_series(plan.series, logger):
+        done = set() if force else done_as_ofs(plan.series) & set(plan.as_ofs)
+        pending = [as_of for as_of in plan.as_ofs if as_of not in done]
+        segments = plan.segments(pending)
+        logger.info(
+            "%s: %d as_of times already done (skipped), %d to do in %d segments",
+            plan.series,
+            len(done),
+            len(pending),
+            len(segments),
+        )
+        progress = _Progress(plan.series, len(pending), logger)
+        # the model's per-epoch lines in the run logs, like the daily's (the pool's come back
+        # with its models)
+        with training_progress(), RetrainPool(processes) as pool:
+            records = walk_segments(plan, segments, config, pool, progress)
+        # the newest model keeps its weights (the daily run may continue from it); so do
+        # none of those an interrupted run of this range left behind
+        keep_newest_weights(plan.series, plan.as_ofs[0], plan.as_ofs[-1], tuple(plan.members))
+    return records, len(done)
+
+
 def check_backfill(
     series: str,
     start: dt.date,
@@ -465,33 +494,14 @@ def backfill_flow(
         force,
         f", global {plan.group} model of {', '.join(plan.members)}" if plan.group else "",
     )
-    group_lease = one_backfill_per_group(plan.group, logger) if plan.group else nullcontext()
-    with group_lease, one_backfill_per_series(key, logger):
-        done = set() if force else done_as_ofs(key) & set(plan.as_ofs)
-        pending = [as_of for as_of in plan.as_ofs if as_of not in done]
-        segments = plan.segments(pending)
-        logger.info(
-            "%s: %d as_of times already done (skipped), %d to do in %d segments",
-            key,
-            len(done),
-            len(pending),
-            len(segments),
-        )
-        progress = _Progress(key, len(pending), logger)
-        # the model's per-epoch lines in the run logs, like the daily's (the pool's come back
-        # with its models)
-        with training_progress(), RetrainPool(processes) as pool:
-            records = walk_segments(plan, segments, config, pool, progress)
-        # the newest model keeps its weights (the daily run may continue from it); so do
-        # none of those an interrupted run of this range left behind
-        keep_newest_weights(key, plan.as_ofs[0], plan.as_ofs[-1], tuple(plan.members))
+    records, done = walk_forward(plan, config, processes, force, logger)
     scored = evaluate_flow(key).runs_scored  # also what an interrupted run left unscored
     summary = BackfillSummary(
         key,
         start,
         end,
         len(plan.as_ofs),
-        len(done),
+        done,
         records,
         scored,
         time.perf_counter() - started,

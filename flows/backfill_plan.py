@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
@@ -66,6 +66,9 @@ class BackfillPlan:
     group: str | None = None  # the timeframe of the global model it walks forward with
     # a global model's group: each member's final candles up to the last as_of (the series too)
     members: Mapping[str, pd.DataFrame] = field(default_factory=dict, repr=False)
+    # False: one block (a retrain at the first as_of, fine-tunes after), as a first run's
+    # warm-up walks (flows.warmup)
+    retrain_days: bool = True
 
     @property
     def scope(self) -> ModelScope:
@@ -87,11 +90,17 @@ class BackfillPlan:
         """The as_ofs its model retrains at: the first, and each one that a retrain day of its
         scope (`flows.train_policy`, every ``retrain_every`` candles) passed since the as_of
         before it, as the daily run's auto policy retrains: a backfill serves what the daily
-        runs would have, whatever day it starts on."""
+        runs would have, whatever day it starts on. Without ``retrain_days``: the first only."""
         name, period = self.scope.name, SeriesKey.of(self.series).period.to_pytimedelta()
+        if not self.retrain_days:
+            return frozenset(self.as_ofs[:1])
         every, pairs = self.retrain_every, zip(self.as_ofs[:-1], self.as_ofs[1:], strict=True)
         passed = [now for last, now in pairs if retrain_day_between(name, every, period, last, now)]
         return frozenset([*self.as_ofs[:1], *passed])
+
+    def trimmed(self, first: pd.Timestamp) -> BackfillPlan:
+        """The plan without its as_ofs before ``first`` (a range of times, not of dates)."""
+        return replace(self, as_ofs=self.as_ofs[self.as_ofs >= first])
 
     def segments(self, pending: Iterable[pd.Timestamp]) -> list[Segment]:
         """The pending as_ofs cut at block starts and at done dates."""
@@ -163,11 +172,13 @@ def plan_backfill(
     retrain_every: int,
     config: ForecasterConfig,
     members: Mapping[str, pd.DataFrame] | None = None,
+    retrain_days: bool = True,
 ) -> BackfillPlan:
     """Check the parameters against the stored final candles; BackfillError says what's wrong.
 
     ``members``: the final candles of every series of the global model that ``series`` is in
     (its timeframe's group, ``series`` included); None for a model of its own.
+    ``retrain_days``: False retrains at the first as_of only (`BackfillPlan.block_starts`).
     """
     if isinstance(retrain_every, bool) or not isinstance(retrain_every, int) or retrain_every < 1:
         raise BackfillError(f"retrain_every must be an integer >= 1, got {retrain_every!r}")
@@ -212,11 +223,11 @@ def plan_backfill(
             f"forecast ({span}){': ' + reasons if reasons else ''}"
         )
     visible = candles.loc[: as_ofs[-1]]
-    if members is None:
-        return BackfillPlan(series, as_ofs, retrain_every, visible, tuple(skipped))
-    seen = {key: frame.loc[: as_ofs[-1]] for key, frame in members.items()}
-    group = SeriesKey.of(series).timeframe
-    return BackfillPlan(series, as_ofs, retrain_every, visible, tuple(skipped), group, seen)
+    plan = BackfillPlan(series, as_ofs, retrain_every, visible, tuple(skipped))
+    if members is not None:
+        seen = {key: frame.loc[: as_ofs[-1]] for key, frame in members.items()}
+        plan = replace(plan, group=SeriesKey.of(series).timeframe, members=seen)
+    return replace(plan, retrain_days=retrain_days)
 
 
 def _first_as_of(

@@ -313,15 +313,29 @@ def run(
             "series not stored yet join this run) and stop.",
         ),
     ] = False,
+    no_warmup: Annotated[
+        bool,
+        typer.Option(
+            "--no-warmup",
+            help="A series' first run forecasts at once, without first walking forward over "
+            "its newest periods (CDDF_WARMUP_PERIODS=0 for this run).",
+        ),
+    ] = False,
 ) -> None:
     """Run the daily pipeline now, in this process: ingest, train or fine-tune, forecast, score.
 
     Uses the settings (CDDF_*) or their defaults: a SQLite file cdd_forecast.sqlite in the
     current directory and Prefect's local ephemeral API. Exits 1 if any series failed.
+    A series' first run warms up first (flows/warmup.py) unless --no-warmup.
     """
     from cdd.client import refuse_credentials
     from flows.ingest import joining, plan
 
+    if no_warmup:  # the flow runs in this process and reads the setting there
+        os.environ["CDDF_WARMUP_PERIODS"] = "0"
+        from settings import get_settings
+
+        get_settings.cache_clear()
     try:
         refuse_credentials(source)  # before the flow run that would store it is created
         planned = plan(series, source)

@@ -1,4 +1,5 @@
-"""One series through the pipeline: ingest → train or fine-tune → forecast → evaluate → chart.
+"""One series through the pipeline: ingest → (warm-up) → train or fine-tune → forecast → evaluate
+→ chart. A series' first run warms up first (`flows.warmup`).
 
     run_series("Bitstamp_BTCUSD_d", source=None)   # a task run: its outcome, never raised
     run_group("d", ["Bitstamp_BTCUSD_d", "Bitstamp_ETHUSD_d"], source=None)  # a global model
@@ -34,6 +35,7 @@ from flows.leases import one_run_at_a_time
 from flows.retry import DB_RETRY
 from flows.train import TrainOutcome, model_scope, train_scope
 from flows.versions import ServingModel, serving_model
+from flows.warmup import WarmUp, warm_up
 from forecaster import LSTMForecaster, forecast_problem
 from settings import get_settings
 
@@ -62,6 +64,7 @@ class SeriesOutcome:
     chart_png: bytes | None = field(default=None, repr=False)  # its bytes, for the summary
     flow_run: str | None = None  # the series deployment's run that did the work, if dispatched
     skipped: str | None = None  # why a global model's series was not forecast (too short)
+    warmup: WarmUp | None = None  # a first run's walk over its newest periods (flows.warmup)
 
 
 @task(cache_policy=NO_CACHE, **DB_RETRY)
@@ -160,6 +163,9 @@ def run_series(
                 step = "train"  # one run at a time from here (a global group: run_group's)
                 held.enter_context(one_run_at_a_time(series))
                 candles = final_candles(series, None)
+                step = "warm-up"  # a first run: walk forward over its newest periods first
+                outcome.warmup = warm_up(series, candles)
+                step = "train"
                 outcome.trained, serving = train(ModelScope.of_series(series), {series: candles})
             else:
                 if candles is None:  # none stored: fails here as it fails a series' own model

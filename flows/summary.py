@@ -118,6 +118,10 @@ def counts_line(outcomes: list[SeriesOutcome]) -> str:
     if versions:
         actions = pd.Series(list(versions.values())).value_counts()
         line += "; models: " + ", ".join(f"{n} {action}" for action, n in actions.items())
+    warmed = [o.warmup for o in outcomes if o.warmup is not None]
+    if warmed:
+        as_ofs = sum(w.forecast + w.done for w in warmed)
+        line += f"; warmed up (first runs): {len(warmed)} series, {as_ofs} as_ofs"
     return line + "."
 
 
@@ -143,6 +147,8 @@ def series_markdown(o: SeriesOutcome) -> str:
         "|---|---|---|---|---|---|",
         table_row(o),
     ]
+    if o.warmup is not None:
+        lines += ["", f"First run: {o.warmup} before its first forecast (`flows/warmup.py`)."]
     if o.chart_png is not None:
         lines += ["", markdown_image(o.chart_png, f"{o.series} chart")]
         if o.chart is not None:

@@ -113,6 +113,11 @@ class Settings(BaseSettings):
     # fine-tunes go on in order (flows/backfill.py); 1: in the backfill's own process (on 2
     # cores a second one gained nothing quiet and lost busy: docs/benchmarks.md)
     backfill_processes: PositiveInt = 1
+    # a series' first run first walks forward over this many of its newest periods (as a
+    # backfill: one retrain, fine-tunes), so that its first forecast serves learned weights
+    # (flows/warmup.py); None: forecaster.online.MIN_ROUNDS + horizon - 1, the fewest that
+    # score every horizon that often (16 days, 33 hours); 0: no warm-up
+    warmup_periods: Annotated[int, Field(ge=0)] | None = None
     # times a crashed daily or backfill run is resumed (a new run with its parameters) before
     # the resume run fails instead, naming it (flows/resume.py)
     max_resumes: Annotated[int, Field(ge=0)] = 2

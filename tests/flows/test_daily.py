@@ -46,7 +46,6 @@ from flows.train import train_flow
 from settings import SettingsError, get_settings
 from tests.flows.cdd_files import make_cdd_csv
 from tests.flows.forecast_service import (
-    ALL_CANDLES,
     HORIZON,
     KEY,
     N_CANDLES,
@@ -64,22 +63,6 @@ POSTGRES_ONLY = pytest.mark.parametrize("database_url", ["postgresql"], indirect
 def service(service_database, monkeypatch, prefect_harness, tmp_path):
     monkeypatch.setenv("CDDF_CHART_DIR", str(tmp_path / "charts"))
     return start_service(monkeypatch)
-
-
-@pytest.fixture
-def cdd(httpserver, monkeypatch):
-    """A CryptoDataDownload stand-in: ``cdd(n)`` serves the first n candles of the series."""
-    monkeypatch.setenv("CDDF_CDD_BASE_URL", httpserver.url_for("/cdd/"))
-
-    def serve(n: int) -> None:
-        httpserver.clear()
-        body = make_cdd_csv(KEY, ALL_CANDLES.iloc[:n])
-        httpserver.expect_request(f"/cdd/{SERIES}.csv").respond_with_data(body)
-        httpserver.expect_request("/cdd/Bitstamp_ETHUSD_d.csv").respond_with_data(
-            "Not Found", status=404
-        )
-
-    return serve
 
 
 def count(engine, table) -> int:
