@@ -7,7 +7,8 @@ image and PostgreSQL from Debian's packages, ``up -d --build`` the project image
 every service runs on the host network (docker-compose.host.yml) on free ports of 127.0.0.1,
 set in `.env`. The daily deployment's run, with no
 parameters as the schedule starts it, reads a small CryptoDataDownload-format file from a
-local mirror (CDD_MIRROR_DIR mounted at /mirror, CDD_BASE_URL=/mirror/: docs/deploy.md).
+local mirror (CDD_MIRROR_DIR mounted at /mirror, CDD_BASE_URL=/mirror/: docs/deploy.md); as
+the series' first run, it warms up on the days before it (flows/warmup.py).
 Then the CPU worker is killed in the middle of a backfill: its run must be Crashed within the
 documented bound, resumed by itself and completed, with one forecast run per as_of
 (docs/deploy.md, "Dead runs").
@@ -40,7 +41,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 SERIES = "Bitstamp_BTCUSD_d"
 KEY = SeriesKey.parse(SERIES)
-N_CANDLES = 60  # the newest is today's partial candle
+N_CANDLES = 80  # the newest is today's partial candle
 TINY = {"units": 8, "max_epochs": 2, "patience": 1, "window": 5, "horizon": 3, "batch_size": 32}
 SERVICES = ("postgres", "prefect-server", "migrate", "deploy", "worker-cpu")
 # A dead run is Crashed at most 30 x 3 + 5 s after its last heartbeat (docs/deploy.md, "Dead
@@ -49,7 +50,11 @@ SERVICES = ("postgres", "prefect-server", "migrate", "deploy", "worker-cpu")
 # the seconds the server takes to apply the action and this test to poll.
 CRASH_BOUND_S = 30 * 3 + 5
 ACTION_SLACK_S = 20
-CRASH_DAYS = range(35, 4, -1)  # as_ofs (days before yesterday) before the first backfill's
+# as_ofs, in days before yesterday: the daily run's first-run warm-up (flows/warmup.py, the
+# default MIN_ROUNDS + horizon - 1 periods), the first backfill's, then the killed one's
+WARMUP_DAYS = range(10 + TINY["horizon"] - 1, 0, -1)
+BACKFILL_DAYS = (15, 14, 13)
+CRASH_DAYS = range(50, 15, -1)
 
 
 def test_the_compose_stack_serves_the_ui_runs_daily_and_backfill_and_goes_away(tmp_path, request):
@@ -93,15 +98,15 @@ def test_the_compose_stack_serves_the_ui_runs_daily_and_backfill_and_goes_away(t
                 mark = time.monotonic()
                 backfill = {
                     "series": SERIES,
-                    "start": str(yesterday - dt.timedelta(days=4)),
-                    "end": str(yesterday - dt.timedelta(days=2)),
+                    "start": str(yesterday - dt.timedelta(days=BACKFILL_DAYS[0])),
+                    "end": str(yesterday - dt.timedelta(days=BACKFILL_DAYS[-1])),
                     "retrain_every": 7,
                 }
                 run = stack.run_deployment("backfill/backfill", backfill, deadline_s=600)
                 assert run["state"]["type"] == "COMPLETED", failure(stack, run)
                 seconds["backfill run"] = time.monotonic() - mark
                 assert backfill_as_ofs(stack) == [
-                    yesterday - dt.timedelta(days=n) for n in (4, 3, 2)
+                    yesterday - dt.timedelta(days=n) for n in (*BACKFILL_DAYS, *WARMUP_DAYS)
                 ]
                 mark = time.monotonic()
                 seconds["dead worker: crashed after"] = check_a_killed_worker_s_backfill_ends(
@@ -189,7 +194,7 @@ def check_a_killed_worker_s_backfill_ends(stack: Stack, yesterday: dt.date) -> f
     assert len(stack.flow_runs(**resumes)) == 1  # one new run, no duplicate
     # one forecast run per as_of: the as_ofs the dead run stored are not forecast again
     assert backfill_as_ofs(stack) == [
-        yesterday - dt.timedelta(days=n) for n in (*CRASH_DAYS, 4, 3, 2)
+        yesterday - dt.timedelta(days=n) for n in (*CRASH_DAYS, *BACKFILL_DAYS, *WARMUP_DAYS)
     ]
     return crashed_after
 
@@ -203,7 +208,8 @@ def reader_engine(stack: Stack) -> sa.Engine:
 
 
 def check_the_rows_as_the_reader(stack: Stack, yesterday: dt.date) -> None:
-    """Candles up to today's partial one and a daily forecast as of yesterday."""
+    """Candles up to today's partial one, a daily forecast as of yesterday and its first run's
+    warm-up before it: the freshest forecast of every target time from the warm-up's first."""
     engine = reader_engine(stack)
     try:
         with engine.connect() as connection:
@@ -217,8 +223,18 @@ def check_the_rows_as_the_reader(stack: Stack, yesterday: dt.date) -> None:
             daily_as_ofs = [pd.Timestamp(as_of).date() for as_of in as_ofs]
     finally:
         engine.dispose()
-    found = {"candles": n_candles, "daily as_ofs": daily_as_ofs, "forecasts": n_forecasts}
-    expected = {"candles": N_CANDLES, "daily as_ofs": [yesterday], "forecasts": TINY["horizon"]}
+    found = {
+        "candles": n_candles,
+        "daily as_ofs": daily_as_ofs,
+        "warm-up as_ofs": backfill_as_ofs(stack),
+        "forecasts": n_forecasts,
+    }
+    expected = {
+        "candles": N_CANDLES,
+        "daily as_ofs": [yesterday],
+        "warm-up as_ofs": [yesterday - dt.timedelta(days=n) for n in WARMUP_DAYS],
+        "forecasts": len(WARMUP_DAYS) + TINY["horizon"],
+    }
     assert found == expected, stack.logs()
 
 
