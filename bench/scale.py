@@ -3,6 +3,7 @@
     nice .venv/bin/python bench/scale.py [--n 8,32,96,256] [--scope series,timeframe]
         [--days 2] [--parallel 4]
     nice .venv/bin/python bench/scale.py --soak 60 --n 32 --scope series [--png docs/scale_soak.png]
+        [--warmup-periods 0]
 
 Each of the N series is a renamed copy of a real daily file (../shared/data/Bitstamp_BTCUSD_d.csv
 and ../shared/data/multi/*_d.csv in turn): exchange ``Scale``, pair ``S<i>USD``, its prices and
@@ -48,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 from bench.many_series import common_end, daily_files, data_lines, day_of  # noqa: E402
 
 CLI = [sys.executable, "-c", "from flows.cli import app; app()"]
+WARMUP_PERIODS: int | None = None  # --warmup-periods
 
 
 @dataclass(frozen=True)
@@ -194,6 +196,8 @@ def environment(home: Path, scope: str, parallel: int) -> dict[str, str]:
     }
     if scope == "timeframe":
         env["CDDF_TIMEFRAME_SETTINGS"] = json.dumps({"d": {"model_scope": "timeframe"}})
+    if WARMUP_PERIODS is not None:  # the first run's warm-up (flows/warmup.py); unset: default
+        env["CDDF_WARMUP_PERIODS"] = str(WARMUP_PERIODS)
     return env
 
 
@@ -289,9 +293,14 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=2, help="fine-tune days after the first run")
     parser.add_argument("--parallel", type=int, default=4, help="CDDF_MAX_PARALLEL_SERIES")
     parser.add_argument("--soak", type=int, default=0, help="run this many days (one N, scope)")
+    parser.add_argument(
+        "--warmup-periods", type=int, help="CDDF_WARMUP_PERIODS (0: first runs do not warm up)"
+    )
     parser.add_argument("--csv", type=Path, default=Path("scale_soak.csv"))
     parser.add_argument("--png", type=Path, default=None, help="plot the soak here")
     args = parser.parse_args()
+    global WARMUP_PERIODS
+    WARMUP_PERIODS = args.warmup_periods
     sizes = [int(n) for n in args.n.split(",")]
     scopes = args.scope.split(",")
     print(f"load: {os.getloadavg()[0]:.1f} {os.getloadavg()[1]:.1f} {os.getloadavg()[2]:.1f}")
