@@ -18,8 +18,10 @@ since the warm-up's), not one per retrain day in the range (docs/benchmarks.md, 
 a warm-up"). Resumable as a backfill: a warm-up that failed fails the series at its ``warm-up``
 step, and the rerun, still without a daily run, goes on from the as_ofs it stored. A series
 with too little history for the whole range warms up from its first trainable as_of, one with
-none before today's skips it (logged). A global model's series are not warmed up: their group's
-model is trained on the other series' history, and a new member's weights start from the prior.
+none before today's skips it (logged). It trains in the process that runs the series, as a
+backfill does, not on ``CDDF_TRAIN_DEPLOYMENT``'s pool. A global model's series are not warmed
+up: their group's model is trained on the other series' history, and a new member's weights
+start from the prior.
 """
 
 from __future__ import annotations
