@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from db.engine import get_engine
@@ -222,8 +223,11 @@ def run_group(timeframe: str, members: list[str], source: str | None) -> list[Se
     once, then forecast each."""
     parallel = max(1, min(get_settings().max_parallel_series, len(members)))
     with ThreadPoolTaskRunner(max_workers=parallel) as runner:
-        ingests = [runner.submit(ingest_step, {"series": key, "source": source}) for key in members]
-        outcomes = [future.result() for future in ingests]
+        ingests = {
+            key: runner.submit(ingest_series_task, {"key": key, "source": source})
+            for key in members
+        }
+        outcomes = [ingested(key, future) for key, future in ingests.items()]
     scope = ModelScope.of_group(timeframe, members)
     with ExitStack() as held:
         try:  # one run of the group at a time trains it and forecasts its series
@@ -256,12 +260,12 @@ def run_group(timeframe: str, members: list[str], source: str | None) -> list[Se
     return [done.get(outcome.series, outcome) for outcome in outcomes]
 
 
-@task(cache_policy=NO_CACHE, task_run_name="ingest {series}")
-def ingest_step(series: str, source: str | None) -> SeriesOutcome:
-    """Ingest one series of a global model (a failure is recorded, not raised)."""
+def ingested(series: str, ingest: PrefectFuture[IngestResult]) -> SeriesOutcome:
+    """One member's ingest task run as its outcome (a failure recorded, not raised); its own
+    task run, not one inside another (one task run fewer a series: Prefect's database)."""
     outcome = SeriesOutcome(series)
     try:
-        outcome.ingest = ingest_series_task(series, source)
+        outcome.ingest = ingest.result()
     except Exception as error:
         outcome.failed_step, outcome.error = "ingest", error
         get_run_logger().error("%s: ingest failed: %s: %s", series, type(error).__name__, error)
