@@ -78,6 +78,10 @@ def test_daily_and_backfill_run_on_workers_of_a_real_server(tmp_path, postgres_u
         "CDDF_TRAIN_DEPLOYMENT": "train/train",
         "CDDF_FORECASTER": json.dumps(TINY),
         "CDDF_CHART_DIR": str(tmp_path / "charts"),
+        # the daily run forecasts at once (no first-run warm-up, which would write backfill
+        # runs of its own beside this backfill's: tests/flows/test_warmup.py and the docker
+        # stack test run it on workers)
+        "CDDF_WARMUP_PERIODS": "0",
         "PREFECT_WORKER_QUERY_SECONDS": "1",
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
