@@ -22,7 +22,9 @@ server), peak memory (the largest resident set of the command or a child), the g
 service's and of Prefect's database files, the largest Prefect artifact, Prefect's task runs and
 log rows added, the console's bytes, and per-series wall and CPU. ``--soak D`` runs D fine-tune
 days after the first run and writes each day's wall and both databases' sizes to a CSV (and a
-PNG with ``--png``), then reports the first and last ten days' means side by side.
+PNG with ``--png``), then reports the first and last ten days' means side by side;
+``--replot LOG`` makes the same CSV, report and plot from a soak's printed output (one stopped
+before its end writes no CSV).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import itertools
 import json
 import math
 import os
+import re
 import sqlite3
 import statistics
 import subprocess
@@ -240,7 +243,42 @@ def row(runs: list[Run], n: int) -> str:
 
 
 def soak(n: int, scope: str, days: int, parallel: int, work: Path, out: Path, png: Path | None):
-    runs = scenario(n, scope, days, parallel, work)
+    report_soak(scenario(n, scope, days, parallel, work), n, scope, out, png)
+
+
+DAY_LINE = re.compile(
+    r"^\s+(?P<scope>\w+) N=(?P<n>\d+) day (?P<day>\d+): wall (?P<wall>[\d.]+) s .*?"
+    r"CPU (?P<cpu>[\d.]+) s .*?peak (?P<peak>[\d.]+) MB, service DB \+(?P<service>[-\d.]+) MB, "
+    r"Prefect DB \+(?P<prefect>[-\d.]+) MB, largest artifact (?P<artifact>[\d.]+) kB, "
+    r"\+(?P<tasks>-?\d+) task runs, \+(?P<logs>-?\d+) log rows, console (?P<console>[\d.]+) kB, "
+    r"exit (?P<rc>-?\d+)$"
+)
+
+
+def replot(log: Path, out: Path, png: Path | None) -> None:
+    """The figures of a soak from the day lines it printed (a soak stopped before its end
+    writes no CSV): sizes are the sums of the growths printed, from 0 before day 0."""
+    runs: list[Run] = []
+    for line in log.read_text().splitlines():
+        if (m := DAY_LINE.match(line)) is None:
+            continue
+        before = runs[-1] if runs else Run(-1, 0, 0, 0, 0.0, 0.0, 0, 0, 0, 0, 0)
+        runs.append(
+            Run(
+                int(m["day"]), float(m["wall"]), float(m["cpu"]), float(m["peak"]),
+                before.service_mb + float(m["service"]), before.prefect_mb + float(m["prefect"]),
+                float(m["artifact"]), before.task_runs + int(m["tasks"]),
+                before.log_rows + int(m["logs"]), float(m["console"]), int(m["rc"]),
+            )
+        )  # fmt: skip
+        n, scope = int(m["n"]), m["scope"]
+    if not runs:
+        raise SystemExit(f"{log}: no soak day line in it")
+    report_soak(runs, n, scope, out, png)
+
+
+def report_soak(runs: list[Run], n: int, scope: str, out: Path, png: Path | None) -> None:
+    """The soak's CSV, its first and last ten fine-tune days side by side, and its plot."""
     with out.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(asdict(runs[0])))
         writer.writeheader()
@@ -261,7 +299,7 @@ def soak(n: int, scope: str, days: int, parallel: int, work: Path, out: Path, pn
     failed = [run.day for run in runs if run.rc != 0]
     print(f"  failed runs: {len(failed)} {failed}")
     if png is not None:
-        plot(runs, png, f"{n} series, model scope {scope}")
+        plot(runs, png, f"{n} series, model scope {scope}, {len(runs) - 1} fine-tune days")
 
 
 def plot(runs: list[Run], png: Path, title: str) -> None:
@@ -298,7 +336,13 @@ def main() -> None:
     )
     parser.add_argument("--csv", type=Path, default=Path("scale_soak.csv"))
     parser.add_argument("--png", type=Path, default=None, help="plot the soak here")
+    parser.add_argument(
+        "--replot", type=Path, help="a soak's printed output: its CSV and plot from the day lines"
+    )
     args = parser.parse_args()
+    if args.replot is not None:
+        replot(args.replot, args.csv, args.png)
+        return
     global WARMUP_PERIODS
     WARMUP_PERIODS = args.warmup_periods
     sizes = [int(n) for n in args.n.split(",")]
