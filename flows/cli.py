@@ -121,12 +121,39 @@ def _exit_after_sigterm(read_end: int) -> None:
     os._exit(TERM_EXIT_CODE)
 
 
-def _flow_api() -> None:
+def _flow_api() -> bool:
     """Start Prefect's temporary API tied to this CLI's life, for a command that runs flows
-    (not `serve`: it registers deployments, which only a running Prefect server keeps)."""
+    (not `serve`: it registers deployments, which only a running Prefect server keeps); whether
+    it did (False: ``PREFECT_API_URL`` names a server)."""
     from flows.ephemeral_api import start_ephemeral_api
 
-    start_ephemeral_api()  # dies with this process, even after kill -9
+    return start_ephemeral_api() is not None  # dies with this process, even after kill -9
+
+
+def _prefect_retention() -> None:
+    """Prefect's history kept ``CDDF_PREFECT_RETENTION_DAYS`` in the temporary API's database
+    (under PREFECT_HOME), which nothing else prunes: a server has its prefect-retention
+    deployment, a daily ``run`` from cron has this. A failure is a warning, not the run's."""
+    import datetime as dt
+
+    from flows.prefect_retention import delete_older_than
+    from settings import get_settings
+
+    days = get_settings().prefect_retention_days
+    try:
+        gone = delete_older_than(dt.datetime.now(dt.UTC) - dt.timedelta(days=days))
+    except Exception as error:  # the forecasts are stored: say it, do not fail the run
+        render.labelled(
+            render.stderr(), "yellow", "warning:", f"Prefect's history was not pruned: {error}"
+        )
+        return
+    if gone.flow_runs:
+        render.stderr().print(
+            f"Prefect's history: deleted {gone.flow_runs} flow runs (and {gone.artifacts} "
+            f"artifacts) that ended over {days} days ago (CDDF_PREFECT_RETENTION_DAYS)",
+            soft_wrap=True,
+            markup=False,
+        )
 
 
 # options several commands share
@@ -346,7 +373,7 @@ def run(
     _say_plan(planned, joining(keys, _engine()), every=dry_run)
     if dry_run:
         return
-    _flow_api()
+    temporary_api = _flow_api()
     unreachable = unreachable_source(keys, source)
     if unreachable is not None:
         render.error(unreachable)
@@ -359,6 +386,8 @@ def run(
         outcomes = daily_flow(keys, source)
     except DailyRunFailed as failed:
         outcomes = failed.outcomes
+    if temporary_api:
+        _prefect_retention()
     render.stdout().print(render.outcome_table(outcomes))
     for outcome in render.forecasts_shown(outcomes):
         render.stdout().print(render.forecasts_table(outcome.series, outcome.forecast.forecasts))

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,3 +98,38 @@ def test_a_command_s_task_runs_are_all_recorded_before_the_temporary_api_stops(t
     with sqlite3.connect(home / "prefect.db") as prefect_db:
         states = dict(prefect_db.execute("SELECT state_type, count(*) FROM task_run GROUP BY 1"))
     assert states == {"COMPLETED": 300}, states
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="start_ephemeral_api is Linux's")
+def test_a_daily_run_from_cron_keeps_its_temporary_api_s_history_bounded(tmp_path):
+    """Nothing else prunes the temporary API's database (PREFECT_HOME): each `run` deletes the
+    flow runs that ended over CDDF_PREFECT_RETENTION_DAYS ago, as a server's deployment does."""
+    from tests.flows.cdd_files import make_candles, make_cdd_csv
+    from tests.flows.forecast_service import KEY, SERIES, TINY
+
+    source = tmp_path / f"{SERIES}.csv"
+    source.write_bytes(make_cdd_csv(KEY, make_candles(KEY, 120, start="2020-01-01")))
+    home = tmp_path / "prefect"
+    env = {**os.environ, "PREFECT_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    env |= {"CDDF_DATABASE_URL": f"sqlite:///{tmp_path / 'cddf.sqlite'}", "CDDF_FORECASTER": TINY}
+    env.pop("PREFECT_API_URL", None)
+    argv = [sys.executable, "-m", "flows.cli", "run", "--source", str(source)]
+
+    def run() -> str:
+        done = subprocess.run(
+            argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stderr
+
+    assert "Prefect's history: deleted" not in run()
+    with sqlite3.connect(home / "prefect.db") as prefect_db:  # the first run ended 40 days ago
+        (first, ended), *others = prefect_db.execute("SELECT id, end_time FROM flow_run").fetchall()
+        assert not others and ended is not None
+        aged = str(pd.Timestamp(ended) - pd.Timedelta(days=40))
+        prefect_db.execute("UPDATE flow_run SET end_time = ? WHERE id = ?", (aged, first))
+    said = run()
+    assert "Prefect's history: deleted 1 flow runs" in said, said
+    with sqlite3.connect(home / "prefect.db") as prefect_db:
+        ids = [row[0] for row in prefect_db.execute("SELECT id FROM flow_run")]
+    assert len(ids) == 1 and first not in ids
