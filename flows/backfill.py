@@ -172,12 +172,6 @@ def version_before(plan: BackfillPlan, as_of: pd.Timestamp) -> VersionInfo | Non
     return latest_version(get_engine(), plan.scope, trained_until=as_of.to_pydatetime())
 
 
-def stored_config(config: SeriesConfig) -> dict[str, Any]:
-    """What a backfill's version stores as its config: as the daily's does (its ``train_candles``
-    too), so that the daily run goes on from it unless the settings changed."""
-    return config.version_config()
-
-
 @task(cache_policy=NO_CACHE, task_run_name="backfill {plan.series} {segment}")
 def backfill_segment(
     plan: BackfillPlan,
@@ -217,7 +211,7 @@ def backfill_segment(
                 seen,
                 parent,
                 model.train_seconds_ - trained,
-                stored_config(config),
+                config.version_config(),  # as the daily's: it goes on from this version
             )
         )
         written = store_forecasts.fn(series, version, forecast, "backfill")
@@ -273,7 +267,7 @@ def resumed_model(
     parent = version_before(plan, plan.previous(first))
     if parent is None:
         return None, None
-    ours = stored_config(config)
+    ours = config.version_config()
     theirs = with_new_defaults(parent.config)
     if theirs != ours:  # trained with another config: start afresh
         changed = sorted(
