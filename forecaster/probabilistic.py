@@ -98,7 +98,7 @@ def _bands(frame: pd.DataFrame, prefix: str) -> dict[str, float]:
             pinball_loss(lo, y, quantile=alpha / 2) + pinball_loss(hi, y, quantile=1 - alpha / 2)
         ) / 2
         out[f"{prefix}pinball_{name}"] = float(np.mean(pinball / close))
-        if name == "80":
+        if name == "80" and _as_ofs(frame) >= 3:  # fewer: no terciles (one run has one)
             out |= _by_tercile(frame[usable], inside, prefix)
     return out
 
@@ -123,10 +123,17 @@ def _by_tercile(frame: pd.DataFrame, inside: np.ndarray, prefix: str) -> dict[st
     return out
 
 
+def _as_ofs(frame: pd.DataFrame) -> int:
+    """How many distinct as_of the rows have (0 without the column)."""
+    return int(frame["as_of"].nunique()) if "as_of" in frame else 0
+
+
 def _dm(frame: pd.DataFrame, column: str, prefix: str) -> dict[str, float]:
     """Diebold–Mariano of ``column`` against naive on squared errors ÷ the close."""
     if "as_of" not in frame or frame.empty:
         return {}
+    if _as_ofs(frame) < 3:  # diebold_mariano's least n: one run's rows say nothing
+        return {f"{prefix}dm_statistic": math.nan, f"{prefix}dm_p_value": math.nan}
     close = frame["naive"].to_numpy(dtype=np.float64)
     actual = frame["actual"].to_numpy(dtype=np.float64)
     losses = pd.DataFrame(
