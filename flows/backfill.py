@@ -90,7 +90,6 @@ from forecaster.baselines import naive_forecast
 from settings import SeriesConfig, get_settings
 from settings.series import with_new_defaults
 
-FINETUNE_EPOCHS = 5  # as the daily flow's fine-tune (LSTMForecaster.update's default)
 __all__ = [
     "BackfillError",
     "BackfillPlan",
@@ -197,7 +196,7 @@ def backfill_segment(
             assert retrained is not None
             model, action = retrained_model(plan, as_of, retrained), "retrain"
         else:
-            model.update(fit_input(plan, seen), epochs=FINETUNE_EPOCHS)
+            model.update(fit_input(plan, seen))  # config.finetune_epochs, as the daily
             action = "finetune"
         forecast = model.predict(seen[series], **own)
         forecast["naive"] = naive_forecast(seen[series])

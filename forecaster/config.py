@@ -27,7 +27,9 @@ class ForecasterConfig:
       ``"volume"`` is log(1 + volume_base) relative to the window's mean.
     - ``ensemble``: independently initialised LSTM members trained side by side whose
       forecasts are averaged.
-    - ``finetune_windows``: how many of the newest windows `update` trains on.
+    - ``finetune_windows``: how many of the newest windows `update` trains on, for
+      ``finetune_epochs`` epochs (1, the default: the policy of the walk-forward the
+      published figures come from, docs/benchmarks.md; 0 fine-tunes nothing).
     - ``group_finetune_windows``: a global model's `update` trains on at most this many
       windows in all, each of its k series on its newest ``group_finetune_windows // k``
       (at least 1, at most ``finetune_windows``); None (the default, chosen on data before
@@ -65,6 +67,7 @@ class ForecasterConfig:
     features: tuple[str, ...] = ("close",)
     interval_levels: tuple[float, ...] = (0.8, 0.95)
     finetune_learning_rate: float = 1e-4
+    finetune_epochs: int = 1
     finetune_windows: int = 64
     group_finetune_windows: int | None = None
     ensemble: int = 1
@@ -94,12 +97,13 @@ class ForecasterConfig:
                 "a positive integer",
                 getattr(self, name),
             )
-        _check(
-            "patience",
-            _is_int(self.patience) and self.patience >= 0,
-            "an integer >= 0",
-            self.patience,
-        )
+        for name in ("patience", "finetune_epochs"):
+            _check(
+                name,
+                _is_int(getattr(self, name)) and getattr(self, name) >= 0,
+                "an integer >= 0",
+                getattr(self, name),
+            )
         _check("seed", _is_int(self.seed), "an integer", self.seed)
         _check(
             "group_finetune_windows",

@@ -281,26 +281,28 @@ class LSTMForecaster:
     def update(
         self,
         candles: Candles | Mapping[str, Candles],
-        epochs: int = 5,
+        epochs: int | None = None,
         learning_rate: float | None = None,
         *,
         time_limit: float | None = None,
     ) -> LSTMForecaster:
         """Fine-tune from the current weights on the newest ``finetune_windows`` windows.
 
-        The fitted transform and intervals stay as they are; the learning rate defaults
-        to ``config.finetune_learning_rate``. ``update_windows_`` is how many windows it used
-        (fewer than ``finetune_windows`` on a short or holed history), ``last_update_loss_``
-        its last epoch's training loss. Given
-        ``{series key: candles}``, it takes each series' newest windows (a series new to
-        the model too; one without a window is left out) and trains on them together:
-        with N = ``config.group_finetune_windows`` (by default ``finetune_windows``), the
-        newest N // k windows of each of the k series (at least one, at most
-        ``finetune_windows``). ``time_limit`` (seconds) bounds it as it bounds `fit`; a
-        fine-tune stopped by it leaves the network part-trained: load the model again.
+        The fitted transform and intervals stay as they are; ``epochs`` and the learning rate
+        default to ``config.finetune_epochs`` and ``config.finetune_learning_rate``.
+        ``update_windows_`` is how many windows it used (fewer than ``finetune_windows`` on a short
+        or holed history), ``last_update_loss_`` its last epoch's training loss. Given ``{series
+        key: candles}``, it takes each series' newest windows (a series new to the model too; one
+        without a window is left out) and trains on them together: with N =
+        ``config.group_finetune_windows`` (by default ``finetune_windows``), the newest N // k
+        windows of each of the k series (at least one, at most ``finetune_windows``). ``time_limit``
+        (seconds) bounds it as it bounds `fit`; a fine-tune stopped by it leaves the network part-
+        trained: load the model again.
         """
         limit = TimeLimit.of(time_limit)
         self._check_fitted()
+        if epochs is None:
+            epochs = self.config.finetune_epochs
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
             raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
         if learning_rate is not None and not learning_rate > 0:

@@ -44,7 +44,13 @@ class ModelSettings(BaseModel):
     - ``model_scope`` (a timeframe's only): ``series`` or ``timeframe`` (one global model);
     - ``group_train_candles`` (a timeframe's only): a global retrain fits on at most this many
       candles in all, each of its k series on its newest ``group_train_candles // k`` (never
-      more than ``train_candles``), so that its cost does not grow with the number of series;
+      more than ``group_series_candles``), so that its cost does not grow with the number of
+      series;
+    - ``group_series_candles`` (a timeframe's only): a global retrain fits on at most this
+      many newest candles of each series (None: all of them); a global model's own
+      ``train_candles``, which applies to local models only;
+    - ``group_retrain_after`` (a timeframe's only): a global model's ``retrain_after`` (None:
+      the timeframe's);
     - ``group_validation_fraction`` (a timeframe's only): the global model's
       ``validation_fraction`` (None: the timeframe's), the share of each series' windows that
       validates and calibrates its intervals;
@@ -63,6 +69,8 @@ class ModelSettings(BaseModel):
     retrain_after: PositiveInt | None = None
     model_scope: Literal["series", "timeframe"] | None = None
     group_train_candles: PositiveInt | None = None
+    group_series_candles: PositiveInt | None = None
+    group_retrain_after: PositiveInt | None = None
     group_validation_fraction: float | None = Field(default=None, gt=0, lt=1)
     group_patience: NonNegativeInt | None = None
     group_steps_per_epoch: PositiveInt | None = None
@@ -73,8 +81,8 @@ class ModelSettings(BaseModel):
         if unknown:
             raise ValueError(
                 f"unknown setting(s) {unknown}: use train_candles, retrain_after, model_scope, "
-                f"group_train_candles, group_validation_fraction, group_patience, "
-                f"group_steps_per_epoch or a "
+                f"group_train_candles, group_series_candles, group_retrain_after, "
+                f"group_validation_fraction, group_patience, group_steps_per_epoch or a "
                 f"ForecasterConfig field ({', '.join(sorted(_FORECASTER_FIELDS))})"
             )
         return self
@@ -86,28 +94,35 @@ class ModelSettings(BaseModel):
         )
 
 
-# Defaults that suit each timeframe. A daily series keeps the package's tuned config and all its
-# history; an hourly one forecasts the next 24 hours from the last 2 days with a small network and
-# retrains weekly on its newest 2,000 candles (about 12 weeks); a minute one forecasts the next hour
-# and trains on a bounded ~2 weeks of candles (training time stays bounded however long the file
-# is). A global model (model_scope "timeframe") retrains on group_train_candles in all, shared by
-# its series: for hourly and minute twice one series' train_candles. A daily one trains on every
-# series' whole history (no group cap) in epochs of group_steps_per_epoch batches drawn across all
-# of it, so its data grows with the group and its cost per epoch does not; it validates on each
-# series' newest 20 % as a local model does (chosen on data before the benchmark's test years:
-# docs/benchmarks.md, "A global model that learns more as the group grows"). Its early stopping
-# waits group_patience epochs: about a local model's 10 in gradient steps, since a global epoch
-# holds up to 4x (daily: 50 x 64 windows against ~800) or 2x a local one's.
+# Defaults that suit each timeframe. A daily series keeps the package's tuned config and retrains
+# every 28 days on its newest 1,000 candles, fine-tuned one epoch a day between (issue 27): the
+# policy of the walk-forward whose figures docs/benchmarks.md publishes, chosen on cost and on a
+# 2016-2018 development period, never on the 2019+ test years (weekly retrains on all history, the
+# default before, cost ~4x as much a backfill and were never measured on those years). An hourly one
+# forecasts the next 24 hours from the last 2 days with a small network and retrains weekly on its
+# newest 2,000 candles (about 12 weeks); a minute one forecasts the next hour and trains on a
+# bounded ~2 weeks of candles (training time stays bounded however long the file is). A global model
+# (model_scope "timeframe") retrains on group_train_candles in all, shared by its series: for hourly
+# and minute twice one series' train_candles, each series at most its group_series_candles (as a
+# local model's train_candles). A daily one retrains weekly (group_retrain_after 7) on every series'
+# whole history (no cap) in epochs of group_steps_per_epoch batches drawn across all of it, so its
+# data grows with the group and its cost per epoch does not; it validates on each series' newest
+# 20 % as a local model does (chosen on data before the benchmark's test years: docs/benchmarks.md,
+# "A global model that learns more as the group grows"). Its early stopping waits group_patience
+# epochs: about a local model's 10 in gradient steps, since a global epoch holds up to 4x (daily: 50
+# x 64 windows against ~800) or 2x a local one's.
 TIMEFRAME_DEFAULTS: dict[str, dict[str, Any]] = {
     "d": {
         "window": 7,
         "horizon": 7,
         "validation_fraction": 0.2,
         "finetune_windows": 64,
-        "train_candles": None,
-        "retrain_after": 7,
+        "train_candles": 1_000,
+        "retrain_after": 28,
         "model_scope": "series",
         "group_train_candles": None,
+        "group_series_candles": None,
+        "group_retrain_after": 7,
         "group_validation_fraction": None,
         "group_patience": 3,
         "group_steps_per_epoch": 50,
@@ -133,6 +148,8 @@ TIMEFRAME_DEFAULTS: dict[str, dict[str, Any]] = {
         "retrain_after": 24 * 7,
         "model_scope": "series",
         "group_train_candles": 2 * 2_000,
+        "group_series_candles": 2_000,
+        "group_retrain_after": None,
         "group_validation_fraction": None,
         "group_patience": 5,
     },
@@ -145,6 +162,8 @@ TIMEFRAME_DEFAULTS: dict[str, dict[str, Any]] = {
         "retrain_after": 24 * 60,
         "model_scope": "series",
         "group_train_candles": 2 * 20_000,
+        "group_series_candles": 20_000,
+        "group_retrain_after": None,
         "group_validation_fraction": None,
         "group_patience": 5,
     },
@@ -158,7 +177,13 @@ GROUP_FORECASTER = {
     "group_steps_per_epoch": "steps_per_epoch",
 }
 # settings of a timeframe only, never of one series
-GROUP_SETTINGS = ("model_scope", "group_train_candles", *GROUP_FORECASTER)
+GROUP_SETTINGS = (
+    "model_scope",
+    "group_train_candles",
+    "group_series_candles",
+    "group_retrain_after",
+    *GROUP_FORECASTER,
+)
 
 
 @dataclass(frozen=True)
@@ -240,7 +265,9 @@ def resolve(
     train_candles, retrain_after = merged.pop("train_candles"), merged.pop("retrain_after")
     group = {name: merged.pop(name, None) for name in GROUP_SETTINGS}
     model_scope, group_train_candles = group["model_scope"], group["group_train_candles"]
-    if model_scope == "timeframe":
+    if model_scope == "timeframe":  # the global model's own, where the group_* settings say
+        train_candles = group["group_series_candles"]
+        retrain_after = group["group_retrain_after"] or retrain_after
         merged |= {
             field: group[name]
             for name, field in GROUP_FORECASTER.items()

@@ -25,7 +25,7 @@ from db.engine import get_engine
 from db.forecast_tables import ForecastRun, ModelVersion
 from db.forecasts import run_forecasts, runs
 from db.registry import versions
-from flows.backfill import FINETUNE_EPOCHS, backfill_flow
+from flows.backfill import backfill_flow
 from flows.backfill_plan import BackfillError, BackfillPlan, Segment, minimum_history
 from flows.cli import app
 from forecaster import ForecasterConfig
@@ -464,12 +464,13 @@ def test_a_backfill_run_logs_each_training_epoch(sqlite_service):
             sort=LogSort.TIMESTAMP_ASC,
         )
     messages = [log.message for log in logs]
-    epochs = ForecasterConfig.from_dict(json.loads(TINY)).max_epochs
+    config = ForecasterConfig.from_dict(json.loads(TINY))
+    epochs, finetune_epochs = config.max_epochs, config.finetune_epochs
     fit_lines = [m for m in messages if m.startswith("fit epoch ")]
     update_lines = [m for m in messages if m.startswith("update epoch ")]
     assert fit_lines and fit_lines[0].startswith(f"fit epoch 1/{epochs} loss "), messages
     assert [m.split()[2] for m in update_lines] == [
-        f"{n}/{FINETUNE_EPOCHS}" for n in range(1, FINETUNE_EPOCHS + 1)
+        f"{n}/{finetune_epochs}" for n in range(1, finetune_epochs + 1)
     ], messages
 
 

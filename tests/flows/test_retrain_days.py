@@ -20,6 +20,7 @@ KEYS = [
     for pair in ("BTCUSD", "ETHUSD", "LTCUSD", "XRPUSD", "BCHUSD", "ADAUSD", "SOLUSD")
 ]
 FIRST = pd.Timestamp("2026-01-05", tz="UTC")  # a Monday: every series' first run
+WEEKLY = '{"d": {"retrain_after": 7}}'  # the spread over a week (the daily default is 28)
 
 
 def version(key: str, number: int, train_last: pd.Timestamp) -> VersionInfo:
@@ -52,6 +53,7 @@ def daily_runs(days: int) -> dict[str, list[pd.Timestamp]]:
 
 def test_fourteen_series_retrain_on_spread_days_at_most_retrain_after_apart(monkeypatch):
     monkeypatch.setenv("CDDF_SERIES", ",".join(KEYS))
+    monkeypatch.setenv("CDDF_TIMEFRAME_SETTINGS", WEEKLY)  # 14 series over 7 weekdays
     every = get_settings().series_config(KEYS[0]).retrain_after
     assert every == 7
     retrains = daily_runs(28)
@@ -97,6 +99,7 @@ def block_starts(key: str, as_ofs: pd.DatetimeIndex, every: int = 7, group: str 
 
 def test_a_backfill_retrains_on_the_days_the_daily_runs_retrain(monkeypatch):
     monkeypatch.setenv("CDDF_SERIES", ",".join(KEYS))
+    monkeypatch.setenv("CDDF_TIMEFRAME_SETTINGS", WEEKLY)
     days = 40
     retrains = daily_runs(days)
     as_ofs = pd.date_range(FIRST, periods=days, freq="D")

@@ -50,6 +50,7 @@ def service(service_database, monkeypatch, prefect_harness):
 
 
 def test_train_registers_a_version_then_auto_fine_tunes_keeps_and_retrains(service, monkeypatch):
+    monkeypatch.delenv("CDDF_TIMEFRAME_SETTINGS")  # its retrain_after would win over the old form
     monkeypatch.setenv("CDDF_RETRAIN_AFTER_DAYS", "3")
     first = train_flow(SERIES)
     assert (first.action, first.reason) == ("retrain", "there is no model yet")

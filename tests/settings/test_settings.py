@@ -18,9 +18,11 @@ def test_every_timeframe_has_defaults_that_suit_it():
     assert all(CANDLE_LENGTH[name] == TIMEFRAMES[name] for name in TIMEFRAMES)
     settings = get_settings()
     daily, hourly, minute = (settings.series_config(key) for key in (BTC, ADA, ETH_MINUTE))
-    # a daily series keeps the package's tuned config, all its history, a weekly retrain
-    assert (daily.forecaster.window, daily.forecaster.horizon, daily.train_candles) == (7, 7, None)
-    assert daily.retrain_after == 7 and daily.version_config() == daily.forecaster.to_dict()
+    # a daily series keeps the package's tuned config and retrains every 28 days on its newest
+    # 1,000 candles, fine-tuned one epoch a day between (issue 27: the walk-forward's policy)
+    assert (daily.forecaster.window, daily.forecaster.horizon, daily.train_candles) == (7, 7, 1000)
+    assert (daily.retrain_after, daily.forecaster.finetune_epochs) == (28, 1)
+    assert daily.version_config() == daily.forecaster.to_dict() | {"train_candles": 1000}
     # an hourly one forecasts the next 24 hours and retrains weekly on its newest 2,000
     # candles with a small network (issue 27: a first run in about a minute)
     assert (hourly.forecaster.horizon, hourly.train_candles, hourly.retrain_after) == (
@@ -33,6 +35,22 @@ def test_every_timeframe_has_defaults_that_suit_it():
     # a minute one trains on a bounded number of candles
     assert minute.train_candles is not None and minute.train_candles <= 20_000
     assert minute.retrain_after == 24 * 60
+
+
+def test_a_global_model_has_its_own_retrain_days_and_candles(monkeypatch):
+    """A timeframe's global model takes group_retrain_after and group_series_candles, not the
+    local models' retrain_after and train_candles: a daily one retrains weekly on every
+    series' whole history (its figures in docs/benchmarks.md were measured so)."""
+    monkeypatch.setenv(
+        "CDDF_TIMEFRAME_SETTINGS",
+        '{"d": {"model_scope": "timeframe"}, '
+        '"1h": {"model_scope": "timeframe", "group_retrain_after": 48}}',
+    )
+    settings = get_settings()
+    daily, hourly = settings.series_config(BTC), settings.series_config(ADA)
+    assert (daily.train_candles, daily.retrain_after) == (None, 7)
+    assert "train_candles" not in daily.version_config()
+    assert (hourly.train_candles, hourly.retrain_after) == (2_000, 48)
 
 
 def test_overrides_apply_in_order_every_series_timeframe_series(monkeypatch):
