@@ -1,7 +1,7 @@
 """Backfill benchmark (issue 27): the service's backfill of BTC daily, time per as_of by phase.
 
     nice .venv/bin/python bench/backfill.py [--range 2019-01-01:2025-09-23]
-        [--side-by-side 2025-06-01:2025-07-15] [--baseline 2f8813e] [--baseline-first]
+        [--side-by-side 2025-03-01:2025-05-31] [--baseline 2f8813e] [--baseline-first]
         [--skip-full] [--processes N]
 
 Each backfill runs in a child process of its own, through the CLI's code (`cdd-forecast
@@ -12,7 +12,11 @@ with the service's defaults:
 1. side by side, on the short ``--side-by-side`` range: today's code (this checkout) and the
    ``--baseline`` commit (checked out into a temporary git worktree, run with the same venv);
    the ratio of their seconds per as_of;
-2. the full ``--range`` with today's code (``--skip-full`` leaves it out).
+2. the full ``--range`` with today's code (``--skip-full`` leaves it out), its seconds per
+   as_of against the baseline's of step 1, and the served forecasts' quality read back from
+   the tables (every stored forecast against the stored final candles, all horizons pooled,
+   scored by `forecaster.metrics.score_forecasts`): RMSE / naive, Diebold-Mariano against
+   naive, interval scores beside the naive-empirical ones, coverage.
 
 The phases (seconds per as_of, in the backfill's own process) are timed by wrapping the
 functions that do them: retrain (``LSTMForecaster.fit``; with a retrain pool, the time the
@@ -120,7 +124,7 @@ class Timers:
                 setattr(owner, name, self.wrap(original, phase))
 
 
-def child(start: str, end: str, folder: Path) -> None:
+def child(start: str, end: str, folder: Path, with_quality: bool) -> None:
     """Ingest the file and backfill ``start``..``end`` as the CLI does; print a JSON line."""
     os.environ["CDDF_DATABASE_URL"] = f"sqlite:///{folder / 'backfill.sqlite'}"
     from flows.cli import app
@@ -139,6 +143,7 @@ def child(start: str, end: str, folder: Path) -> None:
     from db.registry import versions
 
     kinds = [version.kind for version in versions(get_engine(), SERIES)]
+    quality = served_quality(get_engine()) if with_quality else {}
     print(
         "RESULT "
         + json.dumps(
@@ -148,20 +153,40 @@ def child(start: str, end: str, folder: Path) -> None:
                 "retrains": kinds.count("retrain"),
                 "finetunes": kinds.count("finetune"),
                 "phases": timers.seconds,
+                "quality": quality,
             }
         ),
         flush=True,
     )
 
 
+def served_quality(engine) -> dict[str, float]:
+    """The backfill's stored forecasts against the stored final candles, all runs and
+    horizons pooled, scored by `forecaster.metrics.score_forecasts` (as the evaluate flow)."""
+    from db.candles import load_candles
+    from db.forecasts import run_forecasts, runs
+
+    forecasts = run_forecasts(engine, [run.id for run in runs(engine, SERIES)])
+    actuals = load_candles(engine, SERIES)["close"]
+    from forecaster.metrics import score_forecasts
+
+    pooled = score_forecasts(forecasts, actuals).loc[0]
+    names = ["n", "skill", "lstm_skill", "interval_score_80", "interval_score_95"]
+    names += ["naive_interval_score_80", "naive_interval_score_95", "coverage_80", "coverage_95"]
+    names += ["dm_statistic", "dm_p_value"]
+    return {name: float(pooled[name]) for name in names}
+
+
 # the parent: runs the children, prints the tables --------------------------------------------
 
 
-def run_backfill(root: Path, start: str, end: str, env: dict[str, str]) -> dict:
+def run_backfill(
+    root: Path, start: str, end: str, env: dict[str, str], quality: bool = False
+) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-backfill-") as folder:
         home = Path(folder) / "prefect"
         command = [sys.executable, str(BENCH / "backfill.py"), "--child", f"{start}:{end}"]
-        command += ["--folder", folder]
+        command += ["--folder", folder] + (["--quality"] if quality else [])
         before = load()
         done = subprocess.run(
             command,
@@ -218,7 +243,7 @@ def main() -> None:
         "--range", default="2019-01-01:2025-09-23", help="START:END of the full run"
     )
     parser.add_argument(
-        "--side-by-side", default="2025-06-01:2025-07-15", help="START:END of the baseline ratio"
+        "--side-by-side", default="2025-03-01:2025-05-31", help="START:END of the baseline ratio"
     )
     parser.add_argument("--baseline", default="2f8813e", help="the commit to compare with")
     parser.add_argument("--skip-full", action="store_true", help="the side-by-side run only")
@@ -227,10 +252,11 @@ def main() -> None:
     parser.add_argument("--processes", type=int, help="CDDF_BACKFILL_PROCESSES for today's code")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
+    parser.add_argument("--quality", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         start, end = args.child.split(":")
-        child(start, end, Path(args.folder))
+        child(start, end, Path(args.folder), args.quality)
         return
     if not DATA.exists():
         raise SystemExit(f"benchmark data {DATA} not found; it lives in ../shared/data/")
@@ -258,7 +284,26 @@ def main() -> None:
     if not args.skip_full:
         start, end = args.range.split(":")
         print(f"\n== full range, {start} .. {end}")
-        report(f"today's code ({head(ROOT)})", run_backfill(ROOT, start, end, ours))
+        full = run_backfill(ROOT, start, end, ours, quality=True)
+        report(f"today's code ({head(ROOT)})", full)
+        if not args.skip_baseline:
+            ratio = (full["wall"] / full["as_ofs"]) / (old["wall"] / old["as_ofs"])
+            print(f"\nratio full range / baseline's side by side, seconds per as_of: {ratio:.3f}")
+        print_quality(full["quality"])
+
+
+def print_quality(quality: dict[str, float]) -> None:
+    """The served forecasts' figures read back from the tables (all horizons pooled)."""
+    q = quality
+    print(
+        f"\nserved, from the tables ({q['n']:.0f} forecasts, all horizons): RMSE / naive "
+        f"{1 - q['skill']:.4f} (the LSTM alone {1 - q['lstm_skill']:.4f}), Diebold-Mariano "
+        f"against naive {q['dm_statistic']:+.2f} (p {q['dm_p_value']:.3f})\n"
+        f"  interval score / close: 80 % {q['interval_score_80']:.4f} (naive-empirical "
+        f"{q['naive_interval_score_80']:.4f}), 95 % {q['interval_score_95']:.4f} "
+        f"({q['naive_interval_score_95']:.4f}); coverage 80 % {q['coverage_80']:.3f}, "
+        f"95 % {q['coverage_95']:.3f}"
+    )
 
 
 def head(root: Path) -> str:
