@@ -8,9 +8,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from db.candles import upsert_candles
-from db.forecasts import run_forecasts
+from db.forecasts import run_forecasts, version_scored_forecasts
 from db.revisions import RevisionLimits
-from flows.evaluate import evaluate_flow
+from flows.evaluate import evaluate_flow, scores
 from flows.forecast import forecast_flow
 from flows.train import train_flow
 from tests.db.factory import run_metrics, version_metrics
@@ -114,3 +114,34 @@ def test_a_revised_actual_is_scored_again_and_the_scores_match_the_view(service)
     assert board == pytest.approx(rmse)
     again = evaluate_flow(SERIES)
     assert (again.runs_scored, again.runs_rescored) == (0, 0)  # scored again once
+
+
+def test_versions_scored_in_bulk_equal_their_scores_read_back(service):
+    """A version is scored from the rows just read (all its runs new, or its one run) or read
+    back from the tables (older scored runs): every way gives what scoring all its scored
+    runs read back gives (`score_forecasts` over `version_scored_forecasts`)."""
+    first = train_flow(SERIES, as_of=candles_until(N_CANDLES - 6).index[-1]).version
+    for back in (6, 5, 4):  # three runs of one version, scored together
+        as_of = candles_until(N_CANDLES - back).index[-1].to_pydatetime()
+        forecast_flow(SERIES, as_of=as_of, kind="backfill")
+    second = train_flow(SERIES, mode="retrain").version  # one run, scored with them
+    forecast_flow(SERIES)
+    store(service, candles_until(N_CANDLES + HORIZON))
+    assert (evaluate_flow(SERIES).runs_scored, version_runs(service, first.id)) == (4, 3)
+    as_of = candles_until(N_CANDLES - 3).index[-1].to_pydatetime()
+    forecast_flow(SERIES, as_of=as_of, kind="backfill", version_id=first.id)
+    assert evaluate_flow(SERIES).runs_scored == 1  # a fourth run of `first`: read back
+
+    actuals = candles_until(N_CANDLES + HORIZON)["close"]
+    for version_id, runs in ((first.id, 4), (second.id, 1)):
+        reference = scores(version_scored_forecasts(service, version_id, SERIES), actuals)
+        stored = version_metrics(service, version_id)
+        assert (stored["n_runs"] == runs).all()
+        for name in ("n", "rmse", "skill", "interval_score_80", "dm_statistic", "coverage_80"):
+            assert stored[name].to_numpy() == pytest.approx(
+                reference[name].to_numpy(dtype=float), nan_ok=True
+            ), (version_id, name)
+
+
+def version_runs(engine, version_id: int) -> int:
+    return version_metrics(engine, version_id).loc[0, "n_runs"]
