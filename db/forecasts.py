@@ -334,31 +334,22 @@ def write_scores(
     now = dt.datetime.now(dt.UTC)
     run_rows = [
         row
-        | {
-            "series": run.series,
-            "model_version_id": run.model_version_id,
-            "run_id": run.id,
-            "n_runs": 1,
-            "scored_at": now,
-        }
         for run, metrics in runs
-        for row in _metric_rows(metrics, f"scores of forecast run {run.id} of {run.series}")
-    ]
+        for row in _stored_metric_rows(
+            metrics, f"scores of forecast run {run.id} of {run.series}",
+            series=run.series, model_version_id=run.model_version_id, run_id=run.id, n_runs=1,
+            scored_at=now,
+        )
+    ]  # fmt: skip
     version_rows = [
         row
-        | {
-            "series": version.series,
-            "model_version_id": version.model_version_id,
-            "run_id": None,
-            "n_runs": version.n_runs,
-            "scored_at": now,
-        }
-        for version in versions
-        for row in _metric_rows(
-            version.metrics,
-            f"scores of model version {version.model_version_id} of {version.series}",
+        for v in versions
+        for row in _stored_metric_rows(
+            v.metrics, f"scores of model version {v.model_version_id} of {v.series}",
+            series=v.series, model_version_id=v.model_version_id, run_id=None, n_runs=v.n_runs,
+            scored_at=now,
         )
-    ]
+    ]  # fmt: skip
     with Session(engine) as session, session.begin():
         _upsert_many(session, ForecastMetric, run_rows, ["run_id", "horizon"])
         _upsert_many(
@@ -397,6 +388,11 @@ def scored_runs_of(engine: Engine, version_ids: Sequence[int], series: str) -> d
         for version_id, run_id in connection.execute(query):
             found[version_id].append(run_id)
     return found
+
+
+def _stored_metric_rows(metrics: pd.DataFrame, where: str, **columns: Any) -> list[dict[str, Any]]:
+    """`_metric_rows` with the columns that say whose scores they are (series, run, ...)."""
+    return [row | columns for row in _metric_rows(metrics, where)]
 
 
 def _metric_rows(metrics: pd.DataFrame, where: str) -> list[dict[str, Any]]:
