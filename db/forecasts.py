@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -63,6 +63,7 @@ class WrittenRun:
     run: RunInfo
     replaced: bool
     n_forecasts: int
+    rows: tuple[dict[str, Any], ...] = field(repr=False)  # as stored: a NULL is None
 
 
 def write_forecast_run(
@@ -107,7 +108,7 @@ def write_forecast_run(
         if weights is not None and len(weights):
             session.execute(insert(ForecastWeight), _weight_rows(weights, run_id, series))
     run = RunInfo(run_id, series, as_of, model_version_id, now, kind, flow_run_id)
-    return WrittenRun(run, replaced=bool(removed), n_forecasts=len(rows))
+    return WrittenRun(run, replaced=bool(removed), n_forecasts=len(rows), rows=tuple(rows))
 
 
 def _weight_rows(weights: pd.DataFrame, run_id: int, series: str) -> list[dict[str, Any]]:

@@ -30,7 +30,10 @@ as many blocks ahead as there are processes, while the segments go on in order i
 process: each segment one task run that loads its block's retrained model from its artifact
 (as the daily run loads the model it fine-tunes), fine-tunes, forecasts, registers and stores
 its as_ofs one after the other (the served forecast of an as_of depends on the scores of the
-forecasts before it), and drops the weights of all but its last version at its end.
+forecasts before it: the segment reads the series' scored record from the tables once and
+keeps it current with each run it writes, `db.aggregation.WalkRecord`, so that each as_of
+serves from what the tables hold at that moment without reading them back), and drops the
+weights of all but its last version at its end.
 
 A series whose timeframe has ``model_scope: "timeframe"`` walks forward with its group's global
 model instead, as the daily run serves it: the group is the series of ``CDDF_SERIES`` of that
@@ -82,7 +85,7 @@ from flows.candles import scope_candles
 from flows.evaluate import evaluate_flow
 from flows.retry import DB_RETRY
 from flows.scopes import series_config, serving_scope
-from flows.served import store_forecasts
+from flows.served import store_forecasts, walk_record
 from flows.train_progress import training_progress
 from flows.versions import load_model, register, version_record
 from forecaster import ArtifactError
@@ -187,6 +190,7 @@ def backfill_segment(
     if model is None and retrained is None:  # a resumed block with no parent to go on from
         retrained = pool.submit(retrain_job(plan, first, config))
     own = {} if plan.group is None else {"series": series}  # the global model's series
+    scored = walk_record(series, first)  # the scored record, read once for the segment
     records: list[StepRecord] = []
     for as_of in segment.as_ofs:
         started = time.perf_counter()
@@ -213,7 +217,7 @@ def backfill_segment(
                 config.version_config(),  # as the daily's: it goes on from this version
             )
         )
-        written = store_forecasts.fn(series, version, forecast, "backfill")
+        written = store_forecasts.fn(series, version, forecast, "backfill", scored)
         record = StepRecord(as_of, action, version.id, written.run.id, seconds)
         progress(record)
         records.append(record)
