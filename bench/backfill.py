@@ -3,6 +3,7 @@
     nice .venv/bin/python bench/backfill.py [--range 2019-01-01:2025-09-23]
         [--side-by-side 2025-03-01:2025-05-31] [--baseline 2f8813e] [--baseline-first]
         [--skip-full] [--processes N]
+    nice .venv/bin/python bench/backfill.py --daily-multi   # the 8 daily series of multi/
 
 Each backfill runs in a child process of its own, through the CLI's code (`cdd-forecast
 ingest --source ../shared/data/Bitstamp_BTCUSD_d.csv`, then `cdd-forecast backfill`, with
@@ -17,6 +18,10 @@ with the service's defaults:
    the tables (every stored forecast against the stored final candles, all horizons pooled,
    scored by `forecaster.metrics.score_forecasts`): RMSE / naive, Diebold-Mariano against
    naive, interval scores beside the naive-empirical ones, coverage.
+
+``--daily-multi`` backfills instead each daily series of ``../shared/data/multi/`` from its
+1,001st final candle (the as_ofs of `bench/walkforward.py --daily-multi`) to its last, each on
+a fresh database, and prints the same quality per series, read back from the tables.
 
 The phases (seconds per as_of, in the backfill's own process) are timed by wrapping the
 functions that do them: retrain (``LSTMForecaster.fit``; with a retrain pool, the time the
@@ -44,6 +49,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 DATA = ROOT.parent / "shared" / "data" / "Bitstamp_BTCUSD_d.csv"
+MULTI = DATA.parent / "multi"
 SERIES = "Bitstamp_BTCUSD_d"
 
 # (module, attribute, phase): the functions whose time is each phase's; an attribute a
@@ -124,17 +130,18 @@ class Timers:
                 setattr(owner, name, self.wrap(original, phase))
 
 
-def child(start: str, end: str, folder: Path, with_quality: bool) -> None:
+def child(start: str, end: str, folder: Path, with_quality: bool, source: Path) -> None:
     """Ingest the file and backfill ``start``..``end`` as the CLI does; print a JSON line."""
     os.environ["CDDF_DATABASE_URL"] = f"sqlite:///{folder / 'backfill.sqlite'}"
     from flows.cli import app
 
-    app(["ingest", "--series", SERIES, "--source", str(DATA)], standalone_mode=False)
+    series = source.name.removesuffix(".csv")
+    app(["ingest", "--series", series, "--source", str(source)], standalone_mode=False)
     timers = Timers()
     timers.install()
     started = time.perf_counter()
     app(
-        ["backfill", "--series", SERIES, "--start", start, "--end", end],
+        ["backfill", "--series", series, "--start", start, "--end", end],
         standalone_mode=False,
     )
     wall = time.perf_counter() - started
@@ -142,14 +149,14 @@ def child(start: str, end: str, folder: Path, with_quality: bool) -> None:
     from db.forecasts import runs
     from db.registry import versions
 
-    kinds = [version.kind for version in versions(get_engine(), SERIES)]
-    quality = served_quality(get_engine()) if with_quality else {}
+    kinds = [version.kind for version in versions(get_engine(), series)]
+    quality = served_quality(get_engine(), series) if with_quality else {}
     print(
         "RESULT "
         + json.dumps(
             {
                 "wall": wall,
-                "as_ofs": len(runs(get_engine(), SERIES)),
+                "as_ofs": len(runs(get_engine(), series)),
                 "retrains": kinds.count("retrain"),
                 "finetunes": kinds.count("finetune"),
                 "phases": timers.seconds,
@@ -160,14 +167,14 @@ def child(start: str, end: str, folder: Path, with_quality: bool) -> None:
     )
 
 
-def served_quality(engine) -> dict[str, float]:
+def served_quality(engine, series: str) -> dict[str, float]:
     """The backfill's stored forecasts against the stored final candles, all runs and
     horizons pooled, scored by `forecaster.metrics.score_forecasts` (as the evaluate flow)."""
     from db.candles import load_candles
     from db.forecasts import run_forecasts, runs
 
-    forecasts = run_forecasts(engine, [run.id for run in runs(engine, SERIES)])
-    actuals = load_candles(engine, SERIES)["close"]
+    forecasts = run_forecasts(engine, [run.id for run in runs(engine, series)])
+    actuals = load_candles(engine, series)["close"]
     from forecaster.metrics import score_forecasts
 
     pooled = score_forecasts(forecasts, actuals).loc[0]
@@ -181,12 +188,18 @@ def served_quality(engine) -> dict[str, float]:
 
 
 def run_backfill(
-    root: Path, start: str, end: str, env: dict[str, str], quality: bool = False
+    root: Path,
+    start: str,
+    end: str,
+    env: dict[str, str],
+    quality: bool = False,
+    source: Path = DATA,
 ) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-backfill-") as folder:
         home = Path(folder) / "prefect"
         command = [sys.executable, str(BENCH / "backfill.py"), "--child", f"{start}:{end}"]
-        command += ["--folder", folder] + (["--quality"] if quality else [])
+        command += ["--folder", folder, "--source", str(source)]
+        command += ["--quality"] if quality else []
         before = load()
         done = subprocess.run(
             command,
@@ -250,13 +263,17 @@ def main() -> None:
     parser.add_argument("--skip-baseline", action="store_true", help="today's code only")
     parser.add_argument("--baseline-first", action="store_true", help="run the baseline first")
     parser.add_argument("--processes", type=int, help="CDDF_BACKFILL_PROCESSES for today's code")
+    parser.add_argument(
+        "--daily-multi", action="store_true", help="the daily series of multi/, quality only"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--source", type=Path, default=DATA, help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     parser.add_argument("--quality", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         start, end = args.child.split(":")
-        child(start, end, Path(args.folder), args.quality)
+        child(start, end, Path(args.folder), args.quality, args.source)
         return
     if not DATA.exists():
         raise SystemExit(f"benchmark data {DATA} not found; it lives in ../shared/data/")
@@ -264,6 +281,9 @@ def main() -> None:
     ours = dict(env)
     if args.processes:
         ours["CDDF_BACKFILL_PROCESSES"] = str(args.processes)
+    if args.daily_multi:
+        daily_multi(ours)
+        return
     start, end = args.side_by_side.split(":")
     print(
         f"== side by side, {start} .. {end} ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})"
@@ -290,6 +310,20 @@ def main() -> None:
             ratio = (full["wall"] / full["as_ofs"]) / (old["wall"] / old["as_ofs"])
             print(f"\nratio full range / baseline's side by side, seconds per as_of: {ratio:.3f}")
         print_quality(full["quality"])
+
+
+def daily_multi(env: dict[str, str]) -> None:
+    """Each daily series of multi/ from its 1,001st final candle, its quality from the tables."""
+    sys.path.insert(0, str(BENCH))
+    from _data import load_series
+
+    for source in sorted(MULTI.glob("*_d.csv")):
+        index = load_series(source).index
+        start, end = f"{index[min(1000, len(index) - 1)]:%Y-%m-%d}", f"{index[-1]:%Y-%m-%d}"
+        print(f"\n== {source.name.removesuffix('.csv')}, {start} .. {end}", flush=True)
+        result = run_backfill(ROOT, start, end, env, quality=True, source=source)
+        report(f"today's code ({head(ROOT)})", result)
+        print_quality(result["quality"])
 
 
 def print_quality(quality: dict[str, float]) -> None:
