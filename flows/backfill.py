@@ -25,15 +25,15 @@ per-epoch training lines.
 
 The same wherever its retrains run: each sees the candles up to its own as_of only, so they
 may run side by side in ``parallel`` worker processes (``CDDF_BACKFILL_PROCESSES``; 1, the
-default: in the flow's own process: on 2 cores a second one did not pay; `flows.backfill_pool`),
-as many blocks ahead as there are processes, while the segments go on in order in the flow's
-process: each segment one task run that loads its block's retrained model from its artifact
-(as the daily run loads the model it fine-tunes), fine-tunes, forecasts, registers and stores
-its as_ofs one after the other (the served forecast of an as_of depends on the scores of the
-forecasts before it: the segment reads the series' scored record from the tables once and
-keeps it current with each run it writes, `db.aggregation.WalkRecord`, so that each as_of
-serves from what the tables hold at that moment without reading them back), and drops the
-weights of all but its last version at its end.
+default: in the flow's own process; on 2 cores a second one paid only on a quiet machine;
+`flows.backfill_pool`), as many blocks ahead as there are processes, while the segments go on
+in order in the flow's process: each segment one task run that loads its block's retrained
+model from its artifact (as the daily run loads the model it fine-tunes), fine-tunes,
+forecasts, registers and stores its as_ofs one after the other (the served forecast of an
+as_of depends on the scores of the forecasts before it: the segment reads the series' scored
+record from the tables once and keeps it current with each run it writes,
+`db.aggregation.WalkRecord`, so that each as_of serves from what the tables hold at that moment
+without reading them back), and drops the weights of all but its last version at its end.
 
 A series whose timeframe has ``model_scope: "timeframe"`` walks forward with its group's global
 model instead, as the daily run serves it: the group is the series of ``CDDF_SERIES`` of that
