@@ -42,12 +42,14 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 SERVER_DEFAULTS = {
     "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false",
     # the task-run recorder writes its events 100 to a transaction (Prefect's default: one),
-    # at least every half second
+    # at least every second. A whole number: Prefect 3.9 sleeps int(interval) seconds between
+    # flushes, so 0.5 slept 0 and the server spun a whole core for as long as it lived (half
+    # of this 2-core machine, under every command; docs/benchmarks.md)
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "100",
-    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "0.5",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
 }
 SETTLE_S = 60.0  # the longest wait at exit for the task-run recorder to catch up
-QUIET_S = 1.0  # nothing changed for this long, every task run final: caught up
+QUIET_S = 2.0  # nothing changed for this long (twice the flush interval), all final: caught up
 UNFINISHED = ["SCHEDULED", "PENDING", "RUNNING", "PAUSED", "CANCELLING"]
 
 

@@ -9,6 +9,9 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -36,8 +39,10 @@ def command_line(pid: int) -> str:
     return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
-def test_the_temporary_api_server_dies_with_a_killed_cli(tmp_path):
+@contextmanager
+def command_waiting_for_its_source(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, int]]:
+    """A ``cdd-forecast run`` waiting for the answer of its source (a socket that never
+    answers) and its temporary API server's pid; the command is killed (-9) on exit."""
     env = {
         **os.environ,
         "PREFECT_HOME": str(tmp_path / "prefect"),
@@ -49,16 +54,8 @@ def test_the_temporary_api_server_dies_with_a_killed_cli(tmp_path):
         source.settimeout(240)
         url = f"http://127.0.0.1:{source.getsockname()[1]}/Bitstamp_BTCUSD_d.csv"
         cli = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "flows.cli",
-                "run",
-                "--series",
-                "Bitstamp_BTCUSD_d",
-                "--source",
-                url,
-            ],
+            [sys.executable, "-m", "flows.cli", "run", "--series", "Bitstamp_BTCUSD_d"]
+            + ["--source", url],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
@@ -66,18 +63,42 @@ def test_the_temporary_api_server_dies_with_a_killed_cli(tmp_path):
         )
         try:
             connection, _ = source.accept()  # the command runs: the API server is up
-            connection.close()
-            servers = [pid for pid in children(cli.pid) if "uvicorn" in command_line(pid)]
-            assert len(servers) == 1, [command_line(pid) for pid in children(cli.pid)]
-            server = os.pidfd_open(servers[0])
+            with connection:  # held open, unanswered: the command waits
+                servers = [pid for pid in children(cli.pid) if "uvicorn" in command_line(pid)]
+                assert len(servers) == 1, [command_line(pid) for pid in children(cli.pid)]
+                yield cli, servers[0]
         finally:
             os.kill(cli.pid, signal.SIGKILL)
             cli.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (from /proc)."""
+    fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_the_temporary_api_server_dies_with_a_killed_cli(tmp_path):
+    with command_waiting_for_its_source(tmp_path) as (_, pid):
+        server = os.pidfd_open(pid)
     try:
         exited, _, _ = select.select([server], [], [], 20)
-        assert exited, f"the temporary API server (pid {servers[0]}) outlived the killed CLI"
+        assert exited, f"the temporary API server (pid {pid}) outlived the killed CLI"
     finally:
         os.close(server)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
+def test_the_temporary_api_server_idles_while_the_command_waits(tmp_path):
+    """Its task-run recorder flushed every int(0.5) = 0 seconds: a core spun for as long as
+    the server lived, under every command."""
+    with command_waiting_for_its_source(tmp_path) as (_, pid):
+        time.sleep(2)  # its services started
+        before = cpu_seconds(pid)
+        time.sleep(4)
+        spent = cpu_seconds(pid) - before
+    assert spent < 1.0, f"the idle temporary API server spent {spent:.2f} CPU s in 4 s"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="start_ephemeral_api is Linux's")
