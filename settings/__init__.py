@@ -111,7 +111,7 @@ class Settings(BaseSettings):
     require_gpu: bool = False
     # a backfill's retrains run side by side in this many worker processes while its
     # fine-tunes go on in order (flows/backfill.py); 1: in the backfill's own process (on 2
-    # cores a second one was 11-20 % faster quiet and lost busy: docs/benchmarks.md)
+    # cores a second one was 10-20 % faster quiet and lost busy: docs/benchmarks.md)
     backfill_processes: PositiveInt = 1
     # a series' first run first walks forward over this many of its newest periods (as a
     # backfill: one retrain, fine-tunes), so that its first forecast serves learned weights
