@@ -33,6 +33,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -48,6 +49,7 @@ SERVER_DEFAULTS = {
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "100",
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
 }
+FLUSH_INTERVAL = "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL"
 SETTLE_S = 60.0  # the longest wait at exit for the task-run recorder to catch up
 QUIET_S = 2.0  # nothing changed for this long (twice the flush interval), all final: caught up
 UNFINISHED = ["SCHEDULED", "PENDING", "RUNNING", "PAUSED", "CANCELLING"]
@@ -70,8 +72,31 @@ class _SubprocessDyingWithParent:
     @staticmethod
     def Popen(*args: Any, **kwargs: Any) -> subprocess.Popen[Any]:  # noqa: N802 (subprocess's name)
         parent = os.getpid()
-        kwargs["env"] = {**SERVER_DEFAULTS, **(kwargs.get("env") or os.environ)}
+        kwargs["env"] = server_environment(kwargs.get("env") or os.environ)
         return subprocess.Popen(*args, preexec_fn=lambda: _die_with_parent(parent), **kwargs)
+
+
+def server_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The temporary server's environment: ``SERVER_DEFAULTS`` unless ``environ`` sets them,
+    and a flush interval under 1 s raised to 1 s, with a warning naming it (Prefect sleeps
+    ``int()`` of it: under 1 its recorder's loop never sleeps and spins a core)."""
+    merged = {**SERVER_DEFAULTS, **environ}
+    value = merged[FLUSH_INTERVAL]
+    try:
+        too_short = float(value) < 1
+    except ValueError:
+        return merged  # not a number: Prefect's settings say so when the server starts
+    if too_short:
+        logging.getLogger(__name__).warning(
+            "%s=%s: Prefect waits int(%s) <= 0 s between the task-run recorder's flushes, so "
+            "its server would spin a CPU core; the temporary API uses 1 s (set a whole "
+            "number of seconds, 1 or more)",
+            FLUSH_INTERVAL,
+            value,
+            value,
+        )
+        merged[FLUSH_INTERVAL] = "1"
+    return merged
 
 
 def start_ephemeral_api() -> str | None:

@@ -154,3 +154,19 @@ def test_a_daily_run_from_cron_keeps_its_temporary_api_s_history_bounded(tmp_pat
     with sqlite3.connect(home / "prefect.db") as prefect_db:
         ids = [row[0] for row in prefect_db.execute("SELECT id FROM flow_run")]
     assert len(ids) == 1 and first not in ids
+
+
+@pytest.mark.parametrize(
+    ("set_to", "server_gets", "warned"),
+    [(None, "1", False), ("0.5", "1", True), ("-3", "1", True), ("2", "2", False)],
+)
+def test_a_flush_interval_under_a_second_is_raised_to_one_and_said(
+    set_to, server_gets, warned, caplog
+):
+    from flows.ephemeral_api import FLUSH_INTERVAL, server_environment
+
+    environ = {"PATH": "/bin"} | ({FLUSH_INTERVAL: set_to} if set_to else {})
+    with caplog.at_level("WARNING", logger="flows.ephemeral_api"):
+        server = server_environment(environ)
+    assert server[FLUSH_INTERVAL] == server_gets and server["PATH"] == "/bin"
+    assert (FLUSH_INTERVAL in caplog.text and "spin" in caplog.text) == warned
