@@ -195,7 +195,11 @@ class LSTMForecaster:
             return data, (x_val, member_targets(y_val, cfg.ensemble))
         draws = EpochDraws(x_train, targets, cfg.batch_size, cfg.steps_per_epoch, cfg.seed)
         rows = validation_rows(len(y_val), cfg.steps_per_epoch * cfg.batch_size, cfg.seed)
-        return {"x": draws}, (take(x_val, rows), member_targets(y_val[rows], cfg.ensemble))
+        # shuffle=False: the draws are in a seeded random order already; Keras would shuffle a
+        # PyDataset's batches with Python's global `random`, which other threads (Prefect's)
+        # advance, and the same fit came out otherwise now and then
+        data = {"x": draws, "shuffle": False}
+        return data, (take(x_val, rows), member_targets(y_val[rows], cfg.ensemble))
 
     def _one_series(self, frame: pd.DataFrame, period: pd.Timedelta | None) -> SeriesBlocks:
         """The training and validation blocks of a single series (the single-series fit)."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import random
+import threading
 
 import keras
 import numpy as np
@@ -78,3 +80,25 @@ def test_steps_per_epoch_must_be_a_positive_integer_or_none():
     with pytest.raises(ValueError, match="steps_per_epoch"):
         ForecasterConfig(steps_per_epoch=0)
     assert ForecasterConfig().steps_per_epoch is None
+
+
+def test_a_sampled_fit_is_the_same_while_another_thread_draws_from_python_s_random():
+    """Keras shuffled a PyDataset's batches with Python's global ``random``, which other
+    threads of the process (Prefect's) advance: the same fit came out otherwise now and then."""
+    members, key = group(3), "Bitstamp_S1USD_d"
+    config = dataclasses.replace(SAMPLED, steps_per_epoch=8)  # 8! orders of an epoch's batches
+    alone = LSTMForecaster(config).fit(members).predict(members[key], series=key)
+    stop = threading.Event()
+
+    def draw() -> None:
+        while not stop.is_set():
+            random.random()
+
+    other = threading.Thread(target=draw, daemon=True)
+    other.start()
+    try:
+        beside = LSTMForecaster(config).fit(members).predict(members[key], series=key)
+    finally:
+        stop.set()
+        other.join()
+    assert alone.equals(beside)
