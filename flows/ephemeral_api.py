@@ -39,6 +39,7 @@ from typing import Any
 import httpx
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+FLUSH_INTERVAL = "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL"
 # the temporary server's own settings, unless the environment sets them
 SERVER_DEFAULTS = {
     "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false",
@@ -47,9 +48,8 @@ SERVER_DEFAULTS = {
     # flushes, so 0.5 slept 0 and the server spun a whole core for as long as it lived (half
     # of this 2-core machine, under every command; docs/benchmarks.md)
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "100",
-    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
+    FLUSH_INTERVAL: "1",
 }
-FLUSH_INTERVAL = "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL"
 SETTLE_S = 60.0  # the longest wait at exit for the task-run recorder to catch up
 QUIET_S = 2.0  # nothing changed for this long (twice the flush interval), all final: caught up
 UNFINISHED = ["SCHEDULED", "PENDING", "RUNNING", "PAUSED", "CANCELLING"]
