@@ -25,12 +25,18 @@ days after the first run and writes each day's wall and both databases' sizes to
 PNG with ``--png``), then reports the first and last ten days' means side by side;
 ``--replot LOG`` makes the same CSV, report and plot from a soak's printed output (one stopped
 before its end writes no CSV).
+
+A soak's days pass in minutes, but Prefect's retention (``CDDF_PREFECT_RETENTION_DAYS``, which
+each ``run`` applies to the temporary API's history) counts real days: so after each soak day
+every flow run in Prefect's database is dated one day earlier (`age_prefect_history`), and from
+the retention's age on each run deletes the oldest day's history as it would a month into a year.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import datetime as dt
 import itertools
 import json
 import math
@@ -53,6 +59,7 @@ from bench.many_series import common_end, daily_files, data_lines, day_of  # noq
 
 CLI = [sys.executable, "-c", "from flows.cli import app; app()"]
 WARMUP_PERIODS: int | None = None  # --warmup-periods
+DAY = dt.timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -185,6 +192,25 @@ def run_day(day: int, keys: list[str], source: Path, env: dict[str, str], home: 
     )
 
 
+def age_prefect_history(database: Path) -> int:
+    """Date every flow run of Prefect's SQLite database one day earlier (the soak's day passing);
+    how many. Its times are stored as ``YYYY-MM-DD HH:MM:SS.ffffff`` UTC text."""
+    columns = ("start_time", "end_time", "expected_start_time")
+    stamp = "%Y-%m-%d %H:%M:%S.%f"
+    with sqlite3.connect(database) as db:
+        rows = db.execute(f"SELECT id, {', '.join(columns)} FROM flow_run").fetchall()
+        for id_, *times in rows:
+            earlier = [
+                None if t is None else (dt.datetime.fromisoformat(t) - DAY).strftime(stamp)
+                for t in times
+            ]
+            db.execute(
+                f"UPDATE flow_run SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ?",
+                (*earlier, id_),
+            )
+    return len(rows)
+
+
 def environment(home: Path, scope: str, parallel: int) -> dict[str, str]:
     env = {
         key: value for key, value in os.environ.items() if not key.startswith(("CDDF_", "PREFECT_"))
@@ -204,8 +230,11 @@ def environment(home: Path, scope: str, parallel: int) -> dict[str, str]:
     return env
 
 
-def scenario(n: int, scope: str, days: int, parallel: int, work: Path) -> list[Run]:
-    """Day 0 (first run) and ``days`` fine-tune days of N copies under ``scope``."""
+def scenario(
+    n: int, scope: str, days: int, parallel: int, work: Path, age_prefect: bool = False
+) -> list[Run]:
+    """Day 0 (first run) and ``days`` fine-tune days of N copies under ``scope``; with
+    ``age_prefect``, Prefect's history a day older after each (`age_prefect_history`)."""
     home = work / f"{scope}-{n}"
     series = copies(n)
     end = common_end(sorted({copy.source for copy in series}))
@@ -223,6 +252,8 @@ def scenario(n: int, scope: str, days: int, parallel: int, work: Path) -> list[R
         if runs[-1].rc != 0:
             print(f"  {scope} N={n} day {day} failed (exit {runs[-1].rc}); stopping", flush=True)
             break
+        if age_prefect:
+            age_prefect_history(home / "prefect.db")
     return runs
 
 
@@ -243,7 +274,8 @@ def row(runs: list[Run], n: int) -> str:
 
 
 def soak(n: int, scope: str, days: int, parallel: int, work: Path, out: Path, png: Path | None):
-    report_soak(scenario(n, scope, days, parallel, work), n, scope, out, png)
+    runs = scenario(n, scope, days, parallel, work, age_prefect=True)
+    report_soak(runs, n, scope, out, png)
 
 
 DAY_LINE = re.compile(
