@@ -24,10 +24,11 @@ most ``CDDF_LOCK_LEASE_SECONDS`` later. The run logs show a line per as_of and t
 per-epoch training lines.
 
 The same wherever its retrains run: each sees the candles up to its own as_of only, so they
-may run side by side in ``parallel`` worker processes (``CDDF_BACKFILL_PROCESSES``; 1, the
-default: in the flow's own process; on 2 cores a second one paid only on a quiet machine;
-`flows.backfill_pool`), as many blocks ahead as there are processes, while the segments go on
-in order in the flow's process: each segment one task run that loads its block's retrained
+may run side by side in ``parallel`` processes, the flow's own included
+(``CDDF_BACKFILL_PROCESSES``; by default 2 on a CPU of 2 or more cores when the backfill
+retrains 3 or more times, else 1; `flows.backfill_pool`): the first retrain in the flow's
+process, the next ones in the workers, one block ahead each, while the segments go on in order
+in the flow's process: each segment one task run that loads its block's retrained
 model from its artifact (as the daily run loads the model it fine-tunes), fine-tunes,
 forecasts, registers and stores its as_ofs one after the other (the served forecast of an
 as_of depends on the scores of the forecasts before it: the segment reads the series' scored
@@ -80,7 +81,7 @@ from flows.backfill_plan import (
     minimum_history,
     plan_backfill,
 )
-from flows.backfill_pool import Retrained, RetrainJob, RetrainPool
+from flows.backfill_pool import Retrained, RetrainJob, RetrainPool, default_processes
 from flows.candles import scope_candles
 from flows.evaluate import evaluate_flow
 from flows.retry import DB_RETRY
@@ -188,7 +189,7 @@ def backfill_segment(
     series, first = plan.series, segment.as_ofs[0]
     parent, model = (None, None) if segment.block_start else resumed_model(plan, first, config)
     if model is None and retrained is None:  # a resumed block with no parent to go on from
-        retrained = pool.submit(retrain_job(plan, first, config))
+        retrained = pool.submit(retrain_job(plan, first, config), here=True)
     own = {} if plan.group is None else {"series": series}  # the global model's series
     scored = walk_record(series, first)  # the scored record, read once for the segment
     records: list[StepRecord] = []
@@ -389,37 +390,47 @@ def walk_segments(
     pool: RetrainPool,
     progress: Callable[[StepRecord], None],
 ) -> list[StepRecord]:
-    """The segments in order, the retrains of the next blocks running in the pool meanwhile
-    (as many ahead as it has processes, and one more)."""
+    """The segments in order, the retrains of the next blocks running in the pool's workers
+    meanwhile (one ahead per worker, and the next block's); the first retrain in this process,
+    which has nothing else to do until it is done."""
     opening = iter([segment for segment in segments if segment.block_start])
     ahead: dict[Segment, Future] = {}
     records: list[StepRecord] = []
+    first = True
     for segment in segments:
-        while len(ahead) <= pool.processes:
+        while len(ahead) <= pool.workers:
             following = next(opening, None)
             if following is None:
                 break
-            ahead[following] = pool.submit(retrain_job(plan, following.as_ofs[0], config))
+            job = retrain_job(plan, following.as_ofs[0], config)
+            ahead[following], first = pool.submit(job, here=first), False
         records += backfill_segment(plan, segment, config, ahead.pop(segment, None), pool, progress)
     return records
 
 
 def walk_forward(
-    plan: BackfillPlan, config: SeriesConfig, processes: int, force: bool, logger: Any
+    plan: BackfillPlan, config: SeriesConfig, processes: int | None, force: bool, logger: Any
 ) -> tuple[list[StepRecord], int]:
     """Forecast the plan's as_ofs that have none yet (all of them when ``force``), holding its
-    leases; the steps it took and how many as_ofs were done already (skipped)."""
+    leases, retraining in ``processes`` processes (None: `default_processes` of its retrains);
+    the steps it took and how many as_ofs were done already (skipped)."""
     group_lease = one_backfill_per_group(plan.group, logger) if plan.group else nullcontext()
     with group_lease, one_backfill_per_series(plan.series, logger):
         done = set() if force else done_as_ofs(plan.series) & set(plan.as_ofs)
         pending = [as_of for as_of in plan.as_ofs if as_of not in done]
         segments = plan.segments(pending)
+        retrains = sum(segment.block_start for segment in segments)
+        processes = processes or default_processes(retrains)
         logger.info(
-            "%s: %d as_of times already done (skipped), %d to do in %d segments",
+            "%s: %d as_of times already done (skipped), %d to do in %d segments, %d retrains "
+            "in %d process%s",
             plan.series,
             len(done),
             len(pending),
             len(segments),
+            retrains,
+            processes,
+            "" if processes == 1 else "es",
         )
         progress = _Progress(plan.series, len(pending), logger)
         # the model's per-epoch lines in the run logs, like the daily's (the pool's come back
@@ -466,8 +477,9 @@ def backfill_flow(
 ) -> BackfillSummary:
     """Point-in-time forecasts for every as_of from ``start`` to ``end``, then their scores.
 
-    ``parallel``: processes the retrains run in side by side (None: ``CDDF_BACKFILL_PROCESSES``,
-    1 by default: in this process); the models are the same whatever it is.
+    ``parallel``: processes the retrains run in, this one included (None:
+    ``CDDF_BACKFILL_PROCESSES``, by default `flows.backfill_pool.default_processes`); the
+    models are the same whatever it is.
     """
     started = time.perf_counter()
     logger = get_run_logger()
@@ -479,18 +491,17 @@ def backfill_flow(
         members = scope_candles(scope, None, {key: candles})
     every = retrain_every or config.retrain_after  # None: as the daily run retrains it
     plan = plan_backfill(candles, key, start, end, every, config.forecaster, members)
-    processes = parallel or get_settings().backfill_processes
     logger.info(
-        "%s: %d as_of times %s .. %s, retrain every %d (in %d processes), force=%s%s",
+        "%s: %d as_of times %s .. %s, retrain every %d, force=%s%s",
         key,
         len(plan.as_ofs),
         plan.as_ofs[0],
         plan.as_ofs[-1],
         every,
-        processes,
         force,
         f", global {plan.group} model of {', '.join(plan.members)}" if plan.group else "",
     )
+    processes = parallel or get_settings().backfill_processes
     records, done = walk_forward(plan, config, processes, force, logger)
     scored = evaluate_flow(key).runs_scored  # also what an interrupted run left unscored
     summary = BackfillSummary(

@@ -1,18 +1,21 @@
 """A backfill's retrains, side by side in worker processes while its fine-tunes go on in order.
 
-    with RetrainPool(processes=2) as pool:
+    with RetrainPool(processes=2) as pool:      # this process and one worker
         pending = pool.submit(RetrainJob(config, candles_up_to_as_of, train_candles=None))
         ...
         retrained = pending.result()  # Retrained: the artifact, the fit's seconds, its log
 
 A retrain sees only the final candles up to its own as_of, so the retrains of a backfill do
 not depend on each other and can run at once; TensorFlow does not scale across threads of one
-process, so they run in processes (``spawn``: a forked TensorFlow can hang). The model comes
-back as its artifact (`LSTMForecaster.to_bytes`), the bytes the backfill registers, and is
-loaded from them as the daily run loads the model it fine-tunes. With ``processes=1`` the
-retrain runs in the caller's process when its result is asked for: the same function, the same
-artifact. The worker's per-epoch lines come back with the model for the backfill's run logs.
-A spawned worker imports the main module: a script that backfills keeps its work under
+process, so they run in processes (``spawn``: a forked TensorFlow can hang). ``processes``
+counts the caller's: with 2, one worker retrains the blocks ahead while the caller walks the
+block before them, two cores busy; a retrain the caller would only wait for (``here=True``:
+the first block's, or a resumed block's) runs in the caller. The model comes back as its
+artifact (`LSTMForecaster.to_bytes`), the bytes the backfill registers, and is loaded from them
+as the daily run loads the model it fine-tunes. With ``processes=1`` every retrain runs in the
+caller's process when its result is asked for: the same function, the same artifact. The
+worker's per-epoch lines come back with the model for the backfill's run logs. A spawned
+worker imports the main module: a script that backfills keeps its work under
 ``if __name__ == "__main__":`` (the CLI and Prefect's engine do).
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 from collections.abc import Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -53,6 +57,23 @@ class Retrained:
     def model(self, source: str) -> LSTMForecaster:
         """The model, loaded from the artifact (ArtifactError names ``source``)."""
         return LSTMForecaster.from_bytes(self.artifact, source=source)
+
+
+# the retrains a backfill must have for a worker's start (a process that imports TensorFlow
+# anew, ~5 s) to pay back: the first runs in the backfill's own process, the worker takes
+# the rest
+WORKER_PAYS_FROM = 3
+
+
+def default_processes(retrains: int) -> int:
+    """The processes a backfill of ``retrains`` retrains uses when nobody said: 2 (one worker
+    beside the backfill) on a CPU of 2 or more cores where it retrains at least
+    ``WORKER_PAYS_FROM`` times, else 1. A GPU retrains in the backfill's process: a second
+    TensorFlow process would claim the GPU's memory again (docs/benchmarks.md)."""
+    from forecaster.network import device
+
+    cores = os.cpu_count() or 1
+    return 2 if cores >= 2 and retrains >= WORKER_PAYS_FROM and device() == "CPU" else 1
 
 
 class _Lines(logging.Handler):
@@ -103,7 +124,8 @@ class _InProcess(Future):
 
 
 class RetrainPool:
-    """``processes`` worker processes that retrain (1: none, the caller's own process)."""
+    """Retrains in ``processes`` processes in all: the caller's own and ``processes - 1``
+    workers (1: the caller's alone)."""
 
     def __init__(self, processes: int) -> None:
         if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
@@ -111,15 +133,17 @@ class RetrainPool:
                 f"a retrain pool needs an integer >= 1 of processes, got {processes!r}"
             )
         self.processes = processes
+        self.workers = processes - 1
         self._executor: ProcessPoolExecutor | None = None
 
-    def submit(self, job: RetrainJob) -> Future:
-        """The retrain of ``job``, started now on a free worker (or queued for one)."""
-        if self.processes == 1:
+    def submit(self, job: RetrainJob, here: bool = False) -> Future:
+        """The retrain of ``job``: started now on a free worker (or queued for one), or, with
+        ``here`` or no worker, run in the caller's process when its result is asked for."""
+        if here or not self.workers:
             return _InProcess(job)
         if self._executor is None:
             self._executor = ProcessPoolExecutor(
-                self.processes, mp_context=multiprocessing.get_context("spawn")
+                self.workers, mp_context=multiprocessing.get_context("spawn")
             )
         return self._executor.submit(retrain, job)
 

@@ -295,8 +295,9 @@ def backfill(
         int | None,
         typer.Option(
             min=1,
-            help="Processes the retrains run in side by side "
-            "(default: CDDF_BACKFILL_PROCESSES, 1: this process).",
+            help="Processes the retrains run in, this one included: 2 retrains the blocks "
+            "ahead in a worker while this one walks (default: CDDF_BACKFILL_PROCESSES; unset: "
+            "2 on a CPU of 2 or more cores when it retrains 3 or more times, else 1).",
         ),
     ] = None,
 ) -> None:

@@ -109,10 +109,11 @@ class Settings(BaseSettings):
     keep_versions: Annotated[int, Field(ge=0)] = 3
     # a train run that finds no usable GPU fails instead of training on CPU (flows/train.py)
     require_gpu: bool = False
-    # a backfill's retrains run side by side in this many worker processes while its
-    # fine-tunes go on in order (flows/backfill.py); 1: in the backfill's own process (on 2
-    # cores a second one was 10-20 % faster quiet and lost busy: docs/benchmarks.md)
-    backfill_processes: PositiveInt = 1
+    # a backfill retrains in this many processes, its own included: with 2, a worker retrains
+    # the blocks ahead while the backfill fine-tunes, forecasts and stores in order
+    # (flows/backfill.py); 1: all in the backfill's own process; None: 2 on a CPU of 2 or more
+    # cores when it retrains 3 or more times, else 1 (flows/backfill_pool.default_processes)
+    backfill_processes: PositiveInt | None = None
     # a series' first run first walks forward over this many of its newest periods (as a
     # backfill: one retrain, fine-tunes), so that its first forecast serves learned weights
     # (flows/warmup.py); None: forecaster.online.MIN_ROUNDS + horizon - 1, the fewest that

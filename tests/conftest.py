@@ -105,6 +105,9 @@ def fresh_settings(monkeypatch) -> Iterator[None]:
     # a first run's warm-up (flows/warmup.py) is tested where it is named (test_warmup.py):
     # elsewhere a first run forecasts at once, as the tests of the other steps expect
     setenv("CDDF_WARMUP_PERIODS", "0")
+    # a backfill retrains in its own process unless the test says otherwise
+    # (test_backfill_parallel.py): a worker process imports TensorFlow anew, seconds a test
+    setenv("CDDF_BACKFILL_PROCESSES", "1")
     forget()
     yield
     monkeypatch.undo()  # the environment first, then the caches built from it

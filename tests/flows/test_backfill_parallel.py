@@ -9,8 +9,9 @@ import pytest
 
 from db.forecasts import run_forecasts, runs
 from db.registry import versions
+from flows import backfill_pool
 from flows.backfill import backfill_flow
-from flows.backfill_pool import RetrainJob, RetrainPool, retrain
+from flows.backfill_pool import RetrainJob, RetrainPool, default_processes, retrain
 from forecaster import ForecasterConfig
 from tests.flows.cdd_files import make_candles
 from tests.flows.test_backfill import (
@@ -69,3 +70,32 @@ def test_a_worker_hands_back_the_artifact_and_its_epoch_lines():
 def test_a_pool_needs_a_process():
     with pytest.raises(ValueError, match="integer >= 1 of processes, got 0"):
         RetrainPool(0)
+
+
+@pytest.mark.parametrize(
+    ("cores", "device", "retrains", "processes"),
+    [
+        (2, "CPU", 88, 2),  # BTC 2019 -> 2025: a worker retrains the blocks ahead
+        (2, "CPU", 3, 2),
+        (2, "CPU", 2, 1),  # the worker's start would not pay back
+        (1, "CPU", 88, 1),  # no second core
+        (16, "GPU", 88, 1),  # a second TensorFlow process would claim the GPU's memory
+    ],
+)
+def test_a_backfill_takes_a_worker_where_a_second_core_pays_for_it(
+    cores, device, retrains, processes, monkeypatch
+):
+    monkeypatch.setattr(backfill_pool.os, "cpu_count", lambda: cores)
+    monkeypatch.setattr("forecaster.network.device", lambda: device)
+    assert default_processes(retrains) == processes
+
+
+def test_a_retrain_asked_for_here_runs_in_the_caller_s_process(monkeypatch):
+    config = ForecasterConfig.from_dict(json.loads(TINY))
+    job = RetrainJob(config, make_candles(KEY, N_CANDLES, start=str(FIRST_DAY)), train_candles=40)
+    ran = []
+    monkeypatch.setattr(backfill_pool, "retrain", lambda job, capture: ran.append(job) or "done")
+    with RetrainPool(2) as pool:
+        pending = pool.submit(job, here=True)
+        assert ran == [] and pool._executor is None  # no worker started for it
+        assert pending.result() == "done" and ran == [job]
