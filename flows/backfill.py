@@ -391,12 +391,12 @@ def walk_segments(
     progress: Callable[[StepRecord], None],
 ) -> list[StepRecord]:
     """The segments in order, the retrains of the next blocks running in the pool's workers
-    meanwhile (one ahead per worker, and the next block's); the first retrain in this process,
-    which has nothing else to do until it is done."""
+    meanwhile (one ahead per worker, and the next block's); the first segment's retrain in
+    this process, which has nothing else to do until it is done."""
     opening = iter([segment for segment in segments if segment.block_start])
     ahead: dict[Segment, Future] = {}
     records: list[StepRecord] = []
-    first = True
+    first = bool(segments) and segments[0].block_start  # else a resumed segment walks first
     for segment in segments:
         while len(ahead) <= pool.workers:
             following = next(opening, None)

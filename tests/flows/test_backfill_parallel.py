@@ -26,13 +26,19 @@ from tests.flows.test_backfill import (
 )
 
 
-def backfilled(url: str, processes: int, monkeypatch) -> tuple[list[str], pd.DataFrame]:
-    """Backfill days 40..45 (three retrain blocks) on a fresh database with ``processes``;
-    the steps' actions and every stored forecast, by as_of and horizon."""
+def backfilled(
+    url: str, processes: int, monkeypatch, interrupted_after: int | None = None
+) -> tuple[list[str], pd.DataFrame]:
+    """Backfill days 40..45 (three retrain blocks) on a fresh database with ``processes``
+    (after a run that stopped at day ``interrupted_after``, if given, in one process); the
+    steps' actions and every stored forecast, by as_of and horizon."""
     monkeypatch.setenv("CDDF_DATABASE_URL", url)
-    monkeypatch.setenv("CDDF_BACKFILL_PROCESSES", str(processes))
     engine = get_engine_migrated()
     store(engine, make_candles(KEY, N_CANDLES, start=str(FIRST_DAY)))
+    if interrupted_after is not None:
+        monkeypatch.setenv("CDDF_BACKFILL_PROCESSES", "1")
+        backfill_flow(SERIES, day(40), day(interrupted_after), retrain_every=2)
+    monkeypatch.setenv("CDDF_BACKFILL_PROCESSES", str(processes))
     summary = backfill_flow(SERIES, day(40), day(45), retrain_every=2)
     assert len(versions(engine, SERIES)) == 6
     stored = run_forecasts(engine, [run.id for run in runs(engine, SERIES)])
@@ -50,6 +56,20 @@ def test_retrains_in_worker_processes_store_what_one_process_stores(
     assert one_actions == two_actions == ["retrain", "finetune"] * 3
     assert len(one) == 6 * ForecasterConfig.from_dict(json.loads(TINY)).horizon
     assert list(one.columns) == list(two.columns) and "value" in one.columns
+    pd.testing.assert_frame_equal(one.reset_index(drop=True), two.reset_index(drop=True))
+
+
+def test_a_resumed_backfill_with_a_worker_stores_what_one_uninterrupted_process_stores(
+    tmp_path, monkeypatch, prefect_harness
+):
+    # stopped at day 42, the first of the second block: the resumed run goes on from it in
+    # its own process and hands the third block's retrain to its worker
+    monkeypatch.setenv("CDDF_FORECASTER", TINY)
+    _, one = backfilled(f"sqlite:///{tmp_path / 'one.sqlite'}", 1, monkeypatch)
+    actions, two = backfilled(
+        f"sqlite:///{tmp_path / 'two.sqlite'}", 2, monkeypatch, interrupted_after=42
+    )
+    assert actions == ["finetune", "retrain", "finetune"]
     pd.testing.assert_frame_equal(one.reset_index(drop=True), two.reset_index(drop=True))
 
 
