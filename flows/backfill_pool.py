@@ -72,8 +72,14 @@ def default_processes(retrains: int) -> int:
     TensorFlow process would claim the GPU's memory again (docs/benchmarks.md)."""
     from forecaster.network import device
 
-    cores = os.cpu_count() or 1
-    return 2 if cores >= 2 and retrains >= WORKER_PAYS_FROM and device() == "CPU" else 1
+    return 2 if usable_cores() >= 2 and retrains >= WORKER_PAYS_FROM and device() == "CPU" else 1
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (a container's cpuset, not the host's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 class _Lines(logging.Handler):

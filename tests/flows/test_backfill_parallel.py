@@ -105,9 +105,13 @@ def test_a_pool_needs_a_process():
 def test_a_backfill_takes_a_worker_where_a_second_core_pays_for_it(
     cores, device, retrains, processes, monkeypatch
 ):
-    monkeypatch.setattr(backfill_pool.os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(backfill_pool, "usable_cores", lambda: cores)
     monkeypatch.setattr("forecaster.network.device", lambda: device)
     assert default_processes(retrains) == processes
+
+
+def test_the_cores_counted_are_those_this_process_may_run_on():
+    assert 1 <= backfill_pool.usable_cores() <= (backfill_pool.os.cpu_count() or 1)
 
 
 def test_a_retrain_asked_for_here_runs_in_the_caller_s_process(monkeypatch):
