@@ -68,7 +68,10 @@ class EpochDraws(keras.utils.PyDataset):
 
     def __getitem__(self, index: int) -> tuple[Any, np.ndarray]:
         rows = self._order[index * self.batch_size : (index + 1) * self.batch_size]
-        return take(self.x, rows), self.y[rows]
+        inputs = take(self.x, rows)
+        # several inputs as a tuple: Keras makes a PyDataset's batches a tf.data signature,
+        # which takes no list (a global model with a series embedding failed to fit)
+        return (tuple(inputs) if isinstance(inputs, list) else inputs), self.y[rows]
 
     def on_epoch_end(self) -> None:
         self.epoch += 1

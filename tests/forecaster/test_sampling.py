@@ -102,3 +102,12 @@ def test_a_sampled_fit_is_the_same_while_another_thread_draws_from_python_s_rand
         stop.set()
         other.join()
     assert alone.equals(beside)
+
+
+def test_a_sampled_global_fit_with_a_series_embedding_trains_and_forecasts_each_series():
+    # its batches carry two inputs (windows, series slots): Keras's PyDataset took no list
+    members = group(2)
+    model = LSTMForecaster(dataclasses.replace(SAMPLED, series_embedding=2)).fit(members)
+    assert model.epochs_trained_ >= 1 and model.embedded_
+    for key, candles in members.items():
+        assert len(model.predict(candles, series=key)) == SAMPLED.horizon
