@@ -170,6 +170,7 @@ def aggregate_many(
     prior = _normalised(prior, experts.shape[1:])
     quantile = np.asarray(quantile, dtype=np.float64)
     square = np.isnan(quantile)[:, None]
+    levels = quantile[:, None]
     rate = np.broadcast_to(np.asarray(rate, dtype=np.float64), quantile.shape)[:, None]
     usable = np.isfinite(experts).all(axis=2) & np.isfinite(actual)
     experts = np.where(usable[:, :, None], experts, 0.0)
@@ -181,28 +182,33 @@ def aggregate_many(
     bound = np.full((learners, k), np.finfo(np.float64).tiny)
     eta = np.full((learners, k), np.inf)
     log_k = math.log(k) if k > 1 else 1.0
+    every = usable.all(axis=1)  # the rounds every learner takes: no masking needed
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        for x, y, use in zip(experts, actual, usable[:, :, None], strict=True):
-            if not use.any():
+        for x, y, use, all_use in zip(experts, actual, usable[:, :, None], every, strict=True):
+            if not all_use and not use.any():
                 continue
             forecast = (weights * x).sum(axis=1, keepdims=True)
-            slope = np.where(
-                square, 2.0 * (forecast - y[:, None]), (y[:, None] < forecast) - quantile[:, None]
-            )
+            target = y[:, None]
+            slope = np.where(square, 2.0 * (forecast - target), (target < forecast) - levels)
             gap = forecast - x
             r = slope * np.where(np.abs(gap) > AGREE, gap, 0.0)
             new_bound = np.maximum(bound, 2.0 ** np.ceil(np.log2(np.maximum(np.abs(r), 1e-300))))
             new_variance = variance + r * r
-            step = np.minimum(eta, 1.0 / (2.0 * new_bound))  # η|r| ≤ 1/2, always
-            new_regret = regret + r - step * r * r
             new_eta = 1.0 / (2.0 * new_bound)
+            step = np.minimum(eta, new_eta)  # η|r| ≤ 1/2, always
+            new_regret = regret + r - step * r * r
             new_eta = np.where(
                 new_variance > 0, np.minimum(new_eta, rate * np.sqrt(log_k / new_variance)), new_eta
             )
             exponent = new_eta * new_regret
             raw = prior * new_eta * np.exp(exponent - exponent.max(axis=1, keepdims=True))
             total = raw.sum(axis=1, keepdims=True)
-            good = use & np.isfinite(total) & (total > 0)
+            good = np.isfinite(total) & (total > 0)
+            if all_use:  # the same as the masked updates below, without their copies
+                bound, variance, regret, eta = new_bound, new_variance, new_regret, new_eta
+                weights = raw / total if good.all() else np.where(good, raw / total, weights)
+                continue
+            good &= use
             bound = np.where(use, new_bound, bound)
             variance = np.where(use, new_variance, variance)
             regret = np.where(use, new_regret, regret)
