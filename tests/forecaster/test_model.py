@@ -247,6 +247,12 @@ def test_mixed_precision_trains_stores_and_fine_tunes(candles):
     model = LSTMForecaster(config).fit(candles.iloc[:120])
     assert model.network_.get_layer("m0_lstm0").dtype_policy.name == "mixed_float16"
     again = _copy(model)
-    pd.testing.assert_frame_equal(again.predict(candles), model.predict(candles))
+    # the same weights; float16 arithmetic on a CPU may differ in its last digits from one
+    # instance to another (oneDNN picks its kernels per instance on CPUs with AMX-FP16)
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(again.network_.get_weights(), model.network_.get_weights(), strict=True)
+    )
+    pd.testing.assert_frame_equal(again.predict(candles), model.predict(candles), rtol=1e-4)
     again.update(candles, epochs=1, learning_rate=1e-3)
     assert np.isfinite(again.predict(candles)[COLUMNS[3:-1]].to_numpy()).all()
