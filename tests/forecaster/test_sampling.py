@@ -30,7 +30,7 @@ def test_an_epoch_is_steps_batches_of_distinct_windows_a_new_draw_each_epoch():
         rows = np.concatenate([epochs[i][1] for i in range(len(epochs))])
         assert len(rows) == 24 and len(set(rows)) == 24  # no window twice in one epoch
         inputs = epochs[0][0]
-        assert isinstance(inputs, list) and (inputs[0][:, 0, 0] == epochs[0][1]).all()
+        assert isinstance(inputs, tuple) and (inputs[0][:, 0, 0] == epochs[0][1]).all()
         drawn.append(rows)
         epochs.on_epoch_end()
     assert not np.array_equal(drawn[0], drawn[1])
