@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import threading
 from collections.abc import Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ import pandas as pd
 
 from forecaster import ForecasterConfig, LSTMForecaster
 from forecaster.backtest import newest_candles
+from forecaster.network import CompiledNetworks
 
 
 @dataclass(frozen=True)
@@ -91,14 +93,21 @@ class _Lines(logging.Handler):
         self.lines.append(record.getMessage())
 
 
+# each thread's compiled network, reset for its next retrain: a retrain's model leaves here as
+# its artifact only, so the next one may reuse its network (the same fit, without tracing anew)
+_networks = threading.local()
+
+
 def retrain(job: RetrainJob, capture: bool = True) -> Retrained:
     """Fit a new model on the job's newest candles; the artifact and (``capture``) the lines
     the fit logged, for a worker process to hand back (the caller's own process logs them)."""
     part = newest_candles(
         job.candles, job.train_candles, job.group_train_candles, job.config.min_history
     )
+    if not hasattr(_networks, "kept"):
+        _networks.kept = CompiledNetworks()
     if not capture:
-        model = LSTMForecaster(job.config).fit(part)
+        model = LSTMForecaster(job.config).fit(part, networks=_networks.kept)
         return Retrained(model.to_bytes(), model.train_seconds_)
     log = logging.getLogger("forecaster")
     lines, level = _Lines(), log.level
@@ -106,7 +115,7 @@ def retrain(job: RetrainJob, capture: bool = True) -> Retrained:
     if not log.isEnabledFor(logging.INFO):
         log.setLevel(logging.INFO)
     try:
-        model = LSTMForecaster(job.config).fit(part)
+        model = LSTMForecaster(job.config).fit(part, networks=_networks.kept)
     finally:
         log.removeHandler(lines)
         log.setLevel(level)

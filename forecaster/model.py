@@ -24,6 +24,7 @@ from forecaster.holes import fill_window, find_holes
 from forecaster.intervals import residual_quantiles, shrinkage
 from forecaster.limits import TimeLimit
 from forecaster.network import (
+    CompiledNetworks,
     EpochLog,
     StopAtTimeLimit,
     build_network,
@@ -96,7 +97,11 @@ class LSTMForecaster:
     # training ---------------------------------------------------------------------------
 
     def fit(
-        self, candles: Candles | Mapping[str, Candles], *, time_limit: float | None = None
+        self,
+        candles: Candles | Mapping[str, Candles],
+        *,
+        time_limit: float | None = None,
+        networks: CompiledNetworks | None = None,
     ) -> LSTMForecaster:
         """Train from scratch on every window of ``candles`` (the newest part validates).
 
@@ -107,7 +112,9 @@ class LSTMForecaster:
         With ``config.series_embedding``, a global model also learns a vector per series
         (a series it was not trained on forecasts with the slot of "any series").
         ``time_limit`` (seconds): checked after every batch, a fit still running then stops
-        with a `TrainingTimeout` and the model stays as it was.
+        with a `TrainingTimeout` and the model stays as it was. ``networks``: where the network
+        comes from, reset, instead of a new build (the same fit; see `CompiledNetworks` for
+        when it may be used).
         """
         limit = TimeLimit.of(time_limit)
         cfg = self.config
@@ -143,7 +150,7 @@ class LSTMForecaster:
             x_val = _with_slots(x_val, _slots([len(part.validation) for part in parts]))
 
         keras.utils.set_random_seed(cfg.seed)  # the order fit shuffles the windows in
-        network = build_network(cfg, train.shape[2], n_slots)
+        network = (networks.fresh if networks else build_network)(cfg, train.shape[2], n_slots)
         stopper = keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=cfg.patience, restore_best_weights=True
         )
