@@ -9,7 +9,6 @@ defaults that let TensorFlow take the cuDNN kernel on a GPU.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -180,13 +179,13 @@ class CompiledNetworks:
     """
 
     def __init__(self) -> None:
-        self._key: tuple[str, int, int] | None = None
+        self._key: tuple[ForecasterConfig, int, int] | None = None
         self._network: keras.Model | None = None
         self._optimizer_start: list[np.ndarray] = []
 
     def fresh(self, config: ForecasterConfig, n_features: int, n_series: int = 0) -> keras.Model:
         """A compiled network for ``config`` in the state `build_network` gives one."""
-        key = (json.dumps(config.to_dict(), sort_keys=True), n_features, n_series)
+        key = (config, n_features, n_series)  # a frozen dataclass: compared field by field
         if key != self._key or self._network is None:
             network = build_network(config, n_features, n_series)
             network.optimizer.build(network.trainable_variables)
