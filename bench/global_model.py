@@ -25,6 +25,10 @@ do (``group_validation_fraction`` and ``group_patience`` are the global model's
 A side alone (``--side local``) with ``--save FILE`` keeps its forecasts and seconds;
 ``--combine A B`` reports saved sides side by side, so each can run when the machine is free.
 ``--end DAY`` moves the walk (e.g. before the test years, to choose a setting there).
+``--served`` scores what the service would serve instead of the LSTM's own forecasts: each
+side's forecasts of each series replayed through the served aggregate (`forecaster.aggregate.
+serve`, point in time from the walk's first as-of, as bench/walkforward.py does), the figures
+issue 26's "no worse at N = 96" target names (also with ``--combine``).
 ``--members N`` grows the global model's group to N series with renamed, price-scaled copies
 of the real ones (as bench/many_series.py does); every side still forecasts and scores the
 real series only, so figures at two N compare the same members' days. Each global retrain's
@@ -49,6 +53,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from _compare import served_replay  # noqa: E402
 from _data import DATA, load_daily, load_series  # noqa: E402
 
 from forecaster import ForecasterConfig, HoleError, LSTMForecaster  # noqa: E402
@@ -56,6 +61,13 @@ from forecaster.backtest import newest_candles  # noqa: E402
 from forecaster.scores import interval_score  # noqa: E402
 
 MULTI = DATA.parent / "multi"
+SCORED = [
+    "as_of",
+    "target_time",
+    "horizon",
+    "value",
+    *(f"{b}_{n}" for n in (80, 95) for b in ("lower", "upper")),
+]
 
 
 class EpochSeconds(logging.Handler):
@@ -129,12 +141,18 @@ def main() -> None:
     parser.add_argument("--side", choices=("both", "local", "global"), default="both")
     parser.add_argument("--save", type=Path, default=None, help="pickle the forecasts here")
     parser.add_argument("--combine", type=Path, nargs="+", default=None, help="saved sides")
+    parser.add_argument(
+        "--served",
+        action="store_true",
+        help="score the served aggregate of each side's forecasts, not the LSTM's own",
+    )
     parser.add_argument("--config", default="{}", help="ForecasterConfig overrides as JSON")
     parser.add_argument(
         "--group-config",
         default="{}",
         help="overrides of the global model only, as JSON, as the service's group settings do "
-        '(its daily defaults: \'{"validation_fraction": 0.36, "patience": 3}\')',
+        '(its daily defaults: \'{"steps_per_epoch": 50, "patience": 3}\', every series\' '
+        "whole history, a retrain every 7 days)",
     )
     parser.add_argument(
         "--retrain-cost",
@@ -144,7 +162,7 @@ def main() -> None:
     args = parser.parse_args()
     frames = daily_series()
     if args.combine:
-        combine(args.combine, frames)
+        combine(args.combine, frames, served=args.served)
         return
     config = ForecasterConfig.from_dict(ForecasterConfig().to_dict() | json.loads(args.config))
     group_config = ForecasterConfig.from_dict(config.to_dict() | json.loads(args.group_config))
@@ -229,10 +247,27 @@ def main() -> None:
     forecasts = pd.concat(rows, ignore_index=True)
     if args.save is not None:
         args.save.write_bytes(pickle.dumps((header, forecasts, seconds)))
-    report(forecasts, frames, seconds)
+    report(served_forecasts(forecasts, frames) if args.served else forecasts, frames, seconds)
 
 
-def combine(paths: list[Path], frames: dict[str, pd.DataFrame]) -> None:
+def served_forecasts(forecasts: pd.DataFrame, frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Each side's forecasts of each series replaced by the service's served aggregate of them."""
+    out = []
+    for (key, side), group in forecasts.groupby(["series", "side"], sort=True):
+        close = frames[key]["close"].astype("float64")
+        started = time.perf_counter()
+        lstm = group.drop(columns=["series", "side"]).rename(columns={"last": "naive"})
+        replay, _ = served_replay(lstm, close)
+        print(
+            f"  served {key} {side}: {time.perf_counter() - started:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+        out.append(replay[SCORED].assign(series=key, side=side, last=replay["naive"]))
+    return pd.concat(out, ignore_index=True)
+
+
+def combine(paths: list[Path], frames: dict[str, pd.DataFrame], *, served: bool = False) -> None:
     """Report saved sides together; a side saved twice (two caps) is named by its file."""
     saved = [pickle.loads(path.read_bytes()) for path in paths]
     sides = [side for _, _, seconds in saved for side in seconds]
@@ -244,7 +279,8 @@ def combine(paths: list[Path], frames: dict[str, pd.DataFrame]) -> None:
         }
         rows.append(forecasts.assign(side=forecasts["side"].map(names)))
         timings |= {names[side]: timing for side, timing in seconds.items()}
-    report(pd.concat(rows, ignore_index=True), frames, timings)
+    forecasts = pd.concat(rows, ignore_index=True)
+    report(served_forecasts(forecasts, frames) if served else forecasts, frames, timings)
 
 
 def retrain_cost(
