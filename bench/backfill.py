@@ -266,6 +266,15 @@ def main() -> None:
     parser.add_argument(
         "--daily-multi", action="store_true", help="the daily series of multi/, quality only"
     )
+    parser.add_argument(
+        "--multi", default="*_d.csv", help="with --daily-multi: the files of multi/ to run"
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help="the daily models' seed (CDDF_TIMEFRAME_SETTINGS), to see how far a figure "
+        "moves with the fit alone",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--source", type=Path, default=DATA, help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
@@ -281,8 +290,10 @@ def main() -> None:
     ours = dict(env)
     if args.processes:
         ours["CDDF_BACKFILL_PROCESSES"] = str(args.processes)
+    if args.seed is not None:
+        ours["CDDF_TIMEFRAME_SETTINGS"] = json.dumps({"d": {"seed": args.seed}})
     if args.daily_multi:
-        daily_multi(ours)
+        daily_multi(ours, args.multi)
         return
     start, end = args.side_by_side.split(":")
     print(
@@ -312,12 +323,15 @@ def main() -> None:
         print_quality(full["quality"])
 
 
-def daily_multi(env: dict[str, str]) -> None:
+def daily_multi(env: dict[str, str], pattern: str = "*_d.csv") -> None:
     """Each daily series of multi/ from its 1,001st final candle, its quality from the tables."""
     sys.path.insert(0, str(BENCH))
     from _data import load_series
 
-    for source in sorted(MULTI.glob("*_d.csv")):
+    sources = sorted(MULTI.glob(pattern))
+    if not sources:
+        raise SystemExit(f"--multi {pattern!r} matches no file of {MULTI}")
+    for source in sources:
         index = load_series(source).index
         start, end = f"{index[min(1000, len(index) - 1)]:%Y-%m-%d}", f"{index[-1]:%Y-%m-%d}"
         print(f"\n== {source.name.removesuffix('.csv')}, {start} .. {end}", flush=True)
