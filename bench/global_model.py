@@ -23,7 +23,9 @@ do (``group_validation_fraction`` and ``group_patience`` are the global model's
 ``validation_fraction`` and ``patience``).
 
 A side alone (``--side local``) with ``--save FILE`` keeps its forecasts and seconds;
-``--combine A B`` reports saved sides side by side, so each can run when the machine is free.
+``--combine A B`` reports saved sides side by side, so each can run when the machine is free;
+two sides are also compared day by day (`paired`: the second against the first, Diebold–Mariano
+on the squared error and on each interval score), to tell a difference from the fit's noise.
 ``--end DAY`` moves the walk (e.g. before the test years, to choose a setting there).
 ``--served`` scores what the service would serve instead of the LSTM's own forecasts: each
 side's forecasts of each series replayed through the served aggregate (`forecaster.aggregate.
@@ -58,7 +60,7 @@ from _data import DATA, load_daily, load_series  # noqa: E402
 
 from forecaster import ForecasterConfig, HoleError, LSTMForecaster  # noqa: E402
 from forecaster.backtest import newest_candles  # noqa: E402
-from forecaster.scores import interval_score  # noqa: E402
+from forecaster.scores import diebold_mariano, interval_score  # noqa: E402
 
 MULTI = DATA.parent / "multi"
 SCORED = [
@@ -255,14 +257,9 @@ def served_forecasts(forecasts: pd.DataFrame, frames: dict[str, pd.DataFrame]) -
     out = []
     for (key, side), group in forecasts.groupby(["series", "side"], sort=True):
         close = frames[key]["close"].astype("float64")
-        started = time.perf_counter()
         lstm = group.drop(columns=["series", "side"]).rename(columns={"last": "naive"})
-        replay, _ = served_replay(lstm, close)
-        print(
-            f"  served {key} {side}: {time.perf_counter() - started:.0f} s",
-            file=sys.stderr,
-            flush=True,
-        )
+        replay, seconds = served_replay(lstm, close)
+        print(f"  served {key} {side}: {seconds:.0f} s", file=sys.stderr, flush=True)
         out.append(replay[SCORED].assign(series=key, side=side, last=replay["naive"]))
     return pd.concat(out, ignore_index=True)
 
@@ -367,6 +364,9 @@ def report(forecasts: pd.DataFrame, frames: dict[str, pd.DataFrame], seconds: di
             f"{key:24} {side:{width}} {len(group):6d} {ratio:10.4f} {group['is80'].mean():8.3f} "
             f"{group['is95'].mean():8.3f}"
         )
+    sides = sorted(scored["side"].unique())
+    if len(sides) == 2:
+        paired(scored, *sides)
     print()
     for side, timings in seconds.items():
         retrain = [s for r, s, *_ in timings if r]
@@ -380,6 +380,30 @@ def report(forecasts: pd.DataFrame, frames: dict[str, pd.DataFrame], seconds: di
             f"{side} training: retrain day {np.mean(retrain) if retrain else 0:.1f} s "
             f"(n={len(retrain)}{per_epoch}), fine-tune day {np.mean(tune) if tune else 0:.2f} s "
             f"(n={len(tune)})"
+        )
+
+
+def paired(scored: pd.DataFrame, first: str, second: str) -> None:
+    """Is ``second`` worse than ``first`` beyond chance? Diebold–Mariano on each pooled loss.
+
+    Each as-of's losses are averaged over the series and horizons both sides forecast, so the
+    test sees one paired difference a day (h-step errors overlap: lags up to the horizon − 1).
+    """
+    keys = ["series", "as_of", "target_time"]
+    both = scored[scored["side"] == first].merge(
+        scored[scored["side"] == second], on=keys, suffixes=("_a", "_b")
+    )
+    horizon = int(scored["horizon"].max())
+    print(f"\n{second} against {first}, paired on {len(both)} forecasts (DM > 0: {second} worse)")
+    for loss in ("err", "is80", "is95"):
+        daily = both.groupby("as_of")[[f"{loss}_a", f"{loss}_b"]].mean()
+        test = diebold_mariano(
+            daily[f"{loss}_b"].to_numpy(), daily[f"{loss}_a"].to_numpy(), horizon=horizon
+        )
+        change = daily[f"{loss}_b"].mean() / daily[f"{loss}_a"].mean() - 1
+        print(
+            f"  {loss:5} mean {100 * change:+.3f} %, DM {test.statistic:+.2f} "
+            f"(p {test.p_value:.3f}, {test.n} days)"
         )
 
 
