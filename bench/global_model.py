@@ -401,10 +401,12 @@ def paired(scored: pd.DataFrame, first: str, second: str) -> None:
             daily[f"{loss}_b"].to_numpy(), daily[f"{loss}_a"].to_numpy(), horizon=horizon
         )
         change = daily[f"{loss}_b"].mean() / daily[f"{loss}_a"].mean() - 1
-        print(
-            f"  {loss:5} mean {100 * change:+.3f} %, DM {test.statistic:+.2f} "
-            f"(p {test.p_value:.3f}, {test.n} days)"
+        dm = (
+            f"DM {test.statistic:+.2f} (p {test.p_value:.3f}, {test.n} days)"
+            if np.isfinite(test.statistic)
+            else f"no DM test ({test.n} days: too few)"
         )
+        print(f"  {loss:5} mean {100 * change:+.3f} %, {dm}")
 
 
 if __name__ == "__main__":
