@@ -59,17 +59,12 @@ from _compare import served_replay  # noqa: E402
 from _data import DATA, load_daily, load_series  # noqa: E402
 
 from forecaster import ForecasterConfig, HoleError, LSTMForecaster  # noqa: E402
+from forecaster.aggregate import BOUNDS  # noqa: E402
 from forecaster.backtest import newest_candles  # noqa: E402
 from forecaster.scores import diebold_mariano, interval_score  # noqa: E402
 
 MULTI = DATA.parent / "multi"
-SCORED = [
-    "as_of",
-    "target_time",
-    "horizon",
-    "value",
-    *(f"{b}_{n}" for n in (80, 95) for b in ("lower", "upper")),
-]
+SCORED = ["as_of", "target_time", "horizon", "value", *BOUNDS]
 
 
 class EpochSeconds(logging.Handler):
