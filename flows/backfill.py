@@ -8,7 +8,11 @@ candles up to it and nothing later: it is retrained at the first as_of and on it
 retrain days (every ``retrain_every`` candles from the scope's offset; by default its
 ``retrain_after``: the days the daily run's auto policy retrains on, `flows.train_policy`), on
 the newest ``train_candles`` as the daily retrain, and fine-tuned on each step in between
-(forecaster.backtest's walk forward). Every model is
+(forecaster.backtest's walk forward), unless the recent skill of the model's lineage is below
+``retrain_below_skill`` at that step: then it retrains there, as the daily run would (the
+skill of the lineage's newest scored runs, point in time; a global model's of the runs of its
+lineage, which are the backfilled series' unless the block goes on from a daily version; the
+summary counts those retrains). Every model is
 registered and every forecast stored as a ``backfill`` run; the weights of a segment's steps
 but its last are dropped when it ends (their rows, lineage and forecasts stay), so a finished
 backfill keeps the weights of its newest model only and an interrupted one those of each
@@ -87,6 +91,8 @@ from flows.evaluate import evaluate_flow
 from flows.retry import DB_RETRY
 from flows.scopes import series_config, serving_scope
 from flows.served import store_forecasts, walk_record
+from flows.train import recent_skills
+from flows.train_policy import below_skill, pooled_skill
 from flows.train_progress import training_progress
 from flows.versions import load_model, register, version_record
 from forecaster import ArtifactError
@@ -111,6 +117,7 @@ class StepRecord:
     model_version_id: int
     run_id: int
     seconds: float
+    low_skill: str | None = None  # a retrain off the retrain days: why (the daily's rule)
 
 
 @dataclass
@@ -144,10 +151,13 @@ class BackfillSummary:
             else ""
         )
         scope = f" (global {self.group} model of {', '.join(self.members)})" if self.group else ""
+        low = sum(step.low_skill is not None for step in self.steps)
+        why = f" ({low} of them for low skill, below retrain_below_skill)" if low else ""
         return [
             f"backfill {self.series} {self.start}..{self.end}: {self.as_ofs} as_of times, "
             f"{len(self.steps)} forecast, {self.skipped} already done (skipped)",
-            f"models{scope}: {self.retrained} retrained, {self.finetuned} fine-tuned{per_step}",
+            f"models{scope}: {self.retrained} retrained{why}, {self.finetuned} fine-tuned"
+            f"{per_step}",
             f"scored runs: {self.scored_runs}; {self.seconds:.1f}s in all",
             *(f"skipped {skip}" for skip in self.holes),
         ]
@@ -197,6 +207,10 @@ def backfill_segment(
         started = time.perf_counter()
         seen = plan.visible(as_of)  # nothing after as_of, of any series
         trained = model.train_seconds_ if model is not None else 0.0
+        low = None if model is None else low_skill(plan, parent, seen)
+        if low is not None:  # as the daily's auto policy: retrain now, on what it would
+            retrained = pool.submit(retrain_job(plan, as_of, config), here=True)
+            model = None
         if model is None:
             assert retrained is not None
             model, action = retrained_model(plan, as_of, retrained), "retrain"
@@ -219,7 +233,7 @@ def backfill_segment(
             )
         )
         written = store_forecasts.fn(series, version, forecast, "backfill", scored)
-        record = StepRecord(as_of, action, version.id, written.run.id, seconds)
+        record = StepRecord(as_of, action, version.id, written.run.id, seconds, low)
         progress(record)
         records.append(record)
         parent = version
@@ -227,6 +241,17 @@ def backfill_segment(
     # (a segment cut short keeps them until the rerun's keep_newest_weights)
     drop_weights.fn([record.model_version_id for record in records[:-1]])
     return records
+
+
+def low_skill(
+    plan: BackfillPlan, parent: VersionInfo | None, seen: dict[str, pd.DataFrame]
+) -> str | None:
+    """Why the model of ``parent``'s lineage retrains at this as_of for low skill, as the daily
+    run's auto policy would (`flows.train_policy.below_skill` of the lineage's recent skill,
+    point in time: scored on ``seen``), or None. A walk with one block (a warm-up) does not."""
+    if not plan.retrain_days or parent is None:
+        return None
+    return below_skill(pooled_skill(recent_skills.fn(parent, seen)))
 
 
 def fit_input(
@@ -337,7 +362,7 @@ class _Progress:
             "%s as of %s: %s -> model version %d, forecast run %d in %.1fs [%d/%d]",
             self.series,
             f"{record.as_of:%Y-%m-%d %H:%M}",
-            record.action,
+            record.action if record.low_skill is None else f"retrain ({record.low_skill})",
             record.model_version_id,
             record.run_id,
             record.seconds,

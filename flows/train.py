@@ -60,7 +60,7 @@ from flows.candles import scope_candles
 from flows.gpu import gpu_for_this_train_run
 from flows.retry import DB_RETRY
 from flows.scopes import RECENT_RUNS, series_config
-from flows.train_policy import TrainPlan, auto_plan
+from flows.train_policy import TrainPlan, auto_plan, pooled_skill
 from flows.train_progress import training_progress
 from flows.versions import load_model, register, version_record
 from forecaster import ArtifactError, LSTMForecaster
@@ -311,8 +311,7 @@ def _plan(
             return TrainPlan("keep", "no final candle to fine-tune on"), latest, model
         return TrainPlan("finetune", "a fine-tune was asked for"), latest, model
     skills = recent_skills(latest, candles)
-    pooled = sum(skills.values()) / len(skills) if skills else None
-    plan = auto_plan(latest, lineage_start, data_end, pooled, config)
+    plan = auto_plan(latest, lineage_start, data_end, pooled_skill(skills), config)
     threshold = get_settings().retrain_below_skill
     weak = sorted(key for key, skill in skills.items() if skill < threshold)
     if weak and plan.action == "finetune":  # never one series alone: its skill is the mean

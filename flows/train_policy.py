@@ -18,6 +18,7 @@ is the rule for any walk over candle times: a backfill's retrain blocks open on 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
@@ -65,7 +66,6 @@ def auto_plan(
     config: SeriesConfig,
 ) -> TrainPlan:
     """The auto policy, given a loadable latest version (see the module docstring)."""
-    settings = get_settings()
     if with_new_defaults(latest.config) != config.version_config():
         return TrainPlan("retrain", f"the series' settings changed since version {latest.id}")
     if latest.train_last >= data_end:
@@ -80,10 +80,21 @@ def auto_plan(
             f"offset {retrain_offset(name, config.retrain_after)}) passed: the last retrain "
             f"(version {lineage_start.id}) is {config.candles(age)} of data old",
         )
-    if recent_skill is not None and recent_skill < settings.retrain_below_skill:
-        return TrainPlan(
-            "retrain",
-            f"recent skill {recent_skill:.3f} is below retrain_below_skill="
-            f"{settings.retrain_below_skill}",
-        )
+    if (low := below_skill(recent_skill)) is not None:
+        return TrainPlan("retrain", low)
     return TrainPlan("finetune", f"version {latest.id} is recent and skilful enough")
+
+
+def pooled_skill(skills: Mapping[str, float]) -> float | None:
+    """A lineage's recent skill: the mean of its series' (each scale-free, so that no series
+    drowns the others); None when none of them has a scored run of the lineage yet."""
+    return sum(skills.values()) / len(skills) if skills else None
+
+
+def below_skill(recent_skill: float | None) -> str | None:
+    """Why the lineage retrains for low skill, or None: its recent skill is below
+    ``retrain_below_skill`` (a daily run's and a backfill's rule alike, `flows.backfill`)."""
+    threshold = get_settings().retrain_below_skill
+    if recent_skill is None or recent_skill >= threshold:
+        return None
+    return f"recent skill {recent_skill:.3f} is below retrain_below_skill={threshold}"

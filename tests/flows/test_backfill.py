@@ -28,6 +28,8 @@ from db.registry import versions
 from flows.backfill import backfill_flow
 from flows.backfill_plan import BackfillError, BackfillPlan, Segment, minimum_history
 from flows.cli import app
+from flows.forecast import forecast_flow
+from flows.train import train_flow
 from forecaster import ForecasterConfig
 from tests.flows.cdd_files import make_candles
 
@@ -151,6 +153,30 @@ def test_a_retrain_fits_on_the_newest_train_candles_as_the_daily_one(sqlite_serv
     [retrained] = [v for v in versions(sqlite_service, SERIES) if v.kind == "retrain"]
     assert pd.Timestamp(retrained.train_last) == at(40)
     assert pd.Timestamp(retrained.train_first) == at(40 - 34)  # the newest 35 candles only
+
+
+def test_a_backfill_retrains_for_low_skill_where_the_daily_runs_do(sqlite_service, monkeypatch):
+    """The daily run's auto policy retrains when its lineage's recent skill is below
+    retrain_below_skill; a backfill of the same days takes the same steps."""
+    monkeypatch.setenv("CDDF_RETRAIN_BELOW_SKILL", "1.5")  # no model reaches it: any score
+    engine = sqlite_service
+    days = range(40, 47)
+    daily = []
+    for n in days:  # the daily runs, each seeing the candles up to its day
+        daily.append(train_flow(SERIES, as_of=at(n)))
+        forecast_flow(SERIES, as_of=at(n))
+    low = [n for n, o in zip(days, daily, strict=True) if "below retrain_below_skill" in o.reason]
+    assert low == [43, 46]  # when a lineage's first run is scored (horizon 3): skill < 1.5
+
+    backfill = backfill_flow(SERIES, day(days[0]), day(days[-1]), force=True)
+    assert [s.action for s in backfill.steps] == [o.action for o in daily]
+    assert [s.as_of for s in backfill.steps if s.low_skill] == [at(n) for n in low]
+    assert "2 of them for low skill" in backfill.lines()[1]
+    for n in days:  # and it serves what they served
+        served = [r.id for r in runs(engine, SERIES) if r.as_of == at(n)]
+        daily_run, backfill_run = run_forecasts(engine, served).groupby("run_id")
+        for column in ("value", "lower_80", "upper_95"):
+            np.testing.assert_allclose(backfill_run[1][column], daily_run[1][column], rtol=1e-5)
 
 
 # resume, force, idempotence -------------------------------------------------------------
