@@ -66,7 +66,7 @@ from flows.versions import load_model, register, version_record
 from forecaster import ArtifactError, LSTMForecaster
 from forecaster.backtest import newest_candles
 from forecaster.limits import TimeLimit, TrainingTimeout
-from forecaster.metrics import score_forecasts
+from forecaster.metrics import skill
 from settings import SeriesConfig, get_settings
 
 TrainMode = Literal["auto", "retrain", "finetune"]
@@ -132,9 +132,9 @@ def recent_skills(version: VersionInfo, candles: dict[str, pd.DataFrame]) -> dic
             targets_until=frame.index[-1],
         )
         if not forecasts.empty:
-            skill = float(score_forecasts(forecasts, frame["close"]).loc[0, "skill"])
-            if not pd.isna(skill):
-                skills[key] = skill
+            scored = skill(forecasts, frame["close"])
+            if not pd.isna(scored):
+                skills[key] = scored
     return skills
 
 
@@ -313,7 +313,7 @@ def _plan(
     skills = recent_skills(latest, candles)
     plan = auto_plan(latest, lineage_start, data_end, pooled_skill(skills), config)
     threshold = get_settings().retrain_below_skill
-    weak = sorted(key for key, skill in skills.items() if skill < threshold)
+    weak = sorted(key for key, value in skills.items() if value < threshold)
     if weak and plan.action == "finetune":  # never one series alone: its skill is the mean
         plan = TrainPlan(
             "finetune", f"{plan.reason}; below retrain_below_skill on their own: {', '.join(weak)}"

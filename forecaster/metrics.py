@@ -55,21 +55,11 @@ def score_forecasts(forecasts: pd.DataFrame, actuals: pd.Series) -> pd.DataFrame
             f"forecasts lack the column(s) {missing}; they need target_time, horizon, value "
             "and naive (the close at as_of)"
         )
-    if not isinstance(actuals, pd.Series):
-        raise TypeError(f"actuals must be a Series of close indexed by time, got {type(actuals)}")
-    if actuals.index.has_duplicates:
-        first = actuals.index[actuals.index.duplicated()][0]
-        raise ValueError(f"actuals have a duplicate time {first}; keep one close per time")
     levels = sorted(
         {m["level"] for c in forecasts.columns if (m := _BOUND.match(str(c)))} | {"80", "95"},
         key=float,
     )
-    if not isinstance(actuals.index, pd.DatetimeIndex):
-        raise ValueError("actuals must be indexed by time (a DatetimeIndex)")
-    targets = pd.DatetimeIndex(forecasts["target_time"]).as_unit("ns")
-    by_time = actuals.set_axis(actuals.index.as_unit("ns"))
-    frame = forecasts.assign(actual=by_time.reindex(targets).to_numpy())
-    frame = frame[frame["actual"].notna() & frame["value"].notna()]
+    frame = _with_actuals(forecasts, actuals)
     rows = {0: _score(frame, levels)}
     for horizon, group in frame.groupby("horizon", sort=True):
         rows[int(horizon)] = _score(group, levels)
@@ -82,6 +72,39 @@ def score_forecasts(forecasts: pd.DataFrame, actuals: pd.Series) -> pd.DataFrame
     result = pd.DataFrame.from_dict(rows, orient="index", columns=COLUMNS + extra)
     result.index.name = "horizon"
     return result.astype({"n": "int64"})
+
+
+def skill(forecasts: pd.DataFrame, actuals: pd.Series) -> float:
+    """``score_forecasts(forecasts, actuals).loc[0, "skill"]`` alone: 1 - RMSE / naive RMSE of
+    every forecast with an actual, all horizons pooled (nan with none, or a naive RMSE of 0).
+    What the retrain policy reads at every step of a backfill, without the other scores."""
+    frame = _with_actuals(forecasts, actuals)
+    actual = frame["actual"].to_numpy(dtype="float64")
+    error = frame["value"].to_numpy(dtype="float64") - actual
+    return _skill(error, frame["naive"].to_numpy(dtype="float64") - actual)
+
+
+def _with_actuals(forecasts: pd.DataFrame, actuals: pd.Series) -> pd.DataFrame:
+    """The rows of ``forecasts`` with a value and an actual, the actual beside them."""
+    if not isinstance(actuals, pd.Series):
+        raise TypeError(f"actuals must be a Series of close indexed by time, got {type(actuals)}")
+    if actuals.index.has_duplicates:
+        first = actuals.index[actuals.index.duplicated()][0]
+        raise ValueError(f"actuals have a duplicate time {first}; keep one close per time")
+    if not isinstance(actuals.index, pd.DatetimeIndex):
+        raise ValueError("actuals must be indexed by time (a DatetimeIndex)")
+    targets = pd.DatetimeIndex(forecasts["target_time"]).as_unit("ns")
+    by_time = actuals.set_axis(actuals.index.as_unit("ns"))
+    frame = forecasts.assign(actual=by_time.reindex(targets).to_numpy())
+    return frame[frame["actual"].notna() & frame["value"].notna()]
+
+
+def _skill(error: np.ndarray, naive_error: np.ndarray) -> float:
+    """1 - RMSE / naive RMSE (nan with no error, or a naive RMSE of 0)."""
+    if len(error) == 0:
+        return np.nan
+    naive_rmse = float(np.sqrt(np.mean(naive_error**2)))
+    return 1 - float(np.sqrt(np.mean(error**2))) / naive_rmse if naive_rmse > 0 else np.nan
 
 
 def _score(frame: pd.DataFrame, levels: list[str]) -> dict[str, float]:
@@ -112,5 +135,5 @@ def _score(frame: pd.DataFrame, levels: list[str]) -> dict[str, float]:
         else:
             row[f"coverage_{level}"] = row[f"width_{level}"] = np.nan
     row["naive_rmse"] = float(np.sqrt(np.mean(naive_error**2)))
-    row["skill"] = 1 - row["rmse"] / row["naive_rmse"] if row["naive_rmse"] > 0 else np.nan
+    row["skill"] = _skill(error, naive_error)
     return row | probabilistic_scores(frame)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from forecaster.metrics import COLUMNS, score_forecasts
+from forecaster.metrics import COLUMNS, score_forecasts, skill
 
 T = pd.date_range("2024-01-01", periods=6, freq="D", tz="UTC")
 
@@ -71,3 +73,25 @@ def test_naive_scores_as_zero_skill():
 def test_missing_columns_are_named():
     with pytest.raises(ValueError, match=r"\['naive'\]"):
         score_forecasts(_forecasts().drop(columns="naive"), ACTUALS)
+
+
+PRICE = st.floats(0.01, 1e6, allow_nan=False)
+
+
+@given(
+    values=st.lists(st.one_of(PRICE, st.just(np.nan)), min_size=0, max_size=5),
+    naive=st.lists(PRICE, min_size=5, max_size=5),
+    known=st.integers(0, 5),  # how many of the 5 targets have an actual
+)
+def test_skill_alone_is_the_pooled_skill_of_score_forecasts(values, naive, known):
+    """The retrain policy's fast skill against the full scoring it stands for, bit for bit."""
+    forecasts = _forecasts().iloc[: len(values)].assign(value=values, naive=naive[: len(values)])
+    actuals = ACTUALS.iloc[:known]
+    full = score_forecasts(forecasts, actuals).loc[0, "skill"]
+    fast = skill(forecasts, actuals)
+    assert (np.isnan(fast) and np.isnan(full)) or fast == full
+
+
+def test_skill_refuses_actuals_it_cannot_match_as_score_forecasts_does():
+    with pytest.raises(ValueError, match="duplicate time"):
+        skill(_forecasts(), pd.concat([ACTUALS, ACTUALS]))
