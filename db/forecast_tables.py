@@ -115,6 +115,7 @@ class ModelVersion(Base):
         Index("ix_model_versions_series_train_last", "series", "train_last", "id"),
         Index("ix_model_versions_flow_run_id", "flow_run_id"),
         Index("ix_model_versions_group_train_last", "model_group", "train_last", "id"),
+        Index("ix_model_versions_retrain_id", "retrain_id"),  # a lineage's versions
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -262,6 +262,16 @@ def recent_run_forecasts(
     return run_forecasts(engine, run_ids)
 
 
+def lineage_series(engine: Engine, retrain_id: int) -> set[str]:
+    """The series with a forecast run of the lineage of retrain ``retrain_id`` (the retrain
+    and every fine-tune descended from it): those of a global model's members whose recent
+    skill it has."""
+    lineage = select(ModelVersion.id).where(ModelVersion.retrain_id == retrain_id)
+    query = select(ForecastRun.series).where(ForecastRun.model_version_id.in_(lineage)).distinct()
+    with engine.connect() as connection:
+        return set(connection.execute(query).scalars())
+
+
 def unscored_runs(engine: Engine, series: str) -> list[RunInfo]:
     """Runs of ``series`` not scored yet whose every target time now has a final candle."""
     query = text(

@@ -47,7 +47,7 @@ from prefect.runtime import flow_run
 
 from cdd.series_key import SeriesKey, timeframe_of
 from db.engine import get_engine
-from db.forecasts import recent_run_forecasts
+from db.forecasts import lineage_series, recent_run_forecasts
 from db.registry import (
     ArtifactUnavailableError,
     ModelScope,
@@ -123,7 +123,10 @@ def recent_skills(version: VersionInfo, candles: dict[str, pd.DataFrame]) -> dic
     """Each series' skill over the lineage's newest scored runs with targets up to its last
     candle (series without any: left out)."""
     skills = {}
+    with_runs = lineage_series(get_engine(), version.retrain_id)  # one query, not one a member
     for key, frame in candles.items():
+        if key not in with_runs:
+            continue
         forecasts = recent_run_forecasts(
             get_engine(),
             key,
