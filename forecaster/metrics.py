@@ -49,12 +49,6 @@ def score_forecasts(forecasts: pd.DataFrame, actuals: pd.Series) -> pd.DataFrame
     per volatility tercile, Diebold–Mariano against naive; for the LSTM's own forecast and the
     naive's empirical intervals too when ``lstm_*`` / ``naive_lower_XX`` columns are given).
     """
-    missing = [c for c in ("target_time", "horizon", "value", "naive") if c not in forecasts]
-    if missing:
-        raise ValueError(
-            f"forecasts lack the column(s) {missing}; they need target_time, horizon, value "
-            "and naive (the close at as_of)"
-        )
     levels = sorted(
         {m["level"] for c in forecasts.columns if (m := _BOUND.match(str(c)))} | {"80", "95"},
         key=float,
@@ -86,6 +80,12 @@ def skill(forecasts: pd.DataFrame, actuals: pd.Series) -> float:
 
 def _with_actuals(forecasts: pd.DataFrame, actuals: pd.Series) -> pd.DataFrame:
     """The rows of ``forecasts`` with a value and an actual, the actual beside them."""
+    missing = [c for c in ("target_time", "horizon", "value", "naive") if c not in forecasts]
+    if missing:
+        raise ValueError(
+            f"forecasts lack the column(s) {missing}; they need target_time, horizon, value "
+            "and naive (the close at as_of)"
+        )
     if not isinstance(actuals, pd.Series):
         raise TypeError(f"actuals must be a Series of close indexed by time, got {type(actuals)}")
     if actuals.index.has_duplicates:

@@ -92,6 +92,8 @@ def test_skill_alone_is_the_pooled_skill_of_score_forecasts(values, naive, known
     assert (np.isnan(fast) and np.isnan(full)) or fast == full
 
 
-def test_skill_refuses_actuals_it_cannot_match_as_score_forecasts_does():
+def test_skill_refuses_what_score_forecasts_refuses():
     with pytest.raises(ValueError, match="duplicate time"):
         skill(_forecasts(), pd.concat([ACTUALS, ACTUALS]))
+    with pytest.raises(ValueError, match=r"\['naive'\]"):
+        skill(_forecasts().drop(columns="naive"), ACTUALS)
