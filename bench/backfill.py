@@ -275,6 +275,11 @@ def main() -> None:
         help="the daily models' seed (CDDF_TIMEFRAME_SETTINGS), to see how far a figure "
         "moves with the fit alone",
     )
+    parser.add_argument(
+        "--start",
+        help="with --daily-multi: the first as_of date (default: each file's 1,001st candle), "
+        "to start on the day another walk starts",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--source", type=Path, default=DATA, help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
@@ -293,7 +298,7 @@ def main() -> None:
     if args.seed is not None:
         ours["CDDF_TIMEFRAME_SETTINGS"] = json.dumps({"d": {"seed": args.seed}})
     if args.daily_multi:
-        daily_multi(ours, args.multi)
+        daily_multi(ours, args.multi, args.start)
         return
     start, end = args.side_by_side.split(":")
     print(
@@ -323,8 +328,9 @@ def main() -> None:
         print_quality(full["quality"])
 
 
-def daily_multi(env: dict[str, str], pattern: str = "*_d.csv") -> None:
-    """Each daily series of multi/ from its 1,001st final candle, its quality from the tables."""
+def daily_multi(env: dict[str, str], pattern: str = "*_d.csv", first: str | None = None) -> None:
+    """Each daily series of multi/ from its 1,001st final candle (or from ``first``), its
+    quality from the tables."""
     sys.path.insert(0, str(BENCH))
     from _data import load_series
 
@@ -333,7 +339,8 @@ def daily_multi(env: dict[str, str], pattern: str = "*_d.csv") -> None:
         raise SystemExit(f"--multi {pattern!r} matches no file of {MULTI}")
     for source in sources:
         index = load_series(source).index
-        start, end = f"{index[min(1000, len(index) - 1)]:%Y-%m-%d}", f"{index[-1]:%Y-%m-%d}"
+        start = first or f"{index[min(1000, len(index) - 1)]:%Y-%m-%d}"
+        end = f"{index[-1]:%Y-%m-%d}"
         print(f"\n== {source.name.removesuffix('.csv')}, {start} .. {end}", flush=True)
         result = run_backfill(ROOT, start, end, env, quality=True, source=source)
         report(f"today's code ({head(ROOT)})", result)
