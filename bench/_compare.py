@@ -14,19 +14,23 @@ import numpy as np
 import pandas as pd
 from coverage_noise import Chance, by_chance
 
-from forecaster.aggregate import RECORD_COLUMNS, serve
+from forecaster.aggregate import GATE, RECORD_COLUMNS, serve
 from forecaster.metrics import score_forecasts
 
 LEVELS = {"80": 0.8, "95": 0.95}
 
 
-def served_replay(lstm: pd.DataFrame, close: pd.Series) -> tuple[pd.DataFrame, float]:
-    """The served forecast of every as_of of ``lstm`` (walk-forward forecasts with naive)."""
+def served_replay(
+    lstm: pd.DataFrame, close: pd.Series, *, gate: bool = GATE
+) -> tuple[pd.DataFrame, float]:
+    """The served forecast of every as_of of ``lstm`` (walk-forward forecasts with naive);
+    ``gate=False``: the rule before `forecaster.aggregate.GATE`."""
     started = time.perf_counter()
     record = pd.DataFrame(columns=list(RECORD_COLUMNS))
     served = []
     for as_of, forecast in lstm.groupby("as_of", sort=True):
-        out = serve(forecast.reset_index(drop=True), close.loc[:as_of], record).forecasts
+        out = serve(forecast.reset_index(drop=True), close.loc[:as_of], record, gate=gate)
+        out = out.forecasts
         out["actual"] = close.reindex(pd.DatetimeIndex(out["target_time"])).to_numpy()
         served.append(out)
         scored = out[list(RECORD_COLUMNS)].dropna(subset=["actual"])

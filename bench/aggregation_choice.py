@@ -37,6 +37,7 @@ from _compare import ewma_bounds  # noqa: E402
 from _data import DATA, load_daily, load_series  # noqa: E402
 
 from forecaster.aggregate import LEVELS, references  # noqa: E402
+from forecaster.metrics import score_forecasts  # noqa: E402
 from forecaster.online import Bernstein  # noqa: E402
 
 TEST_START_BTC = pd.Timestamp("2019-01-01", tz="UTC")
@@ -76,6 +77,9 @@ class Rule:
     # scores (`ScaleSteps`, DtACI); the 95 % level's grid halved (empty: one
     # step)
     steps: tuple[float, ...] = ()
+    # the value's LSTM weight served only while its square loss over the horizon's last this
+    # many scored rounds is below the naive's (naive alone otherwise); 0: no gate
+    gate: int = 0
 
 
 # The tracked scale's candidate steps when they are learnt (`ScaleSteps`): a doubling grid
@@ -381,6 +385,16 @@ RULES += [
     ),
     replace(AFTERNOON, name="the afternoon's rule, DtACI steps 0.005..0.08", steps=STEP_GRID[1:-1]),
     replace(AFTERNOON, name="the afternoon's rule, DtACI steps 0.01..0.04", steps=STEP_GRID[2:-2]),
+    # 2026-12-07: the served value's LSTM weight only while the LSTM's record beats naive's
+    AFTERNOON,
+    *(
+        replace(
+            AFTERNOON,
+            name=f"the afternoon's rule, LSTM only while it beats naive (last {gate})",
+            gate=gate,
+        )
+        for gate in (1000, 365, 90)
+    ),
 ]
 
 
@@ -533,6 +547,7 @@ def replay(frame: pd.DataFrame, close: pd.Series, rule: Rule) -> pd.DataFrame:
             f"{b}_{n}": np.full(len(rows), np.nan) for n in LEVELS for b in ("lower", "upper")
         }
         seen, rounds = 0, 0
+        edge: list[float] = []  # per scored round: the LSTM's square loss minus the naive's
         for i, as_of in enumerate(as_ofs):
             while seen < len(order) and targets[seen] <= as_of:
                 j = order[seen]
@@ -541,6 +556,9 @@ def replay(frame: pd.DataFrame, close: pd.Series, rule: Rule) -> pd.DataFrame:
                     continue
                 rounds += 1
                 learner.update(x[j].tolist(), float(y[j]))
+                if rule.gate:
+                    lstm, naive_x = x[j][experts.index("lstm")], x[j][experts.index("naive")]
+                    edge.append((lstm - y[j]) ** 2 - (naive_x - y[j]) ** 2)
                 if rule.interval == "bounds":
                     for key, bl in bound_learners.items():
                         if np.isfinite(bound_x[key][j]).all():
@@ -586,6 +604,8 @@ def replay(frame: pd.DataFrame, close: pd.Series, rule: Rule) -> pd.DataFrame:
                     else:
                         scores[n].append(s)
             weights = np.array(learner.weights) if rounds >= 10 else prior / prior.sum()
+            if rule.gate and rounds >= 10 and sum(edge[-rule.gate :]) >= 0:
+                weights = np.array([float(e == "naive") for e in experts])
             usable = np.isfinite(x[i])
             share = weights * usable
             centre[i] = float(np.where(usable, x[i], 0.0) @ (share / share.sum()))
@@ -624,7 +644,8 @@ def _mix(learner: Bernstein, x: np.ndarray) -> float:
 
 
 def score(forecasts: pd.DataFrame, close: pd.Series) -> dict[str, float]:
-    """RMSE ratio to naive, interval scores ÷ close at as_of, 80 % coverage."""
+    """RMSE ratio to naive, interval scores ÷ close at as_of, 80 % coverage, and the
+    Diebold–Mariano statistic against naive (nan where the forecast is the naive's)."""
     data = forecasts.dropna(subset=["actual"])
     actual = data["actual"].to_numpy()
     base = close.reindex(pd.DatetimeIndex(data["as_of"])).to_numpy()
@@ -649,6 +670,8 @@ def score(forecasts: pd.DataFrame, close: pd.Series) -> dict[str, float]:
             years = inside.groupby(pd.DatetimeIndex(data["as_of"]).year).mean()
             terciles = inside.groupby(pd.qcut(data["volatility"], 3, labels=False)).mean()
             out["worst_pp"] = float(100 * pd.concat([years, terciles]).sub(0.8).abs().max())
+    plain = data[["as_of", "target_time", "horizon", "value", "naive"]]
+    out["dm"] = float(score_forecasts(plain, close).loc[0, "dm_statistic"])
     return out
 
 
@@ -665,6 +688,7 @@ def show(
         f"  cover80 {frame['cover80'].min():.3f}..{frame['cover80'].max():.3f}"
         f" cover95 {frame['cover95'].min():.3f}..{frame['cover95'].max():.3f}"
         f" worst year/tercile {frame['worst_pp'].max():.1f} pp"
+        f"  DM max {frame['dm'].max():+.2f} (> 1.96: {(frame['dm'] > 1.96).sum()})"
     )
     if reference is not None:
         ref = pd.DataFrame(reference).T
@@ -675,7 +699,7 @@ def show(
         "    "
         + "  ".join(
             f"{k.split('_')[0][:4]}{k.split('_')[1][:6]} {v['ratio']:.4f}"
-            f"/{v['is80']:.3f}/{v['is95']:.3f}/{v['worst_pp']:.0f}pp"
+            f"/{v['is80']:.3f}/{v['is95']:.3f}/{v['worst_pp']:.0f}pp/DM {v['dm']:+.2f}"
             for k, v in scores.items()
         ),
         flush=True,

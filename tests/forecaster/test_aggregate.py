@@ -15,7 +15,7 @@ from forecaster.aggregate import (
     references,
     serve,
 )
-from forecaster.online import tracked_scale
+from forecaster.online import MIN_ROUNDS, tracked_scale
 
 H = 3
 DAYS = pd.date_range("2021-01-01", periods=900, freq="D", tz="UTC")
@@ -92,6 +92,38 @@ def test_weights_leave_naive_noise_out_and_never_do_much_worse_than_naive(record
     lstm = np.mean(((scored["lstm_value"] - scored["actual"]) / scored["naive"]) ** 2)
     assert lstm > 1.3 * naive  # the "LSTM" is noise
     assert served < 1.05 * naive
+
+
+@pytest.mark.parametrize("day", [515, 540, 600, 699])
+def test_the_lstm_is_served_only_while_its_record_beats_the_naive(record, day):
+    """Per horizon: the LSTM's square loss over the scored record (log returns, as the weights
+    learn) below the naive's → the value the weights give; otherwise the naive itself, its
+    weight 0 and the summary saying so. The weights behind the bounds are never touched."""
+    close = closes()
+    forecast = lstm_forecast(close, day, np.full(H, 0.02), 0.03)
+    past = record[record["target_time"] <= DAYS[day]]
+    gated = serve(forecast, close.iloc[: day + 1], past)
+    free = serve(forecast, close.iloc[: day + 1], past, gate=False)
+    bounds = gated.weights["quantity"] != "value"
+    pd.testing.assert_frame_equal(gated.weights[bounds], free.weights[bounds])
+    closed = []
+    for h in range(1, H + 1):
+        rows = past[past["horizon"] == h]
+        lstm = np.log(rows["lstm_value"] / rows["naive"]).to_numpy()
+        actual = np.log(rows["actual"] / rows["naive"]).to_numpy()
+        ahead = np.sum((lstm - actual) ** 2) < np.sum(actual**2)
+        served = gated.forecasts.set_index("horizon").loc[h]
+        weights = gated.weights.query("quantity == 'value' and horizon == @h")
+        if len(rows) < MIN_ROUNDS or ahead:
+            assert served["value"] == free.forecasts.set_index("horizon").loc[h, "value"]
+            continue
+        closed.append(h)
+        assert served["value"] == served["naive"]
+        assert weights.set_index("expert")["weight"].to_dict() == {"lstm": 0.0, "naive": 1.0}
+        assert not weights["from_prior"].any()
+    if day >= 600:  # the "LSTM" is noise: its record is the worse one at every horizon
+        assert closed == list(range(1, H + 1))
+    assert ("naive alone at h=" in gated.summary()) == bool(closed)
 
 
 def test_a_forecast_whose_target_is_after_as_of_never_counts(record):
