@@ -24,7 +24,7 @@ def served_replay(
     lstm: pd.DataFrame, close: pd.Series, *, gate: bool = GATE
 ) -> tuple[pd.DataFrame, float]:
     """The served forecast of every as_of of ``lstm`` (walk-forward forecasts with naive);
-    ``gate=False``: the rule before `forecaster.aggregate.GATE`."""
+    ``gate``: `forecaster.aggregate.serve`'s."""
     started = time.perf_counter()
     record = pd.DataFrame(columns=list(RECORD_COLUMNS))
     served = []

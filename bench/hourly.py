@@ -10,8 +10,8 @@ Three commands, on the two shared hourly files (``../shared/data/multi/*_1h.csv`
   the last ``--test-hours`` (so no forecast it scores targets a test hour). Prints, per
   candidate and series, the served and raw LSTM RMSE / naive, Diebold–Mariano against naive
   and the seconds of its first fit (the first run's training cost); beside the served, the
-  served without the LSTM's gate (``no_gate``: `forecaster.aggregate.GATE`, the rule before
-  2026-12-07), replayed over the same forecasts.
+  served with the LSTM's gate (``gate``: `forecaster.aggregate.GATE`, tried on 2026-12-07 and
+  not adopted), replayed over the same forecasts.
 - ``test``: the same walk-forward over the last ``--test-hours`` with the settings the service
   resolves for ``1h`` now (``settings/series.py`` ``TIMEFRAME_DEFAULTS["1h"]``, plus any
   ``CDDF_TIMEFRAME_SETTINGS``): report it once the choice is made.
@@ -168,11 +168,11 @@ def evaluate(
     seconds = time.perf_counter() - started
     close = candles["close"].astype("float64")
     served, _ = served_replay(result.forecasts, close)
-    ungated, _ = served_replay(result.forecasts, close, gate=False)  # the rule before
+    gated, _ = served_replay(result.forecasts, close, gate=True)  # tried, not adopted
     actuals = pd.Series(close.to_numpy(), index=close.index)
     lstm = score_forecasts(result.forecasts, actuals).loc[0]
     aggregate = score_forecasts(served, actuals).loc[0]
-    before = score_forecasts(ungated, actuals).loc[0]
+    with_gate = score_forecasts(gated, actuals).loc[0]
     steps = result.steps
     return {
         "candidate": name,
@@ -181,9 +181,9 @@ def evaluate(
         "served": aggregate["rmse"] / aggregate["naive_rmse"],
         "served_dm": aggregate["dm_statistic"],
         "served_p": aggregate["dm_p_value"],
-        "no_gate": before["rmse"] / before["naive_rmse"],
-        "no_gate_dm": before["dm_statistic"],
-        "no_gate_p": before["dm_p_value"],
+        "gate": with_gate["rmse"] / with_gate["naive_rmse"],
+        "gate_dm": with_gate["dm_statistic"],
+        "gate_p": with_gate["dm_p_value"],
         "lstm": lstm["rmse"] / lstm["naive_rmse"],
         "lstm_p": lstm["dm_p_value"],
         "cover80": aggregate["coverage_80"],

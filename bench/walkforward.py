@@ -105,10 +105,10 @@ def main() -> None:
         help="only the LSTM walk-forward (into --cache), no side by side",
     )
     parser.add_argument(
-        "--without-gate",
+        "--gate",
         action="store_true",
-        help="also the served aggregate without the LSTM's gate (forecaster.aggregate.GATE, "
-        "the rule before 2026-12-07), side by side",
+        help="also the served aggregate with the LSTM's gate (forecaster.aggregate.GATE: "
+        "tried 2026-12-07, not adopted), side by side",
     )
     parser.add_argument(
         "--cache",
@@ -199,9 +199,9 @@ def run(source: Path, args: argparse.Namespace, start: str | None) -> None:
         "÷ the close at as_of; coverage by year of as_of, terciles of the as_of volatility"
     )
     side_by_side = models(served, close)
-    if args.without_gate:
-        ungated, _ = served_replay(forecasts, close, gate=False)
-        side_by_side["served, no gate (before)"] = models(ungated, close)["served aggregate"]
+    if args.gate:
+        gated, _ = served_replay(forecasts, close, gate=True)
+        side_by_side["served, with the gate"] = models(gated, close)["served aggregate"]
     chance = calibrated_chance(served, close)
     for name, frame in side_by_side.items():
         took = {"LSTM raw": seconds, "served aggregate": seconds + serve_seconds}.get(name)

@@ -95,15 +95,16 @@ def test_weights_leave_naive_noise_out_and_never_do_much_worse_than_naive(record
 
 
 @pytest.mark.parametrize("day", [515, 540, 600, 699])
-def test_the_lstm_is_served_only_while_its_record_beats_the_naive(record, day):
-    """Per horizon: the LSTM's square loss over the scored record (log returns, as the weights
-    learn) below the naive's → the value the weights give; otherwise the naive itself, its
-    weight 0 and the summary saying so. The weights behind the bounds are never touched."""
+def test_with_the_gate_the_lstm_is_served_only_while_its_record_beats_the_naive(record, day):
+    """``gate=True`` (not the service's rule: `GATE`), per horizon: the LSTM's square loss
+    over the scored record (log returns, as the weights learn) below the naive's → the value
+    the weights give; otherwise the naive itself, its weight 0 and the summary saying so. The
+    weights behind the bounds are never touched."""
     close = closes()
     forecast = lstm_forecast(close, day, np.full(H, 0.02), 0.03)
     past = record[record["target_time"] <= DAYS[day]]
-    gated = serve(forecast, close.iloc[: day + 1], past)
-    free = serve(forecast, close.iloc[: day + 1], past, gate=False)
+    gated = serve(forecast, close.iloc[: day + 1], past, gate=True)
+    free = serve(forecast, close.iloc[: day + 1], past)
     bounds = gated.weights["quantity"] != "value"
     pd.testing.assert_frame_equal(gated.weights[bounds], free.weights[bounds])
     closed = []
