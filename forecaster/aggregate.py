@@ -115,7 +115,8 @@ class Served:
             )
         line = f"weights from {rounds.min()}..{rounds.max()} scored forecasts per horizon: {shares}"
         lstm = value[(value["expert"] == "lstm") & ~value["from_prior"]]
-        naive = sorted(lstm.loc[lstm["weight"] == 0.0, "horizon"].unique())  # BOA's is never 0
+        # 0 from the gate, or BOA's own weight underflowed on a record far worse than naive's
+        naive = sorted(lstm.loc[lstm["weight"] == 0.0, "horizon"].unique())
         if naive:
             line += f"; naive alone at h={_spans(naive)} (the LSTM's record is the worse there)"
         return line
