@@ -192,20 +192,34 @@ def _forecast_rows(forecasts: pd.DataFrame, series: str) -> tuple[list[dict], dt
 
 def run_forecasts(engine: Engine, run_ids: Sequence[int]) -> pd.DataFrame:
     """The forecasts of ``run_ids`` with their run_id and model_version_id, by run and horizon."""
-    query = (
-        select(
-            Forecast.run_id,
-            ForecastRun.model_version_id,
-            Forecast.as_of,
-            Forecast.target_time,
-            Forecast.horizon,
-            *(getattr(Forecast, name) for name in (*VALUE_COLUMNS, *SERVING_COLUMNS)),
-        )
-        .join(ForecastRun, ForecastRun.id == Forecast.run_id)
-        .where(Forecast.run_id.in_(list(run_ids)))
-        .order_by(Forecast.run_id, Forecast.horizon)
+    query = _forecasts_of_runs().where(Forecast.run_id.in_(list(run_ids)))
+    return _frame(engine, query.order_by(Forecast.run_id, Forecast.horizon))
+
+
+def served_forecasts(engine: Engine, series: str, *, as_of_from: dt.datetime) -> pd.DataFrame:
+    """What was served for ``series`` at each as_of from ``as_of_from`` on: the forecasts of
+    the newest run of each as_of (a run written again for the same as_of replaces the one
+    before in ``latest_forecasts`` too), by as_of and horizon. One query, by the series'
+    index, however many runs the stretch holds."""
+    newest = (
+        select(func.max(ForecastRun.id))
+        .where(ForecastRun.series == series, ForecastRun.as_of >= as_of_from)
+        .group_by(ForecastRun.as_of)
     )
-    return _frame(engine, query)
+    query = _forecasts_of_runs().where(Forecast.run_id.in_(newest))
+    return _frame(engine, query.order_by(Forecast.as_of, Forecast.horizon))
+
+
+def _forecasts_of_runs():
+    """Forecasts with their run's id and model version: every value and serving column."""
+    return select(
+        Forecast.run_id,
+        ForecastRun.model_version_id,
+        Forecast.as_of,
+        Forecast.target_time,
+        Forecast.horizon,
+        *(getattr(Forecast, name) for name in (*VALUE_COLUMNS, *SERVING_COLUMNS)),
+    ).join(ForecastRun, ForecastRun.id == Forecast.run_id)
 
 
 def version_scored_forecasts(

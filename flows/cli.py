@@ -421,27 +421,9 @@ def _say_plan(planned: SeriesPlan, new: list[str], *, every: bool) -> None:
 @app.command("forecasts")
 def forecasts(series: SeriesKeys = None) -> None:
     """Print the latest forecast of each series: every horizon with its 80/95 % intervals."""
-    from cdd.catalogue import check_entry, select
     from db.forecasts import latest_forecasts
-    from db.stored_series import stored_keys
-    from settings import get_settings
 
-    entries = series or get_settings().series
-    try:
-        for entry in entries:
-            check_entry(entry)
-    except ValueError as error:
-        render.error(f"{error}")
-        raise typer.Exit(2) from None
-    engine = _engine()
-    selected = select(entries, stored_keys(engine))  # a pattern: among the stored series
-    keys = list(dict.fromkeys(key for found in selected.values() for key in found))
-    for entry in (entry for entry, found in selected.items() if not found):
-        render.stderr().print(
-            f"no stored series matches {entry}: `cdd-forecast run --dry-run` shows what it "
-            "selects, `cdd-forecast series` what is stored",
-            markup=False,
-        )
+    engine, keys = _stored_selection(series)
     missing = []
     for key in keys:
         frame = latest_forecasts(engine, key)
@@ -455,6 +437,64 @@ def forecasts(series: SeriesKeys = None) -> None:
         )
     if len(missing) == len(keys):  # none shown (or no series selected)
         raise typer.Exit(1)
+
+
+@app.command("scores")
+def scores(
+    series: SeriesKeys = None,
+    days: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Score the forecasts served in this many days up to each series' newest "
+            "final candle.",
+        ),
+    ] = 365,
+) -> None:
+    """How the served forecasts did against naive over each series' last DAYS days, and over
+    the series together: Diebold–Mariano p-values adjusted by Holm for how many were tested."""
+    from flows.served_scores import served_scores, summary_lines
+
+    engine, keys = _stored_selection(series)
+    scored = served_scores(engine, keys, days=days)
+    if scored.series:
+        render.stdout().print(render.served_scores_table(scored))
+        for line in summary_lines(scored):
+            typer.echo(line)
+    for key in scored.unscored:
+        render.stderr().print(
+            f"no scored forecasts of {key} in its last {days} days: its forecasts are scored "
+            "once their targets have final candles (`cdd-forecast run`, or `cdd-forecast "
+            f"backfill --series {key}` for past days)",
+            markup=False,
+        )
+    if not scored.series:
+        raise typer.Exit(1)
+
+
+def _stored_selection(series: list[str] | None) -> tuple[Engine, list[str]]:
+    """The engine and the stored series that ``--series`` (default CDDF_SERIES) selects; each
+    entry that selects none said on stderr, a malformed one ends the command (exit 2)."""
+    from cdd.catalogue import check_entry, select
+    from db.stored_series import stored_keys
+    from settings import get_settings
+
+    entries = series or get_settings().series
+    try:
+        for entry in entries:
+            check_entry(entry)
+    except ValueError as error:
+        render.error(f"{error}")
+        raise typer.Exit(2) from None
+    engine = _engine()
+    selected = select(entries, stored_keys(engine))  # a pattern: among the stored series
+    for entry in (entry for entry, found in selected.items() if not found):
+        render.stderr().print(
+            f"no stored series matches {entry}: `cdd-forecast run --dry-run` shows what it "
+            "selects, `cdd-forecast series` what is stored",
+            markup=False,
+        )
+    return engine, list(dict.fromkeys(key for found in selected.values() for key in found))
 
 
 def unreachable_source(keys: list[str], source: str | None) -> str | None:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from db.candles import SeriesSummary
     from flows.ingest import IngestResult, SeriesPlan
     from flows.pipeline import SeriesOutcome
+    from flows.served_scores import ServedScores
 
 HOLES_SHOWN = 20  # `cdd-forecast series` lists at most this many holes per series
 
@@ -244,6 +245,32 @@ def forecasts_table(series: str, frame) -> Table:
             f"{row.lower_80:,.2f} – {row.upper_80:,.2f}",
             f"{row.lower_95:,.2f} – {row.upper_95:,.2f}",
             f"{row.naive:,.2f}",
+        )
+    return table
+
+
+def served_scores_table(scored: ServedScores) -> Table:
+    """One row per series: its stretch, RMSE ÷ naive's, interval scores beside the naive's
+    empirical ones, coverage, Diebold–Mariano against naive and its p adjusted by Holm."""
+    table = Table(title=f"Served forecasts against naive, the last {scored.days} days of each")
+    names = ["series", "as_of", "as_ofs", "RMSE ÷ naive", "LSTM alone", "IS 80 % (naive)"]
+    names += ["IS 95 % (naive)", "cover 80 / 95", "DM", "p", "p Holm"]
+    for name in names:
+        table.add_column(name, justify="left" if name in ("series", "as_of") else "right")
+    for one in scored.series:
+        s = one.scores
+        table.add_row(
+            escape(one.series),
+            f"{cell_time(one.first_as_of)} → {cell_time(one.last_as_of)}",
+            f"{one.as_ofs:,}",
+            f"{one.rmse_ratio:.4f}",
+            f"{s['lstm_rmse'] / s['naive_rmse']:.4f}",
+            f"{s['interval_score_80']:.4f} ({s['naive_interval_score_80']:.4f})",
+            f"{s['interval_score_95']:.4f} ({s['naive_interval_score_95']:.4f})",
+            f"{s['coverage_80']:.3f} / {s['coverage_95']:.3f}",
+            f"{one.dm_statistic:+.2f}",
+            f"{one.dm_p_value:.3f}",
+            f"{one.dm_p_holm:.3f}",
         )
     return table
 

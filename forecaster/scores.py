@@ -95,3 +95,23 @@ def _long_run_variance(centred: np.ndarray, *, lags: int) -> float:
         return rectangular
     bartlett = [1 - k / (lags + 1) for k in range(1, lags + 1)]
     return autocov[0] + 2 * sum(w * g for w, g in zip(bartlett, autocov[1:], strict=True))
+
+
+def holm(p_values: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjustment of p-values for testing them all at once (Holm 1979).
+
+    Rejecting where the adjusted p-value is below α keeps the chance of any false rejection
+    among them at α whatever their dependence (series of one market move together). A
+    non-finite p-value stays nan and does not count among the tests.
+
+    >>> holm(np.array([0.01, 0.04, 0.03, np.nan]))
+    array([0.03, 0.06, 0.06,  nan])
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    adjusted = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    order = finite[np.argsort(p[finite], kind="stable")]
+    m = len(order)
+    stepped = p[order] * (m - np.arange(m))  # the i-th smallest (from 0) × (m − i)
+    adjusted[order] = np.minimum(np.maximum.accumulate(stepped), 1.0)
+    return adjusted

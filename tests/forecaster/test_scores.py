@@ -1,4 +1,4 @@
-"""Interval score, pinball loss and the Diebold–Mariano test."""
+"""Interval score, pinball loss, the Diebold–Mariano test and Holm's adjustment."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from forecaster.scores import diebold_mariano, interval_score, pinball_loss
+from forecaster.scores import diebold_mariano, holm, interval_score, pinball_loss
 
 
 def test_interval_score_is_the_width_inside_and_adds_the_penalty_outside():
@@ -59,3 +61,37 @@ def test_dm_needs_enough_pairs_and_drops_non_finite_ones():
     assert result.n == 5
     with pytest.raises(ValueError, match="pair"):
         diebold_mariano(np.ones(3), np.ones(4), horizon=1)
+
+
+def holm_rejects(p_values: list[float], alpha: float) -> set[int]:
+    """Holm's procedure as he stated it: test the smallest p-value at α / m, the next at
+    α / (m − 1) and so on, stopping at the first that is above its level (compared as
+    p × (m − step) against α, as `holm` computes it, so that rounding cannot split them)."""
+    ranked = sorted((p, i) for i, p in enumerate(p_values) if math.isfinite(p))
+    rejected = set()
+    for step, (p, i) in enumerate(ranked):
+        if p * (len(ranked) - step) > alpha:
+            break
+        rejected.add(i)
+    return rejected
+
+
+p_values = st.lists(
+    st.one_of(st.floats(0.0, 1.0), st.sampled_from([0.0, 0.01, 0.05, 1.0, math.nan])),
+    max_size=40,
+)
+
+
+@given(p_values, st.sampled_from([0.001, 0.01, 0.05, 0.1, 0.2]))
+def test_holm_adjusted_p_values_reject_what_the_step_down_procedure_rejects(p, alpha):
+    adjusted = holm(np.array(p, dtype=np.float64))
+    assert {i for i, a in enumerate(adjusted) if a <= alpha} == holm_rejects(p, alpha)
+    finite = [i for i, value in enumerate(p) if math.isfinite(value)]
+    assert all(p[i] <= adjusted[i] <= 1.0 for i in finite)
+    assert all(math.isnan(adjusted[i]) for i in range(len(p)) if i not in finite)
+
+
+def test_holm_multiplies_the_smallest_by_the_number_of_tests_and_keeps_the_order():
+    adjusted = holm(np.array([0.034, 0.263, 0.5, 0.8, 0.01]))
+    assert adjusted == pytest.approx([0.136, 0.789, 1.0, 1.0, 0.05])
+    assert holm(np.array([])).shape == (0,)
