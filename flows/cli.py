@@ -446,8 +446,9 @@ def scores(
         int,
         typer.Option(
             min=1,
+            max=36_600,
             help="Score the forecasts served in this many days up to each series' newest "
-            "final candle.",
+            "final candle (at most 36,600: a century, every forecast stored).",
         ),
     ] = 365,
 ) -> None:

@@ -158,5 +158,9 @@ def test_a_series_without_scored_forecasts_is_named_and_none_scored_exits_1(engi
     )
     alone = runner.invoke(app, ["scores", "-s", "Bitstamp_XRPUSD_d"])
     assert alone.exit_code == 1 and "Served forecasts against naive" not in alone.stdout
+    century = runner.invoke(app, ["scores", "-s", "Bitstamp_BTCUSD_d", "--days", "36600"])
+    assert century.exit_code == 0 and "last 36600 days" in " ".join(century.stdout.split())
+    beyond = runner.invoke(app, ["scores", "--days", "1000000"])
+    assert beyond.exit_code == 2 and "--days" in beyond.stderr
     unknown = runner.invoke(app, ["scores", "-s", "Kraken_*_d"])
     assert unknown.exit_code == 1 and "no stored series matches Kraken_*_d" in unknown.stderr
