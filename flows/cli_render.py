@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -263,16 +264,24 @@ def served_scores_table(scored: ServedScores) -> Table:
             escape(one.series),
             f"{cell_time(one.first_as_of)} → {cell_time(one.last_as_of)}",
             f"{one.as_ofs:,}",
-            f"{one.rmse_ratio:.4f}",
-            f"{s['lstm_rmse'] / s['naive_rmse']:.4f}",
-            f"{s['interval_score_80']:.4f} ({s['naive_interval_score_80']:.4f})",
-            f"{s['interval_score_95']:.4f} ({s['naive_interval_score_95']:.4f})",
-            f"{s['coverage_80']:.3f} / {s['coverage_95']:.3f}",
-            f"{one.dm_statistic:+.2f}",
-            f"{one.dm_p_value:.3f}",
-            f"{one.dm_p_holm:.3f}",
+            _figure(one.rmse_ratio, ".4f"),
+            _figure(s["lstm_rmse"] / s["naive_rmse"], ".4f"),
+            f"{_figure(s['interval_score_80'], '.4f')} "
+            f"({_figure(s['naive_interval_score_80'], '.4f')})",
+            f"{_figure(s['interval_score_95'], '.4f')} "
+            f"({_figure(s['naive_interval_score_95'], '.4f')})",
+            f"{_figure(s['coverage_80'], '.3f')} / {_figure(s['coverage_95'], '.3f')}",
+            _figure(one.dm_statistic, "+.2f"),
+            _figure(one.dm_p_value, ".3f"),
+            _figure(one.dm_p_holm, ".3f"),
         )
     return table
+
+
+def _figure(value: float, spec: str) -> str:
+    """A score as the tables print it; ``-`` where there is none (too few as_ofs for a test,
+    forecasts stored before the LSTM's own were)."""
+    return format(value, spec) if math.isfinite(value) else "-"
 
 
 def _action(action: str) -> str:

@@ -164,3 +164,21 @@ def test_a_series_without_scored_forecasts_is_named_and_none_scored_exits_1(engi
     assert beyond.exit_code == 2 and "--days" in beyond.stderr
     unknown = runner.invoke(app, ["scores", "-s", "Kraken_*_d"])
     assert unknown.exit_code == 1 and "no stored series matches Kraken_*_d" in unknown.stderr
+
+
+def test_a_series_with_too_few_as_ofs_for_a_test_shows_none_and_is_not_counted(engine, stored):
+    key = "Bitstamp_LTCBTC_d"
+    candles = store_series(engine, key, seed=7)
+    model = version(engine, key, candles)
+    for as_of in (100, 101):  # two as_ofs: Diebold–Mariano needs three
+        write_forecast_run(engine, key, model, run_frame(candles, as_of, 0.5))
+    scored = served_scores(engine, [key, *SERIES], days=DAYS)
+    assert math.isnan(scored.series[0].dm_p_holm) and scored.series[0].as_ofs == 2
+    alone = served_scores(engine, list(SERIES), days=DAYS)
+    assert [s.dm_p_holm for s in scored.series[1:]] == [s.dm_p_holm for s in alone.series]
+    result = CliRunner().invoke(app, ["scores", "--days", str(DAYS), "-s", key, "-s", "*USD_d"])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stdout.split())
+    assert "4 series, the forecasts served" in said and "for the 3 series tested" in said
+    row = next(line for line in result.stdout.splitlines() if key in line)
+    assert [cell.strip() for cell in row.split("│")[-4:-1]] == ["-", "-", "-"]  # DM, p, p Holm
