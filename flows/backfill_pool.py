@@ -17,6 +17,11 @@ caller's process when its result is asked for: the same function, the same artif
 worker's per-epoch lines come back with the model for the backfill's run logs. A spawned
 worker imports the main module: a script that backfills keeps its work under
 ``if __name__ == "__main__":`` (the CLI and Prefect's engine do).
+
+A worker ends with the backfill's process, however that ends: the pool's ``shutdown`` does not
+run when the CLI exits past its SIGTERM grace (``os._exit``) or is killed, and a worker left
+so lived on, idle, under init, holding ~800 MB. Each worker watches its parent's sentinel (a
+pipe the parent holds open until it exits) and exits as soon as it closes.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import threading
 from collections.abc import Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing.connection import wait
 from types import TracebackType
 
 import pandas as pd
@@ -82,6 +88,24 @@ def usable_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+# a worker's exit status when its parent died first (the parent is gone: nobody reads it)
+ORPHANED_EXIT = 70
+
+
+def _end_with_parent() -> None:
+    """A worker's initializer: exit (``ORPHANED_EXIT``) once the process that started it is
+    gone, from a thread that waits on its sentinel, whatever the worker is doing then."""
+    parent = multiprocessing.parent_process()
+    if parent is None:  # not a multiprocessing child: nothing to watch
+        return
+
+    def watch() -> None:
+        wait([parent.sentinel])
+        os._exit(ORPHANED_EXIT)
+
+    threading.Thread(target=watch, name="parent watch", daemon=True).start()
 
 
 class _Lines(logging.Handler):
@@ -158,7 +182,9 @@ class RetrainPool:
             return _InProcess(job)
         if self._executor is None:
             self._executor = ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("spawn")
+                self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_end_with_parent,
             )
         return self._executor.submit(retrain, job)
 

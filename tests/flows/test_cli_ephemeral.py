@@ -1,4 +1,5 @@
-"""A CLI killed with kill -9 leaves no temporary Prefect API server behind."""
+"""A CLI killed with kill -9, or stopped by SIGTERM past its grace, leaves no process behind:
+neither its temporary Prefect API server nor a backfill's retrain worker."""
 
 from __future__ import annotations
 
@@ -36,7 +37,11 @@ def children(pid: int) -> list[int]:
 
 
 def command_line(pid: int) -> str:
-    return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    """The command line of ``pid``; "" once it has exited."""
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
 
 
 @contextmanager
@@ -170,3 +175,101 @@ def test_a_flush_interval_under_a_second_is_raised_to_one_and_said(
         server = server_environment(environ)
     assert server[FLUSH_INTERVAL] == server_gets and server["PATH"] == "/bin"
     assert (FLUSH_INTERVAL in caplog.text and "spin" in caplog.text) == warned
+
+
+# retrains that outlast the CLI's SIGTERM grace many times over (~35 windows a batch of 1)
+LONG_FIT = (
+    '{"units": 64, "max_epochs": 10000, "patience": 10000, "window": 5, "horizon": 3, '
+    '"batch_size": 1}'
+)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
+def test_a_backfill_stopped_by_sigterm_leaves_no_retrain_worker_behind(tmp_path):
+    """The retrain pool's shutdown waits for its worker's fit, past the CLI's grace, so the CLI
+    exited 143 without it: the worker lived on under init, idle, holding ~800 MB."""
+    from db.engine import make_engine, migrate
+    from flows.cli import TERM_EXIT_CODE, TERM_GRACE_S
+    from tests.flows.cdd_files import make_candles
+    from tests.flows.test_backfill import FIRST_DAY, KEY, N_CANDLES, SERIES, day, store
+
+    url = f"sqlite:///{tmp_path / 'cddf.sqlite'}"
+    engine = make_engine(url)
+    migrate(engine)
+    store(engine, make_candles(KEY, N_CANDLES, start=str(FIRST_DAY)))
+    engine.dispose()
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PYTHONPATH": str(ROOT)}
+    env |= {"CDDF_DATABASE_URL": url, "CDDF_FORECASTER": LONG_FIT}
+    env.pop("PREFECT_API_URL", None)
+    said = tmp_path / "stderr"  # a file: a surviving worker would hold a pipe open
+    with said.open("w") as stderr:
+        cli = subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", "backfill", "--series", SERIES]
+            + ["--start", str(day(40)), "--end", str(day(45)), "--retrain-every", "2"]
+            + ["--parallel", "2"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    left: dict[int, int] = {}  # pid: its pidfd, for every process the CLI started
+    try:
+        deadline = time.monotonic() + 300
+        while not any("spawn_main" in command_line(pid) for pid in children(cli.pid)):
+            assert cli.poll() is None, said.read_text()
+            assert time.monotonic() < deadline, "no retrain worker started in 300 s"
+            time.sleep(0.2)
+        for pid in children(cli.pid):
+            try:
+                left[pid] = os.pidfd_open(pid)
+            except ProcessLookupError:
+                continue
+        names = {pid: command_line(pid) for pid in left}
+        cli.send_signal(signal.SIGTERM)
+        assert cli.wait(timeout=TERM_GRACE_S + 30) == TERM_EXIT_CODE, said.read_text()
+        running, ended = set(left.values()), time.monotonic() + 20
+        while running and time.monotonic() < ended:
+            exited, _, _ = select.select(list(running), [], [], ended - time.monotonic())
+            running -= set(exited)
+        survivors = [names[pid] for pid, fd in left.items() if fd in running]
+        assert not survivors, f"still running 20 s after the CLI ended: {survivors}"
+    finally:
+        for pid, fd in left.items():
+            os.close(fd)
+            if command_line(pid):
+                os.kill(pid, signal.SIGKILL)
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="start_ephemeral_api is Linux's")
+def test_a_temporary_api_that_does_not_start_is_tried_again_then_named(tmp_path):
+    """Prefect's own RuntimeError once ended a backfill with its traceback; a 1 s startup
+    timeout is shorter than the server's start on any machine, so both tries time out."""
+    from tests.flows.cdd_files import make_candles, make_cdd_csv
+    from tests.flows.forecast_service import KEY, SERIES
+
+    source = tmp_path / f"{SERIES}.csv"
+    source.write_bytes(make_cdd_csv(KEY, make_candles(KEY, 120, start="2020-01-01")))
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PYTHONPATH": str(ROOT)}
+    env |= {"CDDF_DATABASE_URL": f"sqlite:///{tmp_path / 'cddf.sqlite'}"}
+    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "1"
+    env.pop("PREFECT_API_URL", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "run", "--source", str(source)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    said = done.stderr
+    assert done.returncode == 1 and "Traceback" not in said, said
+    assert said.count("Starting temporary server") == 2, said
+    assert "did not start (Timed out while attempting to connect" in said, said
+    assert (
+        "error: Prefect's temporary local API did not start in 2 tries (Timed out while "
+        "attempting to connect to ephemeral Prefect API server; each try waited "
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=1 s)" in said
+    ), said
+    assert "PREFECT_API_URL" in said.rsplit("error:", 1)[1]
+    with sqlite3.connect(tmp_path / "cddf.sqlite") as service_db:  # nothing ran
+        assert service_db.execute("SELECT count(*) FROM candles").fetchone() == (0,)
