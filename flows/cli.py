@@ -125,9 +125,12 @@ def _flow_api() -> bool:
     """Start Prefect's temporary API tied to this CLI's life, for a command that runs flows
     (not `serve`: it registers deployments, which only a running Prefect server keeps); whether
     it did (False: ``PREFECT_API_URL`` names a server)."""
-    from flows.ephemeral_api import start_ephemeral_api
+    from flows.ephemeral_api import EphemeralApiError, start_ephemeral_api
 
-    return start_ephemeral_api() is not None  # dies with this process, even after kill -9
+    try:
+        return start_ephemeral_api() is not None  # dies with this process, even after kill -9
+    except EphemeralApiError as error:
+        _fail(f"{error}")
 
 
 def _prefect_retention() -> None:

@@ -53,6 +53,14 @@ SERVER_DEFAULTS = {
 SETTLE_S = 60.0  # the longest wait at exit for the task-run recorder to catch up
 QUIET_S = 2.0  # nothing changed for this long (twice the flush interval), all final: caught up
 UNFINISHED = ["SCHEDULED", "PENDING", "RUNNING", "PAUSED", "CANCELLING"]
+# tries to start the temporary server: one that did not answer within Prefect's startup
+# timeout once (under load, right after another command's server stopped) answered when the
+# command was run again
+STARTS = 2
+
+
+class EphemeralApiError(RuntimeError):
+    """Prefect's temporary local API did not start: what happened and what to do."""
 
 
 def _die_with_parent(parent: int) -> None:
@@ -117,11 +125,38 @@ def start_ephemeral_api() -> str | None:
     from prefect.server.api import server
 
     server.subprocess = _SubprocessDyingWithParent()  # type: ignore[assignment]
-    api = server.SubprocessASGIServer()  # the instance get_client() uses later
     since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
-    api.start()  # registers its stop at exit; the later-registered settle runs before it
+    api = _started(server)
     atexit.register(settle, api.api_url, since)
     return api.api_url
+
+
+def _started(server: Any) -> Any:
+    """Prefect's temporary API server, started (Prefect registers its stop at exit; ``settle``,
+    registered later, runs before it). One that does not answer within Prefect's startup
+    timeout is stopped and started once more, on another port; twice is `EphemeralApiError`."""
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as TIMEOUT
+
+    said = ""
+    for attempt in range(1, STARTS + 1):
+        if attempt > 1:
+            logging.getLogger(__name__).warning(
+                "Prefect's temporary local API did not start (%s); starting it again", said
+            )
+        api = server.SubprocessASGIServer()  # the instance get_client() uses later
+        try:
+            api.start()
+            return api
+        except RuntimeError as error:  # Prefect's "Timed out while attempting to connect …"
+            api.stop()  # the server that did not answer, and Prefect's instance of it
+            said = (f"{error}".splitlines() or [type(error).__name__])[0].rstrip(".")
+            last = error
+    raise EphemeralApiError(
+        f"Prefect's temporary local API did not start in {STARTS} tries ({said}; each try "
+        f"waited {TIMEOUT.name}={TIMEOUT.value()} s). A loaded machine can need longer: "
+        f"run the command again, raise {TIMEOUT.name}, or set PREFECT_API_URL to a Prefect "
+        "server of your own"
+    ) from last
 
 
 def settle(api_url: str, since: dt.datetime, limit_s: float = SETTLE_S) -> bool:
