@@ -60,6 +60,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -91,7 +92,7 @@ from flows.evaluate import evaluate_flow
 from flows.retry import DB_RETRY
 from flows.scopes import series_config, serving_scope
 from flows.served import store_forecasts, walk_record
-from flows.train import recent_skills
+from flows.train import TRAIN_TIMEOUT_S, recent_skills
 from flows.train_policy import below_skill, pooled_skill
 from flows.train_progress import training_progress
 from flows.versions import load_model, register, version_record
@@ -271,15 +272,29 @@ def retrain_job(plan: BackfillPlan, as_of: pd.Timestamp, config: SeriesConfig) -
     )
 
 
+# the longest wait for a worker's retrain, the daily train's limit on one fit: past it (a hung
+# worker, a mis-sized fit) the backfill fails and its rerun resumes; the caller's own retrains
+# are its work, not a wait
+RETRAIN_WAIT_S = TRAIN_TIMEOUT_S
+
+
 def retrained_model(plan: BackfillPlan, as_of: pd.Timestamp, retrained: Future) -> Any:
     """The model of a retrain from the pool (waiting for it), its epoch lines in the logs."""
     try:
-        done: Retrained = retrained.result()
+        done: Retrained = retrained.result(timeout=RETRAIN_WAIT_S)
     except BrokenProcessPool as error:  # a worker killed (out of memory, kill -9)
         raise RuntimeError(
             f"{plan.series}: the process retraining {plan.scope.label} as of "
             f"{as_of:%Y-%m-%d %H:%M} died ({error}); rerun the backfill, which resumes, with "
             "fewer processes (--parallel, CDDF_BACKFILL_PROCESSES) if memory is short"
+        ) from error
+    except FutureTimeout as error:  # the worker is ended as the backfill fails (RetrainPool)
+        raise TimeoutError(
+            f"{plan.series}: the retrain of {plan.scope.label} as of {as_of:%Y-%m-%d %H:%M} "
+            f"did not come back from its worker process within {RETRAIN_WAIT_S:g} s (the "
+            "daily train's limit, flows.train.TRAIN_TIMEOUT_S); rerun the backfill, which "
+            "resumes; if a retrain really takes that long, cap it with train_candles or "
+            "max_epochs (CDDF_TIMEFRAME_SETTINGS, CDDF_SERIES_SETTINGS)"
         ) from error
     log = logging.getLogger("forecaster")
     for line in done.log:

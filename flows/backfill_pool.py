@@ -18,10 +18,12 @@ worker's per-epoch lines come back with the model for the backfill's run logs. A
 worker imports the main module: a script that backfills keeps its work under
 ``if __name__ == "__main__":`` (the CLI and Prefect's engine do).
 
-A worker ends with the backfill's process, however that ends: the pool's ``shutdown`` does not
-run when the CLI exits past its SIGTERM grace (``os._exit``) or is killed, and a worker left
-so lived on, idle, under init, holding ~800 MB. Each worker watches its parent's sentinel (a
-pipe the parent holds open until it exits) and exits as soon as it closes.
+A worker ends with the backfill: a pool left by an error (a failed step, SIGTERM, Ctrl-C) ends
+its workers at once rather than wait for their fits, which nobody will use. A process killed
+before that runs (``kill -9``, or the CLI's ``os._exit`` past its SIGTERM grace) never shuts
+its pool down, and a worker left so lived on, idle, under init, holding ~800 MB: each worker
+watches its parent's sentinel (a pipe the parent holds open until it exits) and exits as soon
+as it closes.
 """
 
 from __future__ import annotations
@@ -197,6 +199,13 @@ class RetrainPool:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+        """Wait for the workers to finish; left by an error (a failed step, SIGTERM, Ctrl-C),
+        end them at once: nobody uses the retrains they run (a rerun redoes them), and
+        waiting for a fit held a stopped backfill past the CLI's grace."""
+        if self._executor is None:
+            return
+        executor, self._executor = self._executor, None
+        if kind is not None:
+            for process in list((executor._processes or {}).values()):  # 3.11: no other handle
+                process.terminate()
+        executor.shutdown(wait=True, cancel_futures=True)

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
+import time
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 
 import pandas as pd
 import pytest
@@ -11,6 +16,7 @@ from db.forecasts import run_forecasts, runs
 from db.registry import versions
 from flows import backfill_pool
 from flows.backfill import backfill_flow
+from flows.backfill_plan import BackfillPlan
 from flows.backfill_pool import RetrainJob, RetrainPool, default_processes, retrain
 from forecaster import ForecasterConfig
 from tests.flows.cdd_files import make_candles
@@ -24,6 +30,7 @@ from tests.flows.test_backfill import (
     get_engine_migrated,
     store,
 )
+from tests.flows.test_cli_ephemeral import children, command_line
 
 
 def backfilled(
@@ -123,3 +130,62 @@ def test_a_retrain_asked_for_here_runs_in_the_caller_s_process(monkeypatch):
         pending = pool.submit(job, here=True)
         assert ran == [] and pool._executor is None  # no worker started for it
         assert pending.result() == "done" and ran == [job]
+
+
+# a fit of about a minute here (~50 windows, a batch of 1): long enough to show a shutdown
+# that waits for it, short enough to end should it wait
+MINUTE_FIT = (
+    '{"units": 64, "max_epochs": 400, "patience": 400, "window": 5, "horizon": 3, "batch_size": 1}'
+)
+
+
+def spawned_children() -> set[int]:
+    """This process's `spawn` children now (from /proc): the pools' workers."""
+    return {pid for pid in children(os.getpid()) if "spawn_main" in command_line(pid)}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
+def test_a_pool_left_by_an_error_ends_its_worker_without_waiting_for_its_fit():
+    """Its shutdown waited for the worker's fit, which nobody would use: a backfill stopped by
+    SIGTERM outlived the CLI's grace and exited with the worker still fitting."""
+    config = ForecasterConfig.from_dict(json.loads(MINUTE_FIT))
+    job = RetrainJob(config, make_candles(KEY, N_CANDLES, start=str(FIRST_DAY)))
+    before = spawned_children()
+    with pytest.raises(KeyboardInterrupt):
+        with RetrainPool(2) as pool:
+            pending = pool.submit(job)
+            deadline = time.monotonic() + 120
+            while not (workers := spawned_children() - before):
+                assert time.monotonic() < deadline, "no worker started in 120 s"
+                time.sleep(0.1)
+            time.sleep(3)  # importing TensorFlow or fitting: either outlasts the grace
+            assert not pending.done()
+            left = time.monotonic()
+            raise KeyboardInterrupt  # as Ctrl-C, or SIGTERM's SystemExit, in the flow
+    assert time.monotonic() - left < 10
+    ended = time.monotonic() + 10
+    while workers & spawned_children() and time.monotonic() < ended:
+        time.sleep(0.1)
+    assert not workers & spawned_children()
+    assert pending.cancelled() or isinstance(pending.exception(timeout=0), BrokenProcessPool)
+
+
+def test_a_worker_s_retrain_is_waited_for_at_most_the_daily_train_s_limit(monkeypatch):
+    """A worker that hung (or a fit past the limit) held the backfill, and its lease, forever."""
+    from flows import backfill
+
+    assert backfill.RETRAIN_WAIT_S == backfill.TRAIN_TIMEOUT_S
+    monkeypatch.setattr(backfill, "RETRAIN_WAIT_S", 0.2)
+    as_of = pd.Timestamp("2024-03-01", tz="UTC")
+    plan = BackfillPlan(SERIES, pd.DatetimeIndex([as_of]), 3, pd.DataFrame())
+    never_done: Future = Future()  # a retrain that does not come back
+    with pytest.raises(TimeoutError) as raised:
+        backfill.retrained_model(plan, as_of, never_done)
+    assert str(raised.value) == (
+        "Bitstamp_BTCUSD_d: the retrain of Bitstamp_BTCUSD_d as of 2024-03-01 00:00 did not "
+        "come back from its worker process within 0.2 s (the daily train's limit, "
+        "flows.train.TRAIN_TIMEOUT_S); rerun the backfill, which resumes; if a retrain really "
+        "takes that long, cap it with train_candles or max_epochs (CDDF_TIMEFRAME_SETTINGS, "
+        "CDDF_SERIES_SETTINGS)"
+    )
