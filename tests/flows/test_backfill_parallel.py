@@ -159,7 +159,7 @@ def test_a_pool_left_by_an_error_ends_its_worker_without_waiting_for_its_fit():
             while not (workers := spawned_children() - before):
                 assert time.monotonic() < deadline, "no worker started in 120 s"
                 time.sleep(0.1)
-            time.sleep(3)  # importing TensorFlow or fitting: either outlasts the grace
+            time.sleep(3)  # importing TensorFlow or fitting: either outlasts the 10 s below
             assert not pending.done()
             left = time.monotonic()
             raise KeyboardInterrupt  # as Ctrl-C, or SIGTERM's SystemExit, in the flow

@@ -177,7 +177,7 @@ def test_a_flush_interval_under_a_second_is_raised_to_one_and_said(
     assert (FLUSH_INTERVAL in caplog.text and "spin" in caplog.text) == warned
 
 
-# retrains that outlast the CLI's SIGTERM grace many times over (~35 windows a batch of 1)
+# retrains that outlast the CLI's SIGTERM grace many times over (~50 windows, a batch of 1)
 LONG_FIT = (
     '{"units": 64, "max_epochs": 10000, "patience": 10000, "window": 5, "horizon": 3, '
     '"batch_size": 1}'
@@ -187,8 +187,8 @@ LONG_FIT = (
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
 def test_a_backfill_stopped_by_sigterm_leaves_no_retrain_worker_behind(tmp_path):
-    """The retrain pool's shutdown waits for its worker's fit, past the CLI's grace, so the CLI
-    exited 143 without it: the worker lived on under init, idle, holding ~800 MB."""
+    """A backfill stopped mid-retrain once exited 143 with its worker still fitting: the worker
+    lived on under init, idle, holding ~800 MB. Every process the CLI started must end with it."""
     from db.engine import make_engine, migrate
     from flows.cli import TERM_EXIT_CODE, TERM_GRACE_S
     from tests.flows.cdd_files import make_candles
