@@ -27,13 +27,15 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import make_url, select
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
-from db.candles import load_candles
-from db.engine import get_engine
+from db.candles import UnknownSeriesError, load_candles
+from db.engine import get_engine, masked_url
 from db.forecast_tables import ForecastRun, ForecastWeight
 from db.forecasts import served_forecasts
 from forecaster.metrics import score_forecasts
@@ -147,9 +149,24 @@ def main() -> None:
     parser.add_argument("--database", required=True, help="the service's database URL")
     parser.add_argument("-s", "--series", action="append", required=True, help="series key")
     args = parser.parse_args()
-    engine = get_engine(args.database)
-    for series in args.series:
-        report(engine, series)
+    try:
+        url = make_url(args.database)
+    except ArgumentError:
+        raise SystemExit(f"--database {args.database!r}: not a database URL") from None
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        raise SystemExit(f"--database {args.database}: no such SQLite file; give the service's")
+    try:
+        engine = get_engine(
+            args.database
+        )  # a schema behind the code's: RuntimeError, says what to do
+        for series in args.series:
+            try:
+                report(engine, series)
+            except UnknownSeriesError as error:
+                raise SystemExit(f"--series {series}: {error}") from None
+    except (DBAPIError, RuntimeError) as error:
+        reason = error.orig if isinstance(error, DBAPIError) and error.orig else error
+        raise SystemExit(f"--database {masked_url(args.database)}: {reason}") from None
 
 
 if __name__ == "__main__":
