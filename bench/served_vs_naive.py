@@ -155,10 +155,8 @@ def main() -> None:
         raise SystemExit(f"--database {args.database!r}: not a database URL") from None
     if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
         raise SystemExit(f"--database {args.database}: no such SQLite file; give the service's")
-    try:
-        engine = get_engine(
-            args.database
-        )  # a schema behind the code's: RuntimeError, says what to do
+    try:  # get_engine: a schema behind the code's is a RuntimeError that says what to do
+        engine = get_engine(args.database)
         for series in args.series:
             try:
                 report(engine, series)
